@@ -1,0 +1,41 @@
+"""Plugin hook specifications (pluggy project name ``unictr``).
+
+In the style of Simon Willison's ``llm``: every hook receives a ``register``
+callback and calls it once per thing it provides. Built-in plugins in
+``unictr_plugins`` implement these hooks exactly like third-party packages,
+which are found through the entry-point group ``unictr``.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("unictr")
+hookimpl = pluggy.HookimplMarker("unictr")
+
+
+@hookspec
+def register_backbones(register):
+    """Register language-model backbones.
+
+    Call ``register(spec)`` with a :class:`unictr_core.registry.BackboneSpec`
+    for every backbone this plugin provides.
+    """
+
+
+@hookspec
+def register_domains(register):
+    """Register domains.
+
+    Call ``register(spec)`` with a :class:`unictr_core.registry.DomainSpec`
+    (name, prompt template, location of the DSN bundle, the core fingerprint
+    it was trained against) for every domain this plugin provides.
+    """
+
+
+@hookspec
+def register_baselines(register):
+    """Register baseline CTR models (for ``unictr benchmark``).
+
+    Call ``register(name, factory)``; ``factory(**kwargs)`` builds the model.
+    """

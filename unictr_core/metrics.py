@@ -1,0 +1,32 @@
+"""CTR metrics: AUC, logloss and RelaImpr."""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+from sklearn.metrics import log_loss, roc_auc_score
+
+
+def auc(labels: Sequence[int], probs: Sequence[float]) -> Optional[float]:
+    """ROC AUC, or ``None`` when the labels hold only one class (AUC undefined)."""
+    y = np.asarray(labels)
+    if y.size == 0 or np.unique(y).size < 2:
+        return None
+    return float(roc_auc_score(y, np.asarray(probs, dtype=np.float64)))
+
+
+def logloss(labels: Sequence[int], probs: Sequence[float]) -> Optional[float]:
+    y = np.asarray(labels)
+    if y.size == 0:
+        return None
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return float(log_loss(y, p, labels=[0, 1]))
+
+
+def rela_impr(auc_model: Optional[float], auc_base: Optional[float]) -> Optional[float]:
+    """RelaImpr = ((AUC_model - 0.5) / (AUC_base - 0.5) - 1) * 100 (percent)."""
+    if auc_model is None or auc_base is None or math.isclose(auc_base, 0.5):
+        return None
+    return ((auc_model - 0.5) / (auc_base - 0.5) - 1.0) * 100.0

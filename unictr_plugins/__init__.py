@@ -1,0 +1,1 @@
+"""Built-in UniCTR plugins, registered exactly like third-party ones."""
