@@ -1,0 +1,338 @@
+"""Reading and writing samples: JSONL and CSV files, validated row by row.
+
+``read_samples(path)`` reads ``.jsonl`` (one JSON object per line, blank lines
+ignored) or ``.csv`` (header row; the ``history`` column holds a JSON list of
+strings or texts separated by ``" || "``; an empty cell means missing). Keys or
+columns that are not sample fields are kept in ``extra`` as strings.
+
+Every problem is reported as :class:`unictr_core.schema.DataError` naming the
+file, the 1-based line, the field and what was expected.
+
+``write_samples(path, samples)`` writes JSONL (or CSV for a ``.csv`` path)
+atomically: a temporary file in the same folder, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Optional, Union
+
+from unictr_core.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
+
+DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
+_DOMAIN_RE = re.compile(DOMAIN_PATTERN)
+HISTORY_SEPARATOR = " || "
+SUPPORTED_SUFFIXES = (".jsonl", ".csv")
+
+PathLike = Union[str, os.PathLike]
+
+
+# ----------------------------------------------------------------------------
+# field validation
+# ----------------------------------------------------------------------------
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def validate_domain_name(name: Any, source: str = "<domain>", line: Optional[int] = None) -> str:
+    """Return ``name`` when it is a valid domain name, else raise :class:`DataError`."""
+    if not isinstance(name, str) or not _DOMAIN_RE.match(name):
+        raise DataError(source, line, "domain",
+                        f"expected a domain name matching {DOMAIN_PATTERN} "
+                        f"(lowercase letters, digits, '_' or '-', at most 64 characters), got {_describe(name)}")
+    return name
+
+
+def _parse_id(value: Any, field: str, source: str, line: Optional[int]) -> str:
+    if value is None:
+        raise DataError(source, line, field, "required field is missing")
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataError(source, line, field, f"expected a string (or integer) identifier, got {_describe(value)}")
+    text = str(value).strip()
+    if not text:
+        raise DataError(source, line, field, "required field is empty")
+    return text
+
+
+def _parse_label(value: Any, source: str, line: Optional[int]) -> Optional[int]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, float) and value in (0.0, 1.0):
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        mapping = {"0": 0, "1": 1, "0.0": 0, "1.0": 1, "true": 1, "false": 0}
+        if text in mapping:
+            return mapping[text]
+    raise DataError(source, line, "label", f"expected 0 or 1 (or true/false), got {_describe(value)}")
+
+
+def _parse_timestamp(value: Any, source: str, line: Optional[int]) -> Optional[int]:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool):
+        pass
+    elif isinstance(value, int):
+        return value
+    elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"[+-]?\d+", text):
+            return int(text)
+        if re.fullmatch(r"[+-]?\d+\.0*", text):
+            return int(float(text))
+    raise DataError(source, line, "timestamp", f"expected an integer (seconds), got {_describe(value)}")
+
+
+def _parse_text(value: Any, field: str, source: str, line: Optional[int]) -> Optional[str]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise DataError(source, line, field, f"expected text, got {_describe(value)}")
+    text = str(value)
+    return text if text.strip() else None
+
+
+def _parse_history(value: Any, source: str, line: Optional[int], from_csv: bool) -> list[str]:
+    if value is None:
+        return []
+    if from_csv and isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(source, line, "history",
+                                f"looks like a JSON list but is not valid JSON ({exc.msg})") from None
+        else:
+            return [part.strip() for part in text.split(HISTORY_SEPARATOR.strip()) if part.strip()]
+    if not isinstance(value, list):
+        raise DataError(source, line, "history", f"expected a list of strings, got {_describe(value)}")
+    for position, entry in enumerate(value):
+        if not isinstance(entry, str):
+            raise DataError(source, line, "history",
+                            f"expected a list of strings, but entry {position} is {_describe(entry)}")
+    return list(value)
+
+
+def _stringify(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _parse_extra(value: Any, source: str, line: Optional[int], from_csv: bool) -> dict[str, str]:
+    if value is None or (from_csv and isinstance(value, str) and not value.strip()):
+        return {}
+    if from_csv and isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise DataError(source, line, "extra", "expected a JSON object of extra fields") from None
+    if not isinstance(value, dict):
+        raise DataError(source, line, "extra", f"expected an object of extra fields, got {_describe(value)}")
+    return {str(k): _stringify(v) for k, v in value.items() if v is not None}
+
+
+def sample_from_mapping(row: Mapping[str, Any], source: str = "<data>", line: Optional[int] = None,
+                        require_labels: bool = False, from_csv: bool = False) -> Sample:
+    """Validate one record (a JSON object or a CSV row) and build a :class:`Sample`."""
+    values = dict(row)
+    for name in REQUIRED_FIELDS:
+        value = values.get(name)
+        if value is None or (from_csv and isinstance(value, str) and not value.strip()):
+            if value is None and name not in values:
+                raise DataError(source, line, name, "required field is missing")
+            raise DataError(source, line, name, "required field is empty")
+    domain = _parse_id(values.get("domain"), "domain", source, line)
+    validate_domain_name(domain, source, line)
+    label = _parse_label(values.get("label"), source, line)
+    if require_labels and label is None:
+        raise DataError(source, line, "label", "a label (0 or 1) is required here (training / evaluation data)")
+    extra = {}
+    for key, value in values.items():
+        if key in CORE_FIELDS or value is None:
+            continue
+        if from_csv and isinstance(value, str) and not value.strip():
+            continue
+        extra[str(key)] = _stringify(value)
+    extra.update(_parse_extra(values.get("extra"), source, line, from_csv))
+    return Sample(
+        domain=domain,
+        user_id=_parse_id(values.get("user_id"), "user_id", source, line),
+        item_id=_parse_id(values.get("item_id"), "item_id", source, line),
+        label=label,
+        timestamp=_parse_timestamp(values.get("timestamp"), source, line),
+        title=_parse_text(values.get("title"), "title", source, line),
+        brand=_parse_text(values.get("brand"), "brand", source, line),
+        price=_parse_text(values.get("price"), "price", source, line),
+        history=_parse_history(values.get("history"), source, line, from_csv),
+        extra=extra,
+    )
+
+
+# ----------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------
+
+def _check_path(path: PathLike) -> tuple[Path, str]:
+    p = Path(path)
+    source = str(path)
+    if p.suffix.lower() not in SUPPORTED_SUFFIXES:
+        raise DataError(source, None, None,
+                        f"unsupported file extension {p.suffix or '(none)'!r}; expected one of "
+                        f"{', '.join(SUPPORTED_SUFFIXES)}")
+    if not p.exists():
+        raise DataError(source, None, None, "file not found")
+    if not p.is_file():
+        raise DataError(source, None, None, "not a regular file")
+    return p, source
+
+
+def _iter_jsonl(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
+    with open(p, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(source, number, None, f"not valid UTF-8 text ({exc.reason})") from None
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise DataError(source, number, None,
+                                f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(source, number, None,
+                                f"expected a JSON object per line, got {type(obj).__name__}")
+            yield sample_from_mapping(obj, source, number, require_labels)
+
+
+def _iter_csv(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
+    try:
+        with open(p, "r", encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(handle)
+            header: Optional[list[str]] = None
+            last_line = 0
+            for row in reader:
+                start_line, last_line = last_line + 1, reader.line_num
+                if not row or all(not cell.strip() for cell in row):
+                    continue
+                if header is None:
+                    header = [name.strip() for name in row]
+                    seen = set()
+                    for name in header:
+                        if not name:
+                            raise DataError(source, start_line, None, "empty column name in the header row")
+                        if name in seen:
+                            raise DataError(source, start_line, name, "column appears twice in the header row")
+                        seen.add(name)
+                    missing = [name for name in REQUIRED_FIELDS if name not in seen]
+                    if missing:
+                        raise DataError(source, start_line, missing[0],
+                                        f"required column missing from the header row (have: {', '.join(header)})")
+                    continue
+                if len(row) != len(header):
+                    raise DataError(source, start_line, None,
+                                    f"expected {len(header)} columns (as in the header), got {len(row)}")
+                yield sample_from_mapping(dict(zip(header, row)), source, start_line, require_labels, from_csv=True)
+    except UnicodeDecodeError as exc:
+        raise DataError(source, None, None, f"not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise DataError(source, None, None, f"malformed CSV ({exc})") from None
+
+
+def iter_samples(path: PathLike, require_labels: bool = False) -> Iterator[Sample]:
+    """Yield validated samples from a ``.jsonl`` or ``.csv`` file, one at a time."""
+    p, source = _check_path(path)
+    if p.suffix.lower() == ".csv":
+        yield from _iter_csv(p, source, require_labels)
+    else:
+        yield from _iter_jsonl(p, source, require_labels)
+
+
+def read_samples(path: PathLike, require_labels: bool = False) -> list[Sample]:
+    """All validated samples of a ``.jsonl`` or ``.csv`` file.
+
+    With ``require_labels=True`` every row must carry a label (training / evaluation data).
+    """
+    return list(iter_samples(path, require_labels=require_labels))
+
+
+# ----------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------
+
+def to_jsonl_text(samples: Iterable[Sample]) -> str:
+    """Samples as JSONL text: one ``Sample.to_dict()`` JSON object per line."""
+    return "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in samples)
+
+
+def _csv_text(samples: list[Sample]) -> str:
+    extra_keys = sorted({key for s in samples for key in s.extra})
+    clashes = [key for key in extra_keys if key in CORE_FIELDS]
+    if clashes:
+        raise ValueError(f"cannot write CSV: extra field(s) {clashes} clash with sample field names")
+    header = [name for name in CORE_FIELDS if name != "extra"] + extra_keys
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for s in samples:
+        core = s.to_dict()
+        row = []
+        for name in header:
+            if name == "history":
+                row.append(json.dumps(s.history, ensure_ascii=False) if s.history else "")
+            elif name in core:
+                row.append(str(core[name]))
+            else:
+                row.append(s.extra.get(name, ""))
+        writer.writerow(row)
+    return buffer.getvalue()
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_samples(path: PathLike, samples: Iterable[Sample]) -> None:
+    """Write samples atomically: JSONL (one ``Sample.to_dict()`` per line), or CSV for a ``.csv`` path."""
+    samples = list(samples)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".csv":
+        atomic_write_text(path, _csv_text(samples))
+    elif suffix == ".jsonl":
+        atomic_write_text(path, to_jsonl_text(samples))
+    else:
+        raise ValueError(f"{path}: unsupported file extension {suffix or '(none)'!r}; "
+                         f"expected one of {', '.join(SUPPORTED_SUFFIXES)}")
