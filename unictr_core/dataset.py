@@ -1,0 +1,243 @@
+"""Dataset folders and splits.
+
+A dataset folder holds ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one
+``Sample.to_dict()`` per line) and ``dataset.yaml``: name, description, per
+domain and split the row count and positive rate, ``holdout_domains`` (meant
+for zero-shot / ``domain add``, left out of joint training by default),
+provenance and what was fitted on the training split only.
+
+``split_by_time`` and ``split_random`` split per domain.
+``write_dataset`` writes a folder atomically; ``load_dataset`` reads it back.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import shutil
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import yaml
+
+from unictr_core.data_io import to_jsonl_text, read_samples, validate_domain_name
+from unictr_core.schema import DataError, Sample
+
+SPLITS = ("train", "valid", "test")
+META_FILE = "dataset.yaml"
+PathLike = Union[str, os.PathLike]
+
+
+# ----------------------------------------------------------------------------
+# splits
+# ----------------------------------------------------------------------------
+
+def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(f) for f in fractions)
+    if len(values) != 3 or any(not math.isfinite(f) or f < 0 for f in values) or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative numbers (train, valid, test) summing to 1, "
+                         f"got {tuple(fractions)!r}")
+    return values  # type: ignore[return-value]
+
+
+def _by_domain(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    groups: dict[str, list[Sample]] = defaultdict(list)
+    for sample in samples:
+        groups[sample.domain].append(sample)
+    return groups
+
+
+def _cut_points(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
+    first = int(round(n * fractions[0]))
+    second = int(round(n * (fractions[0] + fractions[1])))
+    return min(first, n), min(max(second, first), n)
+
+
+def split_by_time(samples: Iterable[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1)
+                  ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Split each domain in time: the earliest share is train, then valid, then test.
+
+    Samples are sorted by timestamp (stable). A timestamp never straddles two
+    parts: ties at a cut go to the later part, so every validation and test
+    sample is at least as late as every training sample of its domain.
+    """
+    shares = _check_fractions(fractions)
+    parts: tuple[list[Sample], list[Sample], list[Sample]] = ([], [], [])
+    for domain, group in _by_domain(samples).items():
+        for position, sample in enumerate(group):
+            if sample.timestamp is None:
+                raise DataError(f"<domain {domain}>", position + 1, "timestamp",
+                                "a time split needs a timestamp on every sample "
+                                f"(user {sample.user_id!r}, item {sample.item_id!r})")
+        ordered = sorted(group, key=lambda s: s.timestamp)
+        stamps = [s.timestamp for s in ordered]
+        cuts = []
+        for cut in _cut_points(len(ordered), shares):
+            while 0 < cut < len(stamps) and stamps[cut - 1] == stamps[cut]:
+                cut -= 1
+            cuts.append(max(cut, cuts[-1]) if cuts else cut)
+        parts[0].extend(ordered[:cuts[0]])
+        parts[1].extend(ordered[cuts[0]:cuts[1]])
+        parts[2].extend(ordered[cuts[1]:])
+    return parts
+
+
+def split_random(samples: Iterable[Sample], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+                 ) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """Split each domain at random (seeded; input order kept inside each part)."""
+    shares = _check_fractions(fractions)
+    parts: tuple[list[Sample], list[Sample], list[Sample]] = ([], [], [])
+    for domain, group in _by_domain(samples).items():
+        order = list(range(len(group)))
+        random.Random(f"{seed}:{domain}").shuffle(order)
+        first, second = _cut_points(len(group), shares)
+        for part, chosen in zip(parts, (order[:first], order[first:second], order[second:])):
+            part.extend(group[i] for i in sorted(chosen))
+    return parts
+
+
+# ----------------------------------------------------------------------------
+# dataset folders
+# ----------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    train: list[Sample]
+    valid: list[Sample]
+    test: list[Sample]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> list[Sample]:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    @property
+    def domains(self) -> list[str]:
+        """All domain names, sorted."""
+        return sorted({s.domain for part in (self.train, self.valid, self.test) for s in part})
+
+    @property
+    def holdout_domains(self) -> list[str]:
+        return list(self.meta.get("holdout_domains") or [])
+
+    @property
+    def joint_domains(self) -> list[str]:
+        """Domains meant for joint training (all but the held-out ones)."""
+        held = set(self.holdout_domains)
+        return [d for d in self.domains if d not in held]
+
+
+def domain_stats(splits: dict[str, Sequence[Sample]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per domain, per split: ``rows`` and ``positive_rate`` (``None`` when the split is empty)."""
+    domains = sorted({s.domain for part in splits.values() for s in part})
+    stats: dict[str, dict[str, dict[str, Any]]] = {d: {} for d in domains}
+    for split_name, part in splits.items():
+        counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for s in part:
+            counts[s.domain][0] += 1
+            counts[s.domain][1] += int(s.label == 1)
+        for d in domains:
+            rows, positives = counts[d] if d in counts else (0, 0)
+            stats[d][split_name] = {"rows": rows,
+                                    "positive_rate": round(positives / rows, 4) if rows else None}
+    return stats
+
+
+def _check_for_writing(split_name: str, part: Sequence[Sample]) -> None:
+    for position, s in enumerate(part, start=1):
+        source = f"{split_name} split"
+        if not isinstance(s, Sample):
+            raise TypeError(f"{source}, item {position}: expected a Sample, got {type(s).__name__}")
+        validate_domain_name(s.domain, source, position)
+        if s.label not in (0, 1):
+            raise DataError(source, position, "label", f"expected 0 or 1 in a dataset split, got {s.label!r}")
+
+
+def _build_meta(meta: dict[str, Any], splits: dict[str, Sequence[Sample]]) -> dict[str, Any]:
+    meta = dict(meta or {})
+    holdout = meta.get("holdout_domains") or []
+    if not isinstance(holdout, (list, tuple)) or not all(isinstance(d, str) for d in holdout):
+        raise ValueError(f"meta['holdout_domains'] must be a list of domain names, got {holdout!r}")
+    out: dict[str, Any] = {
+        "name": str(meta.pop("name", "dataset")),
+        "description": str(meta.pop("description", "")),
+        "domains": domain_stats(splits),
+        "holdout_domains": list(holdout),
+        "provenance": str(meta.pop("provenance", "")),
+        "fitted_on_train": meta.pop("fitted_on_train", []),
+    }
+    meta.pop("holdout_domains", None)
+    meta.pop("domains", None)
+    out.update(meta)
+    return out
+
+
+def write_dataset(directory: PathLike, train: Sequence[Sample], valid: Sequence[Sample],
+                  test: Sequence[Sample], meta: Optional[dict[str, Any]] = None) -> Path:
+    """Write a dataset folder atomically and return its path.
+
+    Everything is written into a temporary folder next to ``directory`` and then
+    renamed into place; until that moment any previous folder stays untouched.
+    An existing non-empty folder that is not a dataset folder is never replaced.
+    """
+    target = Path(directory)
+    splits = {"train": list(train), "valid": list(valid), "test": list(test)}
+    for name, part in splits.items():
+        _check_for_writing(name, part)
+    full_meta = _build_meta(meta or {}, splits)
+    if target.exists():
+        if not target.is_dir():
+            raise FileExistsError(f"{target}: exists and is not a folder")
+        if any(target.iterdir()) and not (target / META_FILE).exists():
+            raise FileExistsError(f"{target}: folder is not empty and holds no {META_FILE}; "
+                                  "refusing to replace it (choose an empty or new folder)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
+    try:
+        for name, part in splits.items():
+            with open(staging / f"{name}.jsonl", "w", encoding="utf-8", newline="") as handle:
+                handle.write(to_jsonl_text(part))
+        with open(staging / META_FILE, "w", encoding="utf-8", newline="") as handle:
+            yaml.safe_dump(full_meta, handle, sort_keys=False, allow_unicode=True)
+        for child in staging.iterdir():
+            with open(child, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.chmod(staging, 0o755)
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, retired / "previous")
+            os.replace(staging, target)
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def load_dataset(directory: PathLike) -> Dataset:
+    """Read a dataset folder back (every row validated, labels required)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise DataError(str(folder), None, None, "dataset folder not found")
+    meta_path = folder / META_FILE
+    if not meta_path.is_file():
+        raise DataError(str(meta_path), None, None, f"missing {META_FILE}; is this a dataset folder?")
+    try:
+        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise DataError(str(meta_path), mark.line + 1 if mark else None, None, f"invalid YAML: {exc}") from None
+    if not isinstance(meta, dict):
+        raise DataError(str(meta_path), None, None, "expected a mapping at the top level")
+    holdout = meta.get("holdout_domains") or []
+    if not isinstance(holdout, list) or not all(isinstance(d, str) for d in holdout):
+        raise DataError(str(meta_path), None, "holdout_domains", f"expected a list of domain names, got {holdout!r}")
+    parts = {name: read_samples(folder / f"{name}.jsonl", require_labels=True) for name in SPLITS}
+    return Dataset(parts["train"], parts["valid"], parts["test"], meta)
