@@ -1,0 +1,132 @@
+"""Language-model backbones: from a registered name (plugin) or any local Hugging Face directory.
+
+Encoders (BERT-style) and decoders (LLaMA-style) are both supported. Prompts are
+padded on the right: a causal model's real tokens never attend to right padding,
+and UniCTR pools with masked attention instead of reading the last position, so
+one padding side serves both kinds. A decoder without a pad token gets its EOS
+(or UNK) token as pad; the attention mask keeps it out of every computation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import logging as hf_logging
+
+from unictr_core import plugins
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+# LoRA target modules by model_type where peft has no default.
+EXTRA_LORA_TARGETS = {
+    "mpnet": ["q", "v"],
+    "gemma3": ["q_proj", "v_proj"],
+}
+
+
+class BackboneError(ValueError):
+    pass
+
+
+@dataclass
+class Backbone:
+    reference: str  # what the user asked for: a registered name or a directory
+    directory: Path
+    model: torch.nn.Module
+    tokenizer: object
+    is_decoder: bool
+    num_layers: int
+    hidden_size: int
+    model_type: str
+    weights_sha256: str
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def resolve_directory(reference: str) -> Path:
+    """A registered backbone name, or a path to a local Hugging Face model directory."""
+    specs = plugins.backbones()
+    if reference in specs:
+        return Path(specs[reference].locate())
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise BackboneError(f"backbone directory {path} has no config.json: not a Hugging Face model directory")
+        return path.resolve()
+    known = ", ".join(sorted(specs)) or "none"
+    raise BackboneError(
+        f"unknown backbone '{reference}': not a registered name (known: {known}) and not an existing directory"
+    )
+
+
+def weights_sha256(directory: Path) -> str:
+    """SHA-256 over the weight files of a model directory (names and bytes, sorted by name)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise BackboneError(f"backbone directory {directory} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_decoder(config) -> bool:
+    architectures = getattr(config, "architectures", None) or []
+    return bool(getattr(config, "is_decoder", False)) or any("CausalLM" in a for a in architectures)
+
+
+def lora_targets_for(model_type: str, model: torch.nn.Module) -> list[str]:
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as peft_defaults
+
+    targets = peft_defaults.get(model_type) or EXTRA_LORA_TARGETS.get(model_type)
+    if targets:
+        return list(targets)
+    names = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    for pair in (("q_proj", "v_proj"), ("query", "value"), ("q", "v")):
+        if set(pair) <= names:
+            return list(pair)
+    raise BackboneError(
+        f"cannot choose LoRA target modules for model type '{model_type}'; set lora_targets in the model config"
+    )
+
+
+def load_backbone(reference: str) -> Backbone:
+    directory = resolve_directory(reference)
+    config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # unused LM-head weights are expected and not worth a warning
+    try:
+        model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    decoder = _is_decoder(config)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise BackboneError(f"tokenizer in {directory} has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"
+    text_config = getattr(config, "text_config", None) or config
+    logging.getLogger(__name__).debug("loaded backbone %s from %s", reference, directory)
+    return Backbone(
+        reference=reference,
+        directory=directory,
+        model=model,
+        tokenizer=tokenizer,
+        is_decoder=decoder,
+        num_layers=int(text_config.num_hidden_layers),
+        hidden_size=int(text_config.hidden_size),
+        model_type=str(config.model_type),
+        weights_sha256=weights_sha256(directory),
+    )

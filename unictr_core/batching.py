@@ -1,0 +1,72 @@
+"""From samples to padded token batches.
+
+Prompts are tokenized once. A prompt longer than ``max_length`` first loses its
+oldest history items (the current item, at the end of the prompt, is what must
+survive); only if it is still too long is it truncated. Each batch is padded to
+its own longest prompt, never to the model maximum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import torch
+
+from unictr_core.prompts import TemplateSet
+from unictr_core.schema import Sample
+
+
+@dataclass
+class Batch:
+    rows: list[int]  # positions of the batch's samples in the encoded set
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    domains: list[str]
+    labels: Optional[torch.Tensor]
+
+
+class EncodedSamples:
+    def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int):
+        self.samples = list(samples)
+        self.pad_id = int(tokenizer.pad_token_id)
+        texts = [templates.render(s) for s in self.samples]
+        ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
+        for i, sample in enumerate(self.samples):
+            history = list(sample.history)
+            text = texts[i]
+            while len(ids[i]) > max_length and history:
+                history.pop(0)
+                text = templates.for_domain(sample.domain).render(sample, history=history)
+                ids[i] = tokenizer(text, add_special_tokens=True)["input_ids"]
+            if len(ids[i]) > max_length:
+                ids[i] = tokenizer(text, add_special_tokens=True, truncation=True,
+                                   max_length=max_length)["input_ids"]
+        self.token_ids: list[list[int]] = [list(map(int, x)) for x in ids]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def batch(self, rows: Sequence[int]) -> Batch:
+        rows = list(rows)
+        longest = max(len(self.token_ids[r]) for r in rows)
+        input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids = self.token_ids[r]
+            input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            mask[i, : len(ids)] = 1
+        labels = [self.samples[r].label for r in rows]
+        label_tensor = None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.float32)
+        return Batch(rows, input_ids, mask, [self.samples[r].domain for r in rows], label_tensor)
+
+    def shuffled_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        order = torch.randperm(len(self), generator=generator).tolist()
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start : start + batch_size])
+
+    def length_sorted_batches(self, batch_size: int) -> Iterator[Batch]:
+        """Batches of similar length (less padding) for inference; ``Batch.rows`` maps results back."""
+        order = sorted(range(len(self)), key=lambda r: (len(self.token_ids[r]), r))
+        for start in range(0, len(order), batch_size):
+            yield self.batch(order[start : start + batch_size])

@@ -1,0 +1,67 @@
+"""Configuration of the model architecture and of training."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional
+
+LADDER_KINDS = ("none", "mlp", "attention", "transformer")
+
+
+@dataclass
+class ModelConfig:
+    """Every architecture hyperparameter of the core and of a DSN (stored in the core manifest)."""
+
+    backbone: str = "minilm"
+    max_length: int = 128
+    lora_r: int = 8
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_targets: Optional[list[str]] = None  # None: chosen per architecture
+    ladder_kind: str = "transformer"
+    ladder_freq: Optional[int] = None  # None: about 4 ladder blocks (round(num_layers / 4))
+    narrowed_ratio: float = 0.25
+    ladder_heads: int = 2
+    tower_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
+    dropout: float = 0.3
+
+    def validate(self) -> None:
+        if self.ladder_kind not in LADDER_KINDS:
+            raise ValueError(f"ladder_kind must be one of {', '.join(LADDER_KINDS)}, got '{self.ladder_kind}'")
+        if self.ladder_freq is not None and self.ladder_freq < 1:
+            raise ValueError(f"ladder_freq must be >= 1, got {self.ladder_freq}")
+        if not 0 < self.narrowed_ratio <= 1:
+            raise ValueError(f"narrowed_ratio must be in (0, 1], got {self.narrowed_ratio}")
+        if self.max_length < 8:
+            raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    backbone_lr: tuple[float, float] = (1e-6, 8e-5)  # cyclic LR range for the LoRA weights (paper)
+    head_lr: tuple[float, float] = (1e-5, 1e-3)  # cyclic LR range for the general network and DSNs
+    weight_decay: float = 0.01
+    patience: int = 2  # epochs without a better validation AUC before stopping
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    domains: Optional[list[str]] = None  # None: every domain in the training data
+    max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

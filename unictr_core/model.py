@@ -1,0 +1,139 @@
+"""The Uni-CTR model: LoRA-tuned backbone, general network, and one DSN per domain.
+
+A batch runs the backbone once; then each domain present in the batch runs only
+its own DSN on its own rows. The loss is BCE(DSN) + BCE(general): a sample's
+gradient reaches its own DSN, the general network and the LoRA weights, and
+never another domain's DSN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from unictr_core.backbone import Backbone, lora_targets_for
+from unictr_core.config import ModelConfig
+from unictr_core.networks import DomainNetwork, GeneralNetwork
+from unictr_core.prompts import PromptTemplate, TemplateSet
+
+
+@dataclass
+class ModelOutput:
+    general_logits: torch.Tensor  # [B]
+    dsn_logits: torch.Tensor  # [B]; equals general_logits where has_dsn is False
+    has_dsn: torch.Tensor  # [B] bool
+
+
+def ctr_loss(output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
+    """Masked loss: BCE of each sample's own DSN (where it has one) + BCE of the general network."""
+    labels = labels.float()
+    loss = F.binary_cross_entropy_with_logits(output.general_logits, labels)
+    if bool(output.has_dsn.any()):
+        rows = output.has_dsn
+        loss = loss + F.binary_cross_entropy_with_logits(output.dsn_logits[rows], labels[rows])
+    return loss
+
+
+class UniCTRModel(nn.Module):
+    def __init__(self, backbone: Backbone, config: ModelConfig, domains: Iterable[str] = (),
+                 templates: Optional[TemplateSet] = None):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        config.validate()
+        self.config = config
+        self.backbone_info = backbone
+        self.templates = templates or TemplateSet()
+        self.num_layers = backbone.num_layers
+        self.hidden_size = backbone.hidden_size
+        targets = config.lora_targets or lora_targets_for(backbone.model_type, backbone.model)
+        self.lora_targets = list(targets)
+        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                          target_modules=self.lora_targets, bias="none")
+        self.backbone = get_peft_model(backbone.model, lora)
+        self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
+        self.dsns = nn.ModuleDict()
+        for domain in domains:
+            self.add_domain(domain)
+
+    # ----------------------------------------------------------------- domains
+    @property
+    def domains(self) -> list[str]:
+        return list(self.dsns.keys())
+
+    def new_dsn(self) -> DomainNetwork:
+        return DomainNetwork(self.config, self.hidden_size, self.num_layers)
+
+    def add_domain(self, domain: str, template: Optional[PromptTemplate] = None) -> DomainNetwork:
+        if domain in self.dsns:
+            raise ValueError(f"domain '{domain}' already has a DSN")
+        self.dsns[domain] = self.new_dsn()
+        if template is not None:
+            self.templates.templates[domain] = template
+        return self.dsns[domain]
+
+    def remove_domain(self, domain: str) -> None:
+        del self.dsns[domain]
+        self.templates.templates.pop(domain, None)
+
+    # ----------------------------------------------------------------- forward
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """All hidden states h0 (embeddings) ... hL of the backbone."""
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+        return tuple(out.hidden_states)
+
+    def heads(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
+              domains: Sequence[str]) -> ModelOutput:
+        """General network on every row; each domain's DSN on its own rows only."""
+        mask = mask.bool()
+        general = self.general(hidden_states, mask)
+        dsn_logits = general
+        has_dsn = torch.zeros(len(domains), dtype=torch.bool)
+        for domain in dict.fromkeys(domains):
+            if domain not in self.dsns:
+                continue
+            rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long)
+            sub_states = [None if h is None else h.index_select(0, rows) for h in hidden_states]
+            logits = self.dsns[domain](sub_states, mask.index_select(0, rows))
+            dsn_logits = dsn_logits.index_put((rows,), logits)
+            has_dsn[rows] = True
+        return ModelOutput(general_logits=general, dsn_logits=dsn_logits, has_dsn=has_dsn)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, domains: Sequence[str]) -> ModelOutput:
+        return self.heads(self.encode(input_ids, attention_mask), attention_mask, domains)
+
+    # ----------------------------------------------------------------- weights
+    def lora_state(self) -> dict[str, torch.Tensor]:
+        return {name: p for name, p in self.backbone.named_parameters() if "lora_" in name}
+
+    def core_state(self) -> dict[str, torch.Tensor]:
+        """LoRA weights + general network: everything of the core that is not the pretrained backbone."""
+        state = {f"backbone.{k}": v for k, v in self.lora_state().items()}
+        state.update({f"general.{k}": v for k, v in self.general.state_dict().items()})
+        return state
+
+    def load_core_state(self, state: dict[str, torch.Tensor]) -> None:
+        lora = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        general = {k[len("general."):]: v for k, v in state.items() if k.startswith("general.")}
+        expected = set(self.lora_state())
+        if set(lora) != expected:
+            missing, unexpected = sorted(expected - set(lora)), sorted(set(lora) - expected)
+            raise ValueError(f"core weights do not match the architecture: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+        params = dict(self.backbone.named_parameters())
+        with torch.no_grad():
+            for name, value in lora.items():
+                if params[name].shape != value.shape:
+                    raise ValueError(f"core weight {name} has shape {tuple(value.shape)}, "
+                                     f"expected {tuple(params[name].shape)}")
+                params[name].copy_(value)
+        self.general.load_state_dict(general, strict=True)
+
+    def freeze_core(self) -> None:
+        """Freeze backbone, LoRA, general network and every DSN (before training a new DSN)."""
+        for p in self.parameters():
+            p.requires_grad_(False)

@@ -1,0 +1,173 @@
+"""The heads of Uni-CTR: ladder blocks, the attention-pooling gate, towers, DSN and general network.
+
+Every module here respects the padding mask: attention never attends to padding
+and pooling gives padding zero weight, so a sample's output does not depend on
+how long the other samples of its batch are. Towers use no BatchNorm, so no
+domain's statistics leak into another's.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from unictr_core.config import ModelConfig
+
+
+def narrowed_width(hidden_size: int, ratio: float, heads: int) -> int:
+    """hidden_size * ratio, rounded to a positive multiple of ``heads``."""
+    width = max(heads, int(round(hidden_size * ratio / heads)) * heads)
+    return width
+
+
+class AttentionPooling(nn.Module):
+    """score = tanh(O Wk) q; A = softmax(score) over non-padding positions; R = A^T O."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.key = nn.Linear(dim, dim)
+        self.query = nn.Parameter(torch.randn(dim) / dim**0.5)
+
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        scores = torch.tanh(self.key(states)) @ self.query  # [B, T]
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=-1)
+        return torch.einsum("bt,btd->bd", weights, states)
+
+
+class Tower(nn.Module):
+    """MLP (e.g. 512-256-128) ending in one logit; dropout, no BatchNorm."""
+
+    def __init__(self, in_dim: int, dims: Sequence[int], dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in dims:
+            layers += [nn.Linear(in_dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            in_dim = width
+        layers.append(nn.Linear(in_dim, 1))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.mlp(pooled).squeeze(-1)
+
+
+class MLPLadder(nn.Module):
+    def __init__(self, dim: int, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.down = nn.Linear(dim, width)
+        self.up = nn.Linear(width, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.dropout(self.up(torch.relu(self.down(x)))))
+
+
+class AttentionLadder(nn.Module):
+    """Project down, self-attention across tokens (padding masked), project back, residual + LayerNorm."""
+
+    def __init__(self, dim: int, width: int, heads: int, dropout: float):
+        super().__init__()
+        self.down = nn.Linear(dim, width)
+        self.attention = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
+        self.attention_norm = nn.LayerNorm(width)
+        self.up = nn.Linear(width, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def attend(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        attended, _ = self.attention(z, z, z, key_padding_mask=~mask, need_weights=False)
+        return self.attention_norm(z + attended)
+
+    def inner(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.attend(z, mask)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        z = self.inner(self.down(x), mask)
+        return self.norm(x + self.dropout(self.up(z)))
+
+
+class TransformerLadder(AttentionLadder):
+    """The paper's default block: attention as above followed by a feed-forward sub-layer."""
+
+    def __init__(self, dim: int, width: int, heads: int, dropout: float):
+        super().__init__(dim, width, heads, dropout)
+        self.feed_forward = nn.Sequential(nn.Linear(width, 2 * width), nn.ReLU(), nn.Dropout(dropout),
+                                          nn.Linear(2 * width, width))
+        self.feed_forward_norm = nn.LayerNorm(width)
+
+    def inner(self, z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        z = self.attend(z, mask)
+        return self.feed_forward_norm(z + self.feed_forward(z))
+
+
+LADDER_BLOCKS = {"mlp": MLPLadder, "attention": AttentionLadder, "transformer": TransformerLadder}
+
+
+def ladder_frequency(config: ModelConfig, num_layers: int) -> int:
+    if config.ladder_freq is not None:
+        if config.ladder_freq > num_layers:
+            raise ValueError(f"ladder_freq {config.ladder_freq} exceeds the backbone's {num_layers} layers")
+        return config.ladder_freq
+    return max(1, round(num_layers / 4))
+
+
+class DomainNetwork(nn.Module):
+    """DSN: ladder over the backbone's hidden states, gate (attention pooling over [h_L; lad_F]), tower.
+
+    lad_1 = Ladder_1(h_freq); lad_f = Ladder_f(h_{f*freq} + lad_{f-1}).
+    """
+
+    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.num_layers = num_layers
+        if config.ladder_kind == "none":
+            self.freq = 0
+            self.ladders = nn.ModuleList()
+        else:
+            self.freq = ladder_frequency(config, num_layers)
+            block = LADDER_BLOCKS[config.ladder_kind]
+            width = narrowed_width(hidden_size, config.narrowed_ratio, config.ladder_heads)
+            count = num_layers // self.freq
+            self.ladders = nn.ModuleList(
+                block(hidden_size, width, config.ladder_heads, config.dropout) for _ in range(count)
+            )
+        self.gate = AttentionPooling(hidden_size)
+        self.tower = Tower(hidden_size, config.tower_dims, config.dropout)
+
+    @property
+    def required_layers(self) -> list[int]:
+        """Indices into the backbone's hidden states (0 = embeddings) that this DSN reads."""
+        ladder_layers = [(f + 1) * self.freq for f in range(len(self.ladders))]
+        return sorted(set(ladder_layers + [self.num_layers]))
+
+    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+        last = hidden_states[self.num_layers]
+        gate_input, gate_mask = last, mask
+        if len(self.ladders):
+            ladder = None
+            for f, block in enumerate(self.ladders):
+                h = hidden_states[(f + 1) * self.freq]
+                ladder = block(h if ladder is None else h + ladder, mask)
+            gate_input = torch.cat([last, ladder], dim=1)
+            gate_mask = torch.cat([mask, mask], dim=1)
+        return self.tower(self.gate(gate_input, gate_mask))
+
+
+class GeneralNetwork(nn.Module):
+    """Attention pooling over h_L and a tower: the prediction for any domain, including unseen ones."""
+
+    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.num_layers = num_layers
+        self.pool = AttentionPooling(hidden_size)
+        self.tower = Tower(hidden_size, config.tower_dims, config.dropout)
+
+    @property
+    def required_layers(self) -> list[int]:
+        return [self.num_layers]
+
+    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+        return self.tower(self.pool(hidden_states[self.num_layers], mask))

@@ -1,0 +1,78 @@
+"""Prediction and evaluation with a trained model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from unictr_core import metrics
+from unictr_core.batching import EncodedSamples
+from unictr_core.model import UniCTRModel
+from unictr_core.schema import Sample
+
+
+@dataclass
+class Predictions:
+    probs: np.ndarray  # the domain's DSN where it has one, else the general network
+    general_probs: np.ndarray
+    zero_shot: np.ndarray  # True where no DSN exists for the sample's domain
+
+
+def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
+    return EncodedSamples(samples, model.templates, model.backbone_info.tokenizer, model.config.max_length)
+
+
+@torch.no_grad()
+def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int = 64,
+                    progress: Optional[object] = None) -> Predictions:
+    """One backbone pass per batch, whatever the mix of domains in it."""
+    was_training = model.training
+    model.eval()
+    n = len(encoded)
+    dsn = np.zeros(n, dtype=np.float64)
+    general = np.zeros(n, dtype=np.float64)
+    zero_shot = np.zeros(n, dtype=bool)
+    try:
+        for batch in encoded.length_sorted_batches(batch_size):
+            out = model(batch.input_ids, batch.attention_mask, batch.domains)
+            dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().numpy()
+            general[batch.rows] = torch.sigmoid(out.general_logits).double().numpy()
+            zero_shot[batch.rows] = ~out.has_dsn.numpy()
+            if progress is not None:
+                progress.update(len(batch.rows))
+    finally:
+        model.train(was_training)
+    return Predictions(probs=dsn, general_probs=general, zero_shot=zero_shot)
+
+
+def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64,
+                    progress: Optional[object] = None) -> Predictions:
+    return predict_encoded(model, encode(model, samples), batch_size, progress)
+
+
+def domain_metrics(samples: Sequence[Sample], predictions: Predictions) -> dict[str, dict]:
+    """Per domain: rows, positive rate, AUC and logloss of the model and of the general network."""
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    domains = np.array([s.domain for s in samples])
+    out: dict[str, dict] = {}
+    for domain in sorted(set(domains.tolist())):
+        rows = domains == domain
+        y = labels[rows]
+        out[domain] = {
+            "rows": int(rows.sum()),
+            "positive_rate": float(y.mean()),
+            "zero_shot": bool(predictions.zero_shot[rows].all()),
+            "auc": metrics.auc(y, predictions.probs[rows]),
+            "logloss": metrics.logloss(y, predictions.probs[rows]),
+            "general_auc": metrics.auc(y, predictions.general_probs[rows]),
+            "general_logloss": metrics.logloss(y, predictions.general_probs[rows]),
+        }
+    return out
+
+
+def mean_auc(per_domain: dict[str, dict], key: str = "auc", include_zero_shot: bool = False) -> Optional[float]:
+    values = [m[key] for m in per_domain.values() if m[key] is not None and (include_zero_shot or not m["zero_shot"])]
+    return float(np.mean(values)) if values else None
