@@ -1,0 +1,42 @@
+"""The interface every baseline model implements (built-in or from a third-party plugin)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from unictr_core.baselines.features import FeatureSpec
+from unictr_core.baselines.layers import FieldEmbedding
+
+
+class BaselineModel(nn.Module):
+    """A CTR model over categorical fields.
+
+    ``forward(fields [N, F], history [N, K], head [N]) -> logits [N]``.
+    ``head`` is the index (into ``spec.domains``) of the domain head to use;
+    single-domain models (``multi_domain = False``) ignore it, and the trainer
+    builds one of them per domain. Multi-domain models have one head per
+    training domain.
+    """
+
+    multi_domain: bool = False
+
+    def __init__(self, spec: FeatureSpec, embed_dim: int = 16, hidden: Sequence[int] = (128, 64),
+                 dropout: float = 0.1):
+        super().__init__()
+        self.spec = spec
+        self.embed_dim = embed_dim
+        self.hidden = tuple(hidden)
+        self.dropout = dropout
+        self.embedding = FieldEmbedding(spec, embed_dim)
+        self.num_slots = self.embedding.num_slots
+        self.flat_dim = self.num_slots * embed_dim
+
+    @property
+    def num_heads(self) -> int:
+        return self.spec.num_domains if self.multi_domain else 1
+
+    def forward(self, fields: torch.Tensor, history: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,224 @@
+"""The shared baseline trainer: Adam + BCE, early stopping on validation AUC, seeded.
+
+Single-domain models are trained once per training domain on that domain's
+rows; multi-domain models once on all training rows, with per-domain heads.
+Features are fitted on the training split only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from unictr_core import metrics
+from unictr_core.baselines.base import BaselineModel
+from unictr_core.baselines.features import EncodedData, FeatureEncoder
+from unictr_core.schema import DataError, Sample
+
+ALL_DOMAINS = "*"
+
+
+@dataclass
+class BaselineSettings:
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    seed: int = 0
+    embed_dim: int = 16
+    hidden: tuple = (128, 64)
+    dropout: float = 0.1
+    max_history: int = 5
+    model_options: dict = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict:
+        return {"embed_dim": self.embed_dim, "hidden": tuple(self.hidden), "dropout": self.dropout,
+                **self.model_options}
+
+
+@dataclass
+class DomainScore:
+    auc: Optional[float]
+    logloss: Optional[float]
+    n: int
+    positives: int
+
+    def to_dict(self) -> dict:
+        return {"auc": self.auc, "logloss": self.logloss, "n": self.n, "positives": self.positives}
+
+
+@dataclass
+class FittedBaseline:
+    """Trained model(s) plus the encoder fitted on train; ``models`` keyed by domain (or ``"*"``)."""
+
+    name: str
+    multi_domain: bool
+    encoder: FeatureEncoder
+    models: dict[str, BaselineModel]
+    settings: BaselineSettings
+    train_seconds: float = 0.0
+    epochs_run: dict[str, int] = field(default_factory=dict)
+    best_valid_auc: dict[str, Optional[float]] = field(default_factory=dict)
+
+    @property
+    def domains(self) -> list[str]:
+        return list(self.encoder.domains)
+
+    def predict(self, samples: Sequence[Sample], head_domain: Optional[str] = None,
+                batch_size: int = 2048) -> np.ndarray:
+        """P(click) per sample, using each sample's own domain head/model, or ``head_domain``'s for all."""
+        if head_domain is not None and head_domain not in self.domains:
+            raise ValueError(f"{self.name}: no head for domain '{head_domain}' (trained on {self.domains})")
+        if not samples:
+            return np.zeros(0, dtype=np.float64)
+        data = self.encoder.transform(samples)
+        if head_domain is not None:
+            heads = np.full(len(data), self.domains.index(head_domain), dtype=np.int64)
+        else:
+            unknown = sorted({s.domain for s, d in zip(samples, data.domain) if d < 0})
+            if unknown:
+                raise ValueError(f"{self.name}: domain(s) {unknown} were not in training; pass head_domain "
+                                 f"to score them with one of {self.domains}")
+            heads = data.domain
+        probs = np.zeros(len(data), dtype=np.float64)
+        if self.multi_domain:
+            probs[:] = _predict(self.models[ALL_DOMAINS], data, heads, batch_size)
+        else:
+            for h in np.unique(heads):
+                rows = np.nonzero(heads == h)[0]
+                model = self.models[self.domains[h]]
+                probs[rows] = _predict(model, data.subset(rows), np.zeros(len(rows), dtype=np.int64), batch_size)
+        return probs
+
+    def evaluate(self, samples: Sequence[Sample], head_domain: Optional[str] = None) -> dict[str, DomainScore]:
+        return score_by_domain(samples, self.predict(samples, head_domain=head_domain))
+
+
+def score_by_domain(samples: Sequence[Sample], probs: np.ndarray) -> dict[str, DomainScore]:
+    """AUC / logloss per domain (via :mod:`unictr_core.metrics`)."""
+    by_domain: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_domain.setdefault(s.domain, []).append(i)
+    out = {}
+    for domain, rows in sorted(by_domain.items()):
+        labels = np.array([samples[i].label for i in rows], dtype=np.int64)
+        p = probs[rows]
+        out[domain] = DomainScore(metrics.auc(labels, p), metrics.logloss(labels, p), len(rows), int(labels.sum()))
+    return out
+
+
+def check_labels(samples: Sequence[Sample], source: str) -> None:
+    for i, s in enumerate(samples):
+        if s.label not in (0, 1):
+            raise DataError(source, i + 1, "label", f"expected 0 or 1 for training/evaluation, got {s.label!r}")
+
+
+def fit_baseline(name: str, factory: Callable[..., BaselineModel], train: Sequence[Sample],
+                 valid: Sequence[Sample], settings: Optional[BaselineSettings] = None,
+                 log: Optional[Callable[[str], None]] = None) -> FittedBaseline:
+    """Fit the encoder on ``train`` and train ``factory``'s model(s); early stopping on ``valid`` AUC.
+
+    Validation rows of domains that are not in ``train`` are ignored.
+    """
+    settings = settings or BaselineSettings()
+    check_labels(train, "train split")
+    check_labels(valid, "valid split")
+    start = time.perf_counter()
+    encoder = FeatureEncoder(max_history=settings.max_history).fit(train)
+    spec = encoder.spec()
+    train_data, valid_data = encoder.transform(train), encoder.transform(valid)
+    valid_data = valid_data.subset(np.nonzero(valid_data.domain >= 0)[0])
+
+    torch.manual_seed(settings.seed)
+    probe = factory(spec, **settings.model_kwargs())
+    fitted = FittedBaseline(name, bool(probe.multi_domain), encoder, {}, settings)
+    if fitted.multi_domain:
+        fitted.models[ALL_DOMAINS], epochs, best = _train(probe, train_data, train_data.domain,
+                                                          valid_data, valid_data.domain, settings, log, name)
+        fitted.epochs_run[ALL_DOMAINS], fitted.best_valid_auc[ALL_DOMAINS] = epochs, best
+    else:
+        for h, domain in enumerate(spec.domains):
+            torch.manual_seed(settings.seed)
+            model = probe if h == 0 else factory(spec, **settings.model_kwargs())
+            tr = train_data.subset(np.nonzero(train_data.domain == h)[0])
+            va = valid_data.subset(np.nonzero(valid_data.domain == h)[0])
+            zeros_tr, zeros_va = np.zeros(len(tr), dtype=np.int64), np.zeros(len(va), dtype=np.int64)
+            fitted.models[domain], epochs, best = _train(model, tr, zeros_tr, va, zeros_va, settings, log,
+                                                         f"{name}[{domain}]")
+            fitted.epochs_run[domain], fitted.best_valid_auc[domain] = epochs, best
+    fitted.train_seconds = time.perf_counter() - start
+    return fitted
+
+
+def _tensors(data: EncodedData, heads: np.ndarray, rows: np.ndarray):
+    return (torch.from_numpy(data.fields[rows]), torch.from_numpy(data.history[rows]),
+            torch.from_numpy(heads[rows]))
+
+
+def _predict(model: BaselineModel, data: EncodedData, heads: np.ndarray, batch_size: int) -> np.ndarray:
+    model.eval()
+    out = np.zeros(len(data), dtype=np.float64)
+    with torch.no_grad():
+        for begin in range(0, len(data), batch_size):
+            rows = np.arange(begin, min(begin + batch_size, len(data)))
+            out[rows] = torch.sigmoid(model(*_tensors(data, heads, rows))).double().numpy()
+    return out
+
+
+def _valid_score(model: BaselineModel, data: EncodedData, heads: np.ndarray, batch_size: int) -> Optional[float]:
+    """Mean over heads of the validation AUC (heads whose labels hold one class are skipped)."""
+    if len(data) == 0:
+        return None
+    probs = _predict(model, data, heads, batch_size)
+    aucs = [metrics.auc(data.labels[heads == h], probs[heads == h]) for h in np.unique(heads)]
+    aucs = [a for a in aucs if a is not None]
+    return float(np.mean(aucs)) if aucs else None
+
+
+def _train(model: BaselineModel, train: EncodedData, train_heads: np.ndarray, valid: EncodedData,
+           valid_heads: np.ndarray, settings: BaselineSettings, log, label: str):
+    """Returns (model with the best validation weights, epochs run, best validation AUC)."""
+    if len(train) == 0:
+        raise ValueError(f"{label}: no training rows")
+    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    rng = np.random.default_rng(settings.seed)
+    labels = torch.from_numpy(train.labels)
+    best_score, best_state, stale, epochs = -math.inf, None, 0, 0
+    for epoch in range(settings.epochs):
+        model.train()
+        order = rng.permutation(len(train))
+        total = 0.0
+        for begin in range(0, len(order), settings.batch_size):
+            rows = order[begin:begin + settings.batch_size]
+            logits = model(*_tensors(train, train_heads, rows))
+            loss = loss_fn(logits, labels[rows])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(rows)
+        epochs = epoch + 1
+        score = _valid_score(model, valid, valid_heads, settings.batch_size * 4)
+        if log is not None:
+            shown = "n/a" if score is None else f"{score:.4f}"
+            log(f"{label} epoch {epochs}: train loss {total / len(order):.4f}, valid AUC {shown}")
+        if score is None:
+            continue                          # nothing to stop on: keep training, keep the last weights
+        if score > best_score:
+            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= settings.patience:
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, epochs, (None if best_state is None else best_score)
