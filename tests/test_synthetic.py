@@ -123,3 +123,34 @@ def test_bad_arguments(kwargs):
 def test_scale_changes_row_counts():
     sizes = Counter(s.domain for s in generate(seed=0, scale=0.2))
     assert sizes == {"books": 400, "movies": 200, "music": 70, "board_games": 100}
+
+
+# ----------------------------------------------------------------------------- the CLI command
+
+def _cli(args):
+    from typer.testing import CliRunner
+
+    from unictr_cli.data_cmd import data_app
+    return CliRunner().invoke(data_app, args)
+
+
+def test_cli_generate_writes_folder_and_prints_table(tmp_path, builtin):
+    result = _cli(["generate", "--out", str(tmp_path / "ds"), "--seed", "0"])
+    assert result.exit_code == 0, result.output
+    assert _bytes(tmp_path / "ds") == _bytes(builtin)
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["domain", "train", "valid", "test", "pos_train", "pos_valid", "pos_test", "holdout"]
+    books = next(line.split() for line in lines if line.startswith("books"))
+    assert books[1:4] == ["1600", "200", "200"] and books[-1] == "no"
+    assert next(line for line in lines if line.startswith("board_games")).split()[-1] == "yes"
+
+
+def test_cli_generate_errors_are_clean(tmp_path):
+    result = _cli(["generate", "--out", str(tmp_path / "ds"), "--scale", "0"])
+    assert result.exit_code == 2 and "--scale" in result.output
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    result = _cli(["generate", "--out", str(foreign)])
+    assert result.exit_code == 2 and "refusing to replace" in result.output
+    assert "Traceback" not in result.output and (foreign / "notes.txt").read_text() == "keep"

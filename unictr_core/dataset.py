@@ -196,7 +196,10 @@ def write_dataset(directory: PathLike, train: Sequence[Sample], valid: Sequence[
         if any(target.iterdir()) and not (target / META_FILE).exists():
             raise FileExistsError(f"{target}: folder is not empty and holds no {META_FILE}; "
                                   "refusing to replace it (choose an empty or new folder)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise FileExistsError(f"{target}: cannot create its parent folder, a file is in the way") from None
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
     try:
         for name, part in splits.items():
