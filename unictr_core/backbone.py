@@ -105,6 +105,7 @@ def load_backbone(reference: str) -> Backbone:
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # unused LM-head weights are expected and not worth a warning
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)

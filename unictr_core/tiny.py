@@ -41,8 +41,8 @@ def make_tiny_backbone(directory: str | Path, kind: str = "bert", *, hidden_size
         from transformers import BertConfig, BertModel, BertTokenizer
 
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-        (directory / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
-        tokenizer = BertTokenizer(vocab_file=str(directory / "vocab.txt"), do_lower_case=True)
+        # transformers 5 ignores ``vocab_file``; pass the vocabulary itself
+        tokenizer = BertTokenizer(vocab={token: i for i, token in enumerate(vocab)}, do_lower_case=True)
         config = BertConfig(vocab_size=len(vocab), hidden_size=hidden_size, num_hidden_layers=num_layers,
                             num_attention_heads=2, intermediate_size=hidden_size * 2, max_position_embeddings=512)
         model = BertModel(config)

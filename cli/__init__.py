@@ -1,0 +1,1 @@
+"""The ``unictr`` command line (import name ``unictr_cli``)."""

@@ -1,0 +1,33 @@
+"""The ``unictr`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from unictr_cli import model_cmds
+from unictr_cli.prepare_cmd import prepare_app
+
+app = typer.Typer(
+    name="unictr",
+    help="UniCTR: multi-domain CTR prediction with a language-model backbone, a zero-shot general network and "
+    "one pluggable network per domain (Uni-CTR, Fu et al., TOIS 2024).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(model_cmds.train)
+app.command()(model_cmds.evaluate)
+app.command()(model_cmds.predict)
+
+data_app = typer.Typer(help="Make dataset folders: the built-in generator and adapters for public data.",
+                       no_args_is_help=True)
+data_app.add_typer(prepare_app, name="prepare")
+app.add_typer(data_app, name="data")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

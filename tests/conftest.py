@@ -1,0 +1,58 @@
+"""Shared fixtures: tiny random backbones (encoder and decoder) and a small labelled sample set."""
+
+from __future__ import annotations
+
+import os
+import random
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest
+import torch
+
+from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.schema import Sample
+from unictr_core.tiny import make_tiny_backbone
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+THEMES = {
+    "space": ["star galaxy space", "space robot adventure", "galaxy saga"],
+    "food": ["cooking kitchen recipe", "food guide", "kitchen classic"],
+    "sports": ["football running", "sports fitness guide", "running story"],
+}
+
+
+def toy_samples(n: int, seed: int = 0, domains=("books", "movies", "music")) -> list[Sample]:
+    """Samples whose label follows whether the history's theme matches the item's theme."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        user_theme, item_theme = rng.choice(list(THEMES)), rng.choice(list(THEMES))
+        label = int(user_theme == item_theme) if rng.random() < 0.85 else int(rng.random() < 0.5)
+        history = [rng.choice(THEMES[user_theme]) for _ in range(rng.randint(0, 3))]
+        out.append(Sample(domain=rng.choice(domains), user_id=f"u{rng.randint(0, 50)}", item_id=f"i{i}",
+                          label=label, timestamp=i, title=rng.choice(THEMES[item_theme]),
+                          brand=rng.choice(["acme", None]), price=rng.choice(["9.99", None]), history=history))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> str:
+    return str(make_tiny_backbone(tmp_path_factory.mktemp("tiny-bert"), "bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> str:
+    return str(make_tiny_backbone(tmp_path_factory.mktemp("tiny-llama"), "llama"))
+
+
+@pytest.fixture
+def tiny_config(tiny_bert) -> ModelConfig:
+    return ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64)
+
+
+@pytest.fixture
+def fast_train_config() -> TrainConfig:
+    return TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3))

@@ -1,0 +1,69 @@
+"""Shipped domain definitions: the prompt template and description of known domains.
+
+They live in the repository's top-level ``domains/`` folder (installed as the
+package ``unictr_domains``), one ``<name>.yaml`` each::
+
+    name: gift_cards
+    description: Amazon Review Data 2018, Gift Cards
+    template:            # a PromptTemplate mapping (see unictr_core.prompts)
+      display_name: Gift Cards
+      parts: [...]
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+from unictr_core.prompts import PromptTemplate, TemplateSet
+
+
+@dataclass
+class DomainDefinition:
+    name: str
+    description: str
+    template: PromptTemplate
+    path: Path
+
+
+def definitions_dir() -> Path:
+    spec = importlib.util.find_spec("unictr_domains")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the package unictr_domains (shipped domain definitions) is not installed")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def read_definition(path: Path) -> DomainDefinition:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "name" not in data:
+        raise ValueError(f"{path}: expected a mapping with 'name', 'description' and 'template'")
+    template_data = dict(data.get("template") or {})
+    template_data.setdefault("domain", data["name"])
+    return DomainDefinition(name=str(data["name"]), description=str(data.get("description", "")),
+                            template=PromptTemplate.from_dict(template_data, source=str(path)), path=Path(path))
+
+
+def shipped_definitions() -> dict[str, DomainDefinition]:
+    out = {}
+    for path in sorted(definitions_dir().glob("*.yaml")):
+        definition = read_definition(path)
+        out[definition.name] = definition
+    return out
+
+
+def shipped_template(name: str) -> Optional[PromptTemplate]:
+    definition = shipped_definitions().get(name)
+    return definition.template if definition else None
+
+
+def templates_for(domains: Sequence[str]) -> TemplateSet:
+    """Shipped templates for the given domains; the default template for the others."""
+    known = shipped_definitions()
+    return TemplateSet({d: known[d].template for d in domains if d in known})
