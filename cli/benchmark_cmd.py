@@ -1,0 +1,61 @@
+"""``unictr benchmark``: Uni-CTR against the eight baselines on one dataset folder (Table III + zero-shot)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unictr_cli.common import split_csv, user_errors
+from unictr_core.baselines import BaselineSettings
+
+
+@user_errors
+def benchmark(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (train/valid/test.jsonl + dataset.yaml), e.g. "
+                              "from `unictr data prepare movielens`."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated models: registered baselines (deepfm, dcn, "
+                                         "autoint, xdeepfm, shared_bottom, mmoe, ple, star, ...) and/or unictr. "
+                                         "Default: all of them."),
+    out: Path = typer.Option(Path("benchmark-results"), help="Folder for benchmark.json, benchmark.txt and "
+                             "benchmark.png (the PNG needs matplotlib)."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
+    max_eval_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N validation and N test rows "
+                                                "per domain."),
+    epochs: int = typer.Option(10, min=1, help="Epoch cap for the baselines (early stopping on validation AUC)."),
+    uni_epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap for Uni-CTR (default: --epochs)."),
+    uni_backbone: str = typer.Option("minilm", help="Uni-CTR backbone: a registered name or a local Hugging Face "
+                                     "model directory."),
+    uni_batch_size: int = typer.Option(32, min=1),
+    uni_max_length: int = typer.Option(128, min=8, help="Uni-CTR prompt length cap in tokens."),
+    uni_max_steps: Optional[int] = typer.Option(None, min=1, help="Stop Uni-CTR training after N steps."),
+    holdout: Optional[str] = typer.Option(None, help="Comma-separated held-out domains for the zero-shot table "
+                                          "(excluded from training). Default: the dataset's holdout_domains."),
+    seed: int = typer.Option(0, help="One seed for every model and for the subsampling."),
+    batch_size: int = typer.Option(256, min=1, help="Baseline batch size."),
+    lr: float = typer.Option(1e-3, min=0.0, help="Baseline Adam learning rate."),
+    embed_dim: int = typer.Option(16, min=1, help="Baseline embedding size."),
+    progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
+) -> None:
+    """Train the chosen models on the same rows, split and seed; print Table III, the zero-shot table and timings."""
+    from unictr_core.benchmark import BenchmarkOptions, format_report, run_benchmark, write_outputs
+
+    options = BenchmarkOptions(
+        models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
+        uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
+        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, seed=seed,
+        holdout=split_csv(holdout) if holdout is not None else None,
+        baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim),
+    )
+    if holdout is not None and options.holdout is None:
+        options.holdout = []          # --holdout "" : no zero-shot table, every domain trained
+    report = run_benchmark(data, options, log=lambda m: typer.echo(m, err=True), progress=progress)
+    paths = write_outputs(report, out)
+    typer.echo(format_report(report))
+    typer.echo("")
+    typer.echo(f"wrote {paths['json']} and {paths['text']}")
+    if paths["chart"] is not None:
+        typer.echo(f"wrote {paths['chart']}")
+    else:
+        typer.echo(report["chart_note"])

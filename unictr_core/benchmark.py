@@ -1,0 +1,462 @@
+"""``unictr benchmark``: Uni-CTR against the baselines on one dataset folder, like for like.
+
+Every model is trained on the same training rows (the dataset's joint
+domains: all but the holdout ones), with the same seed, early-stopped on the
+same validation rows and scored on the same test rows. The report holds:
+
+* Table III of the paper: test AUC per domain for every model, the best
+  single-domain and best multi-domain baseline marked per domain, and
+  Uni-CTR's RelaImpr over every baseline;
+* the zero-shot table: each held-out domain scored by models that never saw
+  it. A multi-domain baseline answers with the domain head that scores best
+  on the held-out domain's *validation* rows; a single-domain baseline with
+  its per-domain model chosen the same way; Uni-CTR with its general network;
+* per model, training time and prediction throughput (test samples/s,
+  feature encoding / tokenisation included), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from unictr_core import metrics
+from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
+from unictr_core.baselines.trainer import check_labels
+from unictr_core.dataset import load_dataset
+from unictr_core.report import fmt, format_table, write_json
+from unictr_core.schema import Sample
+
+UNICTR = "unictr"
+SINGLE, MULTI, LLM = "single-domain", "multi-domain", "LLM-based multi-domain"
+CATEGORY_ORDER = (SINGLE, MULTI, LLM)
+MARKS = {SINGLE: "*", MULTI: "+"}
+
+
+@dataclass
+class BenchmarkOptions:
+    models: Optional[list[str]] = None          # None: every registered baseline + unictr
+    max_rows: Optional[int] = None              # training rows per domain (random subsample, seeded)
+    max_eval_rows: Optional[int] = None         # validation and test rows per domain
+    epochs: int = 10                            # epoch cap of the baselines
+    uni_epochs: Optional[int] = None            # epoch cap of Uni-CTR (default: --epochs)
+    uni_backbone: str = "minilm"
+    uni_batch_size: int = 32
+    uni_max_length: int = 128
+    uni_max_steps: Optional[int] = None
+    seed: int = 0
+    holdout: Optional[list[str]] = None         # None: the dataset's holdout_domains
+    baseline: BaselineSettings = field(default_factory=BaselineSettings)
+
+
+# --------------------------------------------------------------------------- data
+def subsample_per_domain(samples: Sequence[Sample], max_rows: Optional[int], seed: int) -> list[Sample]:
+    """At most ``max_rows`` samples per domain, drawn with ``seed``; the original order is kept."""
+    if max_rows is None:
+        return list(samples)
+    by_domain: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_domain.setdefault(s.domain, []).append(i)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for domain in sorted(by_domain):
+        rows = by_domain[domain]
+        keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
+    return [s for i, s in enumerate(samples) if i in keep]
+
+
+def _rows(samples: Sequence[Sample]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in samples:
+        out[s.domain] = out.get(s.domain, 0) + 1
+    return dict(sorted(out.items()))
+
+
+def _only(samples: Sequence[Sample], domains: Sequence[str]) -> list[Sample]:
+    wanted = set(domains)
+    return [s for s in samples if s.domain in wanted]
+
+
+def resolve_models(requested: Optional[Sequence[str]]) -> list[str]:
+    known = baselines()
+    names = list(requested) if requested else [*known, UNICTR]
+    unknown = [n for n in names if n != UNICTR and n not in known]
+    if unknown:
+        raise ValueError(f"--models: unknown model(s) {', '.join(unknown)}; known: "
+                         f"{', '.join([*known, UNICTR]) or UNICTR}")
+    return list(dict.fromkeys(names))
+
+
+# ---------------------------------------------------------------------- running
+def _scores_dict(scores) -> dict[str, dict]:
+    return {d: s.to_dict() for d, s in scores.items()}
+
+
+def _mean_auc(per_domain: dict[str, dict]) -> Optional[float]:
+    values = [m["auc"] for m in per_domain.values() if m.get("auc") is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _pick_head(candidates: dict[str, dict]) -> Optional[str]:
+    """The head with the best validation AUC (ties: first in name order); ``None`` if no AUC is defined."""
+    scored = [(m["valid_auc"], h) for h, m in sorted(candidates.items()) if m["valid_auc"] is not None]
+    if not scored:
+        return None
+    best = max(a for a, _ in scored)
+    return next(h for a, h in scored if a == best)
+
+
+def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -> dict:
+    settings = BaselineSettings(**{**asdict(options.baseline), "epochs": options.epochs, "seed": options.seed})
+    started = time.perf_counter()
+    fitted = fit_baseline(name, info.factory, data["train"], data["valid"], settings, log=log)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    probs = fitted.predict(data["test"])
+    predict_seconds = time.perf_counter() - started
+    per_domain = _scores_dict(score_by_domain(data["test"], probs))
+    zero_shot = {}
+    for held in data["holdout"]:
+        valid_h, test_h = data["holdout_valid"][held], data["holdout_test"][held]
+        heads = {}
+        for head in fitted.domains:
+            v = fitted.predict(valid_h, head_domain=head) if valid_h else np.zeros(0)
+            t = fitted.predict(test_h, head_domain=head)
+            heads[head] = {"valid_auc": metrics.auc([s.label for s in valid_h], v),
+                           "test_auc": metrics.auc([s.label for s in test_h], t),
+                           "test_logloss": metrics.logloss([s.label for s in test_h], t)}
+        chosen = _pick_head(heads)
+        picked = heads.get(chosen, {})
+        zero_shot[held] = {"head": chosen, "valid_auc": picked.get("valid_auc"), "auc": picked.get("test_auc"),
+                           "logloss": picked.get("test_logloss"), "n": len(test_h), "heads": heads}
+    return {
+        "category": MULTI if fitted.multi_domain else SINGLE,
+        "plugin": info.plugin,
+        "settings": asdict(settings),
+        "features": fitted.encoder.describe(),
+        "train_seconds": train_seconds,
+        "epochs_run": fitted.epochs_run,
+        "predict_seconds": predict_seconds,
+        "predict_rows": len(data["test"]),
+        "throughput": len(data["test"]) / predict_seconds if predict_seconds > 0 else None,
+        "parameters": int(sum(p.numel() for m in fitted.models.values() for p in m.parameters())),
+        "test": per_domain,
+        "mean_auc": _mean_auc(per_domain),
+        "zero_shot": zero_shot,
+    }
+
+
+def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
+    from unictr_core.config import ModelConfig, TrainConfig
+    from unictr_core.domain_defs import templates_for
+    from unictr_core.predict import predict_samples
+    from unictr_core.training import train_unictr
+
+    model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length)
+    model_config.validate()
+    train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
+                               seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps)
+    started = time.perf_counter()
+    result = train_unictr(data["train"], data["valid"], model_config, train_config,
+                          templates=templates_for(data["joint"]), progress=progress)
+    train_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    predictions = predict_samples(result.model, data["test"], batch_size=train_config.eval_batch_size)
+    predict_seconds = time.perf_counter() - started
+    per_domain = _scores_dict(score_by_domain(data["test"], predictions.probs))
+    zero_shot = {}
+    for held in data["holdout"]:
+        test_h = data["holdout_test"][held]
+        general = predict_samples(result.model, test_h, batch_size=train_config.eval_batch_size).general_probs
+        labels = [s.label for s in test_h]
+        zero_shot[held] = {"head": "general network", "valid_auc": None, "auc": metrics.auc(labels, general),
+                           "logloss": metrics.logloss(labels, general), "n": len(test_h)}
+    return {
+        "category": LLM,
+        "plugin": "unictr_core",
+        "settings": {"model": model_config.to_dict(), "train": train_config.to_dict()},
+        "train_seconds": train_seconds,
+        "epochs_run": {"*": len(result.history)},
+        "best_epoch": result.best_epoch,
+        "predict_seconds": predict_seconds,
+        "predict_rows": len(data["test"]),
+        "throughput": len(data["test"]) / predict_seconds if predict_seconds > 0 else None,
+        "parameters": int(sum(p.numel() for p in result.model.parameters())),
+        "trainable_parameters": int(sum(p.numel() for p in result.model.parameters() if p.requires_grad)),
+        "test": per_domain,
+        "mean_auc": _mean_auc(per_domain),
+        "zero_shot": zero_shot,
+    }
+
+
+def prepare_data(dataset_dir: Path, options: BenchmarkOptions) -> tuple[dict, dict]:
+    """Load, choose joint / held-out domains, subsample; returns (data, dataset description)."""
+    dataset = load_dataset(dataset_dir)
+    holdout = list(options.holdout) if options.holdout is not None else dataset.holdout_domains
+    unknown = [d for d in holdout if d not in dataset.domains]
+    if unknown:
+        raise ValueError(f"holdout domain(s) {', '.join(unknown)} not in {dataset_dir} "
+                         f"(domains: {', '.join(dataset.domains)})")
+    joint = [d for d in dataset.domains if d not in set(holdout)]
+    train = subsample_per_domain(_only(dataset.train, joint), options.max_rows, options.seed)
+    if not train:
+        raise ValueError(f"{dataset_dir}: no training rows outside the holdout domains {holdout}")
+    joint = sorted({s.domain for s in train})
+    valid_all = subsample_per_domain(dataset.valid, options.max_eval_rows, options.seed)
+    test_all = subsample_per_domain(dataset.test, options.max_eval_rows, options.seed)
+    for name, part in (("train", train), ("valid", valid_all), ("test", test_all)):
+        check_labels(part, f"{Path(dataset_dir) / (name + '.jsonl')} (after subsampling)")
+    data = {
+        "joint": joint, "holdout": holdout, "train": train,
+        "valid": _only(valid_all, joint), "test": _only(test_all, joint),
+        "holdout_valid": {d: _only(valid_all, [d]) for d in holdout},
+        "holdout_test": {d: _only(test_all, [d]) for d in holdout},
+    }
+    missing_test = [d for d in holdout if not data["holdout_test"][d]]
+    if missing_test:
+        raise ValueError(f"holdout domain(s) {', '.join(missing_test)} have no test rows in {dataset_dir}")
+    described = {
+        "path": str(dataset_dir), "name": dataset.meta.get("name"), "joint_domains": joint,
+        "holdout_domains": holdout,
+        "rows_used": {"train": _rows(train), "valid": _rows(valid_all), "test": _rows(test_all)},
+        "rows_available": {"train": _rows(dataset.train), "valid": _rows(dataset.valid),
+                           "test": _rows(dataset.test)},
+    }
+    return data, described
+
+
+def run_benchmark(dataset_dir: Path, options: BenchmarkOptions, log: Optional[Callable[[str], None]] = None,
+                  progress: bool = False) -> dict[str, Any]:
+    """Train and score every chosen model; returns the full report (see :func:`format_report`)."""
+    names = resolve_models(options.models)
+    data, described = prepare_data(Path(dataset_dir), options)
+    registered = baselines()
+    results: dict[str, dict] = {}
+    for name in names:
+        if log is not None:
+            log(f"training {name} ...")
+        if name == UNICTR:
+            results[name] = _run_unictr(data, options, progress)
+        else:
+            results[name] = _run_baseline(name, registered[name], data, options, log if progress else None)
+        if log is not None:
+            log(f"{name}: mean test AUC {fmt(results[name]['mean_auc'])}, "
+                f"trained in {results[name]['train_seconds']:.1f} s")
+    report = {
+        "dataset": described,
+        "options": {**asdict(options), "models": names,
+                    "uni_epochs": options.uni_epochs or options.epochs},
+        "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(),
+                        "python": platform.python_version(), "machine": platform.machine(),
+                        "processor": platform.processor() or None},
+        "models": results,
+    }
+    report["best"] = _best_baselines(results, data["joint"])
+    report["rela_impr"] = _rela_impr(results, data["joint"])
+    report["zero_shot_rela_impr"] = _zero_shot_rela_impr(results, data["holdout"])
+    return report
+
+
+# ------------------------------------------------------------------ comparisons
+def _best_baselines(results: dict[str, dict], domains: Sequence[str]) -> dict[str, dict[str, Optional[str]]]:
+    best: dict[str, dict[str, Optional[str]]] = {}
+    for category in (SINGLE, MULTI):
+        best[category] = {}
+        for domain in [*domains, "mean"]:
+            scored = [(r["mean_auc"] if domain == "mean" else r["test"].get(domain, {}).get("auc"), name)
+                      for name, r in results.items() if r["category"] == category]
+            scored = [(a, n) for a, n in scored if a is not None]
+            best[category][domain] = max(scored)[1] if scored else None
+    return best
+
+
+def _rela_impr(results: dict[str, dict], domains: Sequence[str]) -> dict[str, dict[str, Optional[float]]]:
+    """Uni-CTR's RelaImpr over every baseline, per domain and on the mean AUC."""
+    if UNICTR not in results:
+        return {}
+    uni = results[UNICTR]
+    out = {}
+    for name, r in results.items():
+        if name == UNICTR:
+            continue
+        out[name] = {d: metrics.rela_impr(uni["test"].get(d, {}).get("auc"), r["test"].get(d, {}).get("auc"))
+                     for d in domains}
+        out[name]["mean"] = metrics.rela_impr(uni["mean_auc"], r["mean_auc"])
+    return out
+
+
+def _zero_shot_rela_impr(results: dict[str, dict], holdout: Sequence[str]) -> dict[str, dict]:
+    if UNICTR not in results:
+        return {}
+    uni = results[UNICTR]["zero_shot"]
+    return {d: {name: metrics.rela_impr(uni[d]["auc"], r["zero_shot"][d]["auc"])
+                for name, r in results.items() if name != UNICTR} for d in holdout}
+
+
+# ---------------------------------------------------------------------- output
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:+.2f}%"
+
+
+def _ordered(results: dict[str, dict]) -> list[str]:
+    return sorted(results, key=lambda n: (CATEGORY_ORDER.index(results[n]["category"]), list(results).index(n)))
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The plain-text tables: Table III, the zero-shot table, timings, and what was used."""
+    results, best = report["models"], report["best"]
+    domains = report["dataset"]["joint_domains"]
+    has_uni = UNICTR in results
+    headers = ["category", "model"]
+    for d in [*domains, "mean"]:
+        headers += [f"{d} AUC"] + ([f"{d} RelaImpr"] if has_uni else [])
+    rows = []
+    for name in _ordered(results):
+        r = results[name]
+        row = [r["category"], name]
+        for d in [*domains, "mean"]:
+            auc = r["mean_auc"] if d == "mean" else r["test"].get(d, {}).get("auc")
+            mark = "".join(m for c, m in MARKS.items() if best.get(c, {}).get(d) == name)
+            row.append(fmt(auc) + mark)
+            if has_uni:
+                row.append("-" if name == UNICTR else _pct(report["rela_impr"][name][d]))
+        rows.append(row)
+    lines = ["Table III: test AUC per domain" + (" and Uni-CTR's RelaImpr over each model" if has_uni else ""),
+             format_table(headers, rows),
+             "* best single-domain baseline in the column, + best multi-domain baseline "
+             "(RelaImpr = ((AUC_unictr - 0.5) / (AUC_model - 0.5) - 1) x 100%)"]
+    if has_uni:
+        for category in (SINGLE, MULTI):
+            parts = []
+            for d in [*domains, "mean"]:
+                name = best[category][d]
+                if name is not None:
+                    parts.append(f"{d}: {_pct(report['rela_impr'][name][d])} over {name}")
+            if parts:
+                lines.append(f"Uni-CTR vs best {category}: " + "; ".join(parts))
+    lines.append("")
+    lines += _format_zero_shot(report)
+    lines.append("Timing (same run)")
+    lines.append(format_table(
+        ["model", "category", "train s", "epochs", "params", "predict samples/s", "test rows"],
+        [[n, results[n]["category"], f"{results[n]['train_seconds']:.1f}",
+          ",".join(str(v) for v in results[n]["epochs_run"].values()), results[n]["parameters"],
+          "-" if results[n]["throughput"] is None else f"{results[n]['throughput']:.0f}", results[n]["predict_rows"]]
+         for n in _ordered(results)]))
+    lines.append("")
+    lines += _format_used(report)
+    return "\n".join(lines)
+
+
+def _format_zero_shot(report: dict[str, Any]) -> list[str]:
+    results, holdout = report["models"], report["dataset"]["holdout_domains"]
+    if not holdout:
+        return ["Zero-shot: skipped (the dataset has no holdout domains; pass --holdout DOMAIN)", ""]
+    lines = []
+    for d in holdout:
+        rows = []
+        for name in _ordered(results):
+            z = results[name]["zero_shot"][d]
+            impr = "-" if name == UNICTR or not report["zero_shot_rela_impr"] else \
+                _pct(report["zero_shot_rela_impr"][d][name])
+            rows.append([results[name]["category"], name, z["head"] or "-", fmt(z["valid_auc"]), fmt(z["auc"]),
+                         fmt(z["logloss"]), impr])
+        lines.append(f"Zero-shot on held-out domain '{d}' ({results[next(iter(results))]['zero_shot'][d]['n']} "
+                     f"test rows; trained on {', '.join(report['dataset']['joint_domains'])})")
+        lines.append(format_table(["category", "model", "head (chosen on valid)", "valid AUC", "test AUC",
+                                   "test logloss", "Uni-CTR RelaImpr"], rows))
+        lines.append("")
+    return lines
+
+
+def _format_used(report: dict[str, Any]) -> list[str]:
+    o, ds, env = report["options"], report["dataset"], report["environment"]
+    rows = ds["rows_used"]
+    b = o["baseline"]
+    lines = [
+        f"Used: dataset {ds['path']} ({ds['name'] or 'unnamed'}); seed {o['seed']}; models {', '.join(o['models'])}",
+        f"  rows per domain - train {rows['train']}; valid {rows['valid']}; test {rows['test']}",
+        f"  subsampling: --max-rows {o['max_rows'] or 'none (all)'} train rows per domain, "
+        f"--max-eval-rows {o['max_eval_rows'] or 'none (all)'} valid/test rows per domain",
+        f"  baselines: at most {o['epochs']} epochs, Adam lr {b['lr']}, batch {b['batch_size']}, embeddings "
+        f"{b['embed_dim']}, hidden {list(b['hidden'])}, dropout {b['dropout']}, early stopping patience "
+        f"{b['patience']} on validation AUC",
+    ]
+    if UNICTR in report["models"]:
+        lines.append(f"  Uni-CTR: backbone {o['uni_backbone']}, at most {o['uni_epochs']} epochs, batch "
+                     f"{o['uni_batch_size']}, max length {o['uni_max_length']}"
+                     + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))
+    lines.append(f"  machine: torch {env['torch']}, {env['threads']} threads, {env['machine']}")
+    return lines
+
+
+def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Optional[Path]]:
+    """``benchmark.json``, ``benchmark.txt`` and, when matplotlib is importable, ``benchmark.png``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Optional[Path]] = {"json": out_dir / "benchmark.json", "text": out_dir / "benchmark.txt"}
+    paths["chart"] = write_chart(report, out_dir / "benchmark.png")
+    report["chart"] = str(paths["chart"]) if paths["chart"] else None
+    report["chart_note"] = None if paths["chart"] else "matplotlib is not installed: no PNG chart " \
+                                                       "(pip install matplotlib)"
+    write_json(paths["json"], _jsonable(report))
+    from unictr_core.data_io import atomic_write_text
+
+    atomic_write_text(paths["text"], format_report(report) + "\n")
+    return paths
+
+
+def write_chart(report: dict[str, Any], path: Path) -> Optional[Path]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    results = report["models"]
+    names = _ordered(results)
+    domains = report["dataset"]["joint_domains"]
+    holdout = report["dataset"]["holdout_domains"]
+    panels = [("test AUC per domain", domains, lambda n, d: results[n]["test"].get(d, {}).get("auc"))]
+    if holdout:
+        panels.append(("zero-shot test AUC", holdout, lambda n, d: results[n]["zero_shot"][d]["auc"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 + 2.5 * len(domains), 4.5), squeeze=False)
+    width = 0.8 / max(len(names), 1)
+    for ax, (title, columns, value) in zip(axes[0], panels):
+        for i, name in enumerate(names):
+            ys = [value(name, d) or 0.0 for d in columns]
+            ax.bar([c + i * width for c in range(len(columns))], ys, width, label=name)
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(columns))])
+        ax.set_xticklabels(columns, rotation=20)
+        ax.set_ylim(0.4, 1.0)
+        ax.axhline(0.5, color="grey", linewidth=0.8)
+        ax.set_title(title)
+    axes[0][0].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        v = float(value)
+        return v if math.isfinite(v) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
