@@ -1,0 +1,152 @@
+"""``unictr benchmark`` on a tiny built-in dataset with a tiny random backbone."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+import typer
+from typer.testing import CliRunner
+
+import unictr_plugins.baselines as builtin_baselines
+from unictr_cli.benchmark_cmd import benchmark
+from unictr_core import metrics
+from unictr_core.benchmark import BenchmarkOptions, run_benchmark, subsample_per_domain
+from unictr_core.baselines import BaselineSettings
+from unictr_core.plugins import get_plugin_manager
+from unictr_core.synthetic import write_builtin_dataset
+from unictr_core.tiny import make_tiny_backbone
+
+FAST = BaselineSettings(batch_size=64, lr=0.01, embed_dim=8, hidden=(16,))
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _setup():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    pm = get_plugin_manager()
+    if not pm.is_registered(builtin_baselines):      # until the lead lists it in BUILTIN_PLUGINS
+        pm.register(builtin_baselines, name="unictr_plugins.baselines")
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "builtin"
+    write_builtin_dataset(path, seed=0, scale=0.3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbone(tmp_path_factory):
+    return make_tiny_backbone(tmp_path_factory.mktemp("bb") / "tiny", hidden_size=32, num_layers=2)
+
+
+def _cli(*args: str):
+    app = typer.Typer()
+    app.command()(benchmark)
+    app.command("unused")(lambda: None)     # keeps "benchmark" a named sub-command
+    return CliRunner().invoke(app, ["benchmark", *args])
+
+
+@pytest.fixture(scope="module")
+def full_run(dataset, backbone, tmp_path_factory):
+    out = tmp_path_factory.mktemp("out")
+    result = _cli("--data", str(dataset), "--out", str(out), "--models", "deepfm,dcn,shared_bottom,star,unictr",
+                  "--epochs", "2", "--uni-epochs", "1", "--uni-backbone", str(backbone), "--uni-max-length", "64",
+                  "--embed-dim", "8", "--lr", "0.01", "--quiet")
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output, json.loads((out / "benchmark.json").read_text()), out
+
+
+def test_table_iii_marks_best_baselines_and_relaimpr_matches_json(full_run):
+    output, report, out = full_run
+    assert "Table III" in output and (out / "benchmark.txt").read_text().startswith("Table III")
+    models = report["models"]
+    assert list(models) == ["deepfm", "dcn", "shared_bottom", "star", "unictr"]
+    assert models["deepfm"]["category"] == "single-domain" and models["star"]["category"] == "multi-domain"
+    domains = report["dataset"]["joint_domains"]
+    assert domains == ["books", "movies", "music"] and report["dataset"]["holdout_domains"] == ["board_games"]
+    for domain in domains:
+        singles = {n: models[n]["test"][domain]["auc"] for n in ("deepfm", "dcn")}
+        multis = {n: models[n]["test"][domain]["auc"] for n in ("shared_bottom", "star")}
+        assert report["best"]["single-domain"][domain] == max(singles, key=singles.get)
+        assert report["best"]["multi-domain"][domain] == max(multis, key=multis.get)
+        uni = models["unictr"]["test"][domain]["auc"]
+        for name in ("deepfm", "star"):
+            expected = metrics.rela_impr(uni, models[name]["test"][domain]["auc"])
+            assert report["rela_impr"][name][domain] == pytest.approx(expected)
+    best_single = report["best"]["single-domain"]["books"]
+    row = next(line for line in output.splitlines() if line.startswith("single-domain") and f" {best_single} " in line)
+    assert f"{models[best_single]['test']['books']['auc']:.4f}*" in row
+    assert "Uni-CTR vs best single-domain" in output and "Uni-CTR vs best multi-domain" in output
+
+
+def test_zero_shot_uses_validation_chosen_heads_and_the_general_network(full_run):
+    output, report, _ = full_run
+    assert "Zero-shot on held-out domain 'board_games'" in output
+    for name in ("deepfm", "dcn", "shared_bottom", "star"):
+        z = report["models"][name]["zero_shot"]["board_games"]
+        assert set(z["heads"]) == {"books", "movies", "music"}
+        valid = {h: m["valid_auc"] for h, m in z["heads"].items()}
+        assert z["head"] == max(valid, key=valid.get)
+        assert z["auc"] == z["heads"][z["head"]]["test_auc"]
+    uni = report["models"]["unictr"]["zero_shot"]["board_games"]
+    assert uni["head"] == "general network" and 0.0 <= uni["auc"] <= 1.0
+    assert "board_games" not in report["dataset"]["rows_used"]["train"]
+
+
+def test_timings_and_what_was_used_are_reported(full_run):
+    output, report, out = full_run
+    for name, r in report["models"].items():
+        assert r["train_seconds"] > 0 and r["throughput"] > 0 and r["predict_rows"] == sum(
+            report["dataset"]["rows_used"]["test"][d] for d in report["dataset"]["joint_domains"])
+    assert "predict samples/s" in output
+    assert "at most 2 epochs" in output and "at most 1 epochs" in output and "seed 0" in output
+    assert report["options"]["uni_backbone"].endswith("tiny")
+    if importlib.util.find_spec("matplotlib") is None:
+        assert "matplotlib is not installed" in output and not (out / "benchmark.png").exists()
+    else:
+        assert (out / "benchmark.png").stat().st_size > 0
+
+
+def test_same_seed_same_tables_and_subsampling(dataset):
+    options = BenchmarkOptions(models=["dcn", "mmoe"], epochs=2, max_rows=50, max_eval_rows=20, seed=5,
+                               baseline=FAST)
+    first, second = run_benchmark(dataset, options), run_benchmark(dataset, options)
+    for name in ("dcn", "mmoe"):
+        assert first["models"][name]["test"] == second["models"][name]["test"]
+        assert first["models"][name]["zero_shot"]["board_games"]["auc"] == \
+            second["models"][name]["zero_shot"]["board_games"]["auc"]
+    used = first["dataset"]["rows_used"]
+    assert max(used["train"].values()) <= 50 and max(used["test"].values()) <= 20
+    assert first["rela_impr"] == {}          # no Uni-CTR in this run
+
+
+def test_holdout_override_trains_without_that_domain(dataset):
+    report = run_benchmark(dataset, BenchmarkOptions(models=["shared_bottom"], epochs=1, holdout=["music"],
+                                                      baseline=FAST))
+    assert report["dataset"]["joint_domains"] == ["board_games", "books", "movies"]
+    assert "music" not in report["dataset"]["rows_used"]["train"]
+    assert set(report["models"]["shared_bottom"]["zero_shot"]) == {"music"}
+
+
+def test_bad_options_fail_with_a_clear_message(dataset, tmp_path):
+    result = _cli("--data", str(dataset), "--out", str(tmp_path), "--models", "deepfm,nosuch")
+    assert result.exit_code == 1 and "unknown model(s) nosuch" in result.output
+    result = _cli("--data", str(dataset), "--out", str(tmp_path), "--models", "deepfm", "--holdout", "garden")
+    assert result.exit_code == 1 and "holdout domain(s) garden" in result.output
+
+
+def test_subsample_per_domain_keeps_order_and_caps_each_domain():
+    from unictr_core.schema import Sample
+
+    samples = [Sample("a" if i % 3 else "b", f"u{i}", "i", 0, i) for i in range(30)]
+    kept = subsample_per_domain(samples, 4, seed=1)
+    assert sum(s.domain == "a" for s in kept) == 4 and sum(s.domain == "b" for s in kept) == 4
+    assert [s.timestamp for s in kept] == sorted(s.timestamp for s in kept)
+    assert subsample_per_domain(samples, 4, seed=1) == kept
+    assert subsample_per_domain(samples, None, seed=1) == samples
