@@ -2,7 +2,9 @@
 
 The lead mounts :data:`prepare_app` as ``unictr data prepare``; every command
 writes a dataset folder (``train/valid/test.jsonl`` + ``dataset.yaml``) and
-prints a per-domain summary table.
+prints a per-domain summary table. Bad or missing raw files end with one
+``error: <file>, line N, field 'x': ...`` line and exit code 1 (``UNICTR_DEBUG=1``
+shows the traceback).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import List, Optional
 import typer
 
 from unictr_core.adapters import PrepareReport
-from unictr_core.schema import DataError
+
+from .common import fail, user_errors
 
 DEFAULT_DATA = Path("..") / "shared" / "data"
 
@@ -43,13 +46,13 @@ def _split_list(values: Optional[List[str]]) -> Optional[list[str]]:
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
-def _run(build) -> None:
-    """Call ``build()`` and print its report, turning data problems into a clean error (exit code 2)."""
-    try:
-        report: PrepareReport = build()
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as exc:
-        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
-        raise typer.Exit(code=2)
+def _check_raw(raw: Path) -> None:
+    if not raw.is_dir():
+        fail(f"raw data folder not found: {raw} (resolved from {Path.cwd()}: {raw.resolve()}); "
+             "give the folder with --raw DIR")
+
+
+def _print(report: PrepareReport) -> None:
     typer.echo(report.table())
     for note in report.notes:
         typer.echo(f"note: {note}")
@@ -57,6 +60,7 @@ def _run(build) -> None:
 
 
 @prepare_app.command("amazon2018")
+@user_errors
 def amazon2018(
     raw: Path = typer.Option(DEFAULT_DATA / "amazon2018", "--raw", help="Folder with <Category>_5.json.gz review "
                              "files and optional meta_<Category>.json.gz metadata files."),
@@ -80,12 +84,13 @@ def amazon2018(
     from unictr_core.adapters.amazon2018 import prepare_amazon2018
 
     shares = parse_fractions(fractions)
-    _run(lambda: prepare_amazon2018(raw, out, categories=_split_list(categories), history_k=history_k,
-                                    fractions=shares, max_rows=max_rows, seed=seed,
-                                    holdout_domains=_split_list(holdout)))
+    _check_raw(raw)
+    _print(prepare_amazon2018(raw, out, categories=_split_list(categories), history_k=history_k,
+                              fractions=shares, max_rows=max_rows, seed=seed, holdout_domains=_split_list(holdout)))
 
 
 @prepare_app.command("movielens")
+@user_errors
 def movielens(
     raw: Path = typer.Option(DEFAULT_DATA / "ml-100k", "--raw", help="Folder with ml-100k.inter, ml-100k.item, "
                              "ml-100k.user (RecBole atomic files)."),
@@ -107,6 +112,7 @@ def movielens(
         raise typer.BadParameter(f"expected one of {', '.join(DOMAIN_CHOICES)}, got {domain_by!r}",
                                  param_hint="--domain-by")
     shares = parse_fractions(fractions)
-    _run(lambda: prepare_movielens(raw, out, domain_by=domain_by, history_k=history_k, fractions=shares,
-                                   max_rows=max_rows, min_domain_rows=min_domain_rows,
-                                   holdout_domains=_split_list(holdout)))
+    _check_raw(raw)
+    _print(prepare_movielens(raw, out, domain_by=domain_by, history_k=history_k, fractions=shares,
+                             max_rows=max_rows, min_domain_rows=min_domain_rows,
+                             holdout_domains=_split_list(holdout)))

@@ -243,7 +243,7 @@ def test_truncated_gzip_is_a_clean_error(tmp_path):
         prepare_amazon2018(raw, tmp_path / "out")
     assert "Gift_Cards_5.json.gz" in str(info.value)
     result = CliRunner().invoke(prepare_app, ["amazon2018", "--raw", str(raw), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "Gift_Cards_5.json.gz" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 

@@ -168,7 +168,7 @@ def test_garbled_files_name_file_line_and_field(tmp_path, name, line_no, replace
     assert info.value.source == str(folder / name)
     assert info.value.line == line_no and info.value.field == field
     result = CliRunner().invoke(prepare_app, ["movielens", "--raw", str(folder), "--out", str(tmp_path / "out")])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert f"{name}, line {line_no}" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
 
@@ -199,3 +199,5 @@ def test_cli_domain_by_flag_and_table(tmp_path):
     assert int(table["TOTAL"][1]) + int(table["TOTAL"][2]) + int(table["TOTAL"][3]) == 3000
     bad = CliRunner().invoke(prepare_app, ["movielens", "--raw", str(RAW), "--out", str(out), "--domain-by", "zip"])
     assert bad.exit_code == 2 and "--domain-by" in bad.output
+    missing = CliRunner().invoke(prepare_app, ["movielens", "--raw", str(tmp_path / "nope"), "--out", str(out)])
+    assert missing.exit_code == 1 and "nope" in missing.output and "--raw" in missing.output
