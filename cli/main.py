@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from unictr_cli import model_cmds
+from unictr_cli.data_cmd import data_app
 from unictr_cli.prepare_cmd import prepare_app
 
 app = typer.Typer(
@@ -19,8 +20,6 @@ app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)
 
-data_app = typer.Typer(help="Make dataset folders: the built-in generator and adapters for public data.",
-                       no_args_is_help=True)
 data_app.add_typer(prepare_app, name="prepare")
 app.add_typer(data_app, name="data")
 

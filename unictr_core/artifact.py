@@ -220,6 +220,8 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
     bundle_dir = Path(bundle_dir)
     record = read_domain_record(bundle_dir)
     name = record["name"]
+    if name != bundle_dir.name:
+        raise ArtifactError(f"domain bundle {bundle_dir} names domain '{name}'; its folder must be named '{name}'")
     fingerprint = getattr(model, "core_fingerprint", None)
     if record["core_fingerprint"] != fingerprint:
         raise ArtifactError(
