@@ -8,6 +8,7 @@ never another domain's DSN.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
 
@@ -54,7 +55,9 @@ class UniCTRModel(nn.Module):
         self.lora_targets = list(targets)
         lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=self.lora_targets, bias="none")
-        self.backbone = get_peft_model(backbone.model, lora)
+        with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 deprecated
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.backbone = get_peft_model(backbone.model, lora)
         self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
         self.dsns = nn.ModuleDict()
         for domain in domains:
