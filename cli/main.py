@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from unictr_cli import model_cmds
+from unictr_cli.backbones_cmd import backbones
+from unictr_cli.benchmark_cmd import benchmark
 from unictr_cli.data_cmd import data_app
 from unictr_cli.prepare_cmd import prepare_app
 
@@ -19,6 +21,8 @@ app = typer.Typer(
 app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)
+app.command()(benchmark)
+app.command()(backbones)
 
 data_app.add_typer(prepare_app, name="prepare")
 app.add_typer(data_app, name="data")
