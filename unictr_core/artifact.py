@@ -252,18 +252,12 @@ def save_trained(model: UniCTRModel, home: Path, training: Optional[dict] = None
 
 
 def load_home(home: Path, domains: Optional[list[str]] = None) -> tuple[UniCTRModel, list[str]]:
-    """The core of ``home`` with its compatible domain bundles; returns (model, notes on skipped bundles)."""
-    home = Path(home)
-    if not (home / CORE_DIR / MANIFEST).exists():
-        raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
-    model = load_core(home / CORE_DIR)
-    notes = []
-    bundle_root = home / DOMAINS_DIR
-    for bundle in sorted(p for p in bundle_root.glob("*") if p.is_dir() and not p.name.startswith(".")):
-        if domains is not None and bundle.name not in domains:
-            continue
-        try:
-            load_domain_bundle(model, bundle)
-        except ArtifactError as exc:
-            notes.append(str(exc))
-    return model, notes
+    """The core of ``home`` with every compatible DSN the domain registry serves; returns (model, notes).
+
+    Goes through :func:`unictr_core.registry.load_model`: local bundles and the
+    bundles of installed domain packages; bundles of another core are skipped
+    with a note (those domains are then predicted zero-shot).
+    """
+    from unictr_core.registry import load_model
+
+    return load_model(home, domains)

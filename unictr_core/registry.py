@@ -1,0 +1,321 @@
+"""The domain registry: every domain any plugin provides, resolved against the current core.
+
+Plugins register :class:`~unictr_core.plugins.DomainSpec` objects through the
+``register_domains`` hook. The built-in plugin :mod:`unictr_plugins.local_domains`
+serves the bundles in ``<home>/domains/`` and the shipped definitions; installed
+packages add their own. One name may be registered several times (a local
+bundle, a package bundle per core it was built for, a definition): the registry
+picks, per name, the registration that serves best:
+
+1. a bundle trained against the current core (compatible),
+2. a bundle trained against another core (listed as incompatible; the domain is
+   then predicted zero-shot with the bundle's template),
+3. a definition only (template + description; predicted zero-shot).
+
+Ties go to the local bundle, then to the first registered plugin (built-in first).
+
+Writes (``domain add`` / ``domain remove``) hold an exclusive lock on
+``<home>/domains/.registry.lock``, so two concurrent commands cannot interleave;
+bundles are written into a temporary folder and renamed into place, and removed
+by renaming them out of the registry before deleting, so an interrupted command
+never leaves a half-registered domain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+from unictr_core import plugins
+from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
+                                  read_domain_record, read_manifest, save_domain_bundle)
+from unictr_core.data_io import validate_domain_name
+from unictr_core.prompts import PromptTemplate
+from unictr_core.schema import DataError
+
+LOCK_FILE = ".registry.lock"
+LOCAL_PLUGIN = "unictr_plugins.local_domains"
+
+
+class RegistryError(ArtifactError):
+    """A registry operation that cannot be done (unknown domain, not ours to delete, locked, ...)."""
+
+
+@dataclass
+class DomainEntry:
+    """One domain as the registry resolved it."""
+
+    name: str
+    source: str  # "local", "shipped definition", "package <distribution>" or "plugin <name>"
+    plugin: str
+    distribution: Optional[str] = None
+    description: str = ""
+    template: Optional[PromptTemplate] = None  # None: the core's default template
+    bundle: Optional[Path] = None
+    core_fingerprint: Optional[str] = None
+    compatible: Optional[bool] = None  # None: no bundle, or no core to compare with
+    local: bool = False  # the bundle lives in <home>/domains and `domain remove` may delete it
+    size_bytes: int = 0
+    metrics: dict = field(default_factory=dict)
+    created: Optional[str] = None
+    problem: Optional[str] = None
+    others: list[str] = field(default_factory=list)  # other registrations of this name, not chosen
+
+    @property
+    def has_dsn(self) -> bool:
+        return self.bundle is not None and self.problem is None
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "broken"
+        if self.bundle is None:
+            return "zero-shot"
+        if self.compatible is None:
+            return "no core"
+        return "ready" if self.compatible else "incompatible"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "source": self.source, "plugin": self.plugin, "distribution": self.distribution,
+            "description": self.description, "status": self.status, "has_dsn": self.has_dsn,
+            "compatible": self.compatible, "bundle": None if self.bundle is None else str(self.bundle),
+            "core_fingerprint": self.core_fingerprint, "size_bytes": self.size_bytes, "metrics": self.metrics,
+            "created": self.created, "local": self.local, "problem": self.problem, "others": self.others,
+            "template": None if self.template is None else self.template.to_dict(),
+        }
+
+
+def core_fingerprint_of(home: Path) -> Optional[str]:
+    """The fingerprint of the home's core, or ``None`` when it has none."""
+    core = Path(home) / CORE_DIR
+    if not (core / MANIFEST).exists():
+        return None
+    return str(read_manifest(core)["fingerprint"])
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class Registry:
+    """The resolved view over all plugins for one home (a snapshot; build a new one after changes)."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.domains_dir = self.home / DOMAINS_DIR
+        self.core_fingerprint = core_fingerprint_of(self.home)
+        self.problems: list[str] = []
+        candidates: dict[str, list[DomainEntry]] = {}
+        for spec in plugins.domain_specs(self.home):
+            try:
+                validate_domain_name(spec.name, f"plugin '{spec.plugin}'")
+            except DataError as exc:
+                self.problems.append(f"ignored a domain registered by plugin '{spec.plugin}': {exc.reason}")
+                continue
+            candidates.setdefault(spec.name, []).append(self._entry(spec))
+        self.entries: dict[str, DomainEntry] = {}
+        for name in sorted(candidates):
+            ranked = sorted(enumerate(candidates[name]), key=lambda pair: (self._rank(pair[1]), pair[0]))
+            chosen = ranked[0][1]
+            chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
+            if chosen.template is None and chosen.bundle is None:
+                chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
+            if chosen.description == "":
+                chosen.description = next((e.description for _, e in ranked if e.description), "")
+            self.entries[name] = chosen
+
+    @staticmethod
+    def _rank(entry: DomainEntry) -> tuple[int, int]:
+        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "zero-shot": 2, "broken": 3}[entry.status]
+        return usefulness, 0 if entry.local else 1
+
+    def _entry(self, spec: plugins.DomainSpec) -> DomainEntry:
+        entry = DomainEntry(name=spec.name, source="", plugin=spec.plugin, description=spec.description or "",
+                            template=spec.template, core_fingerprint=spec.core_fingerprint)
+        entry.distribution = plugins.distribution_of(spec.plugin)
+        if spec.bundle is not None:
+            entry.bundle = Path(spec.bundle)
+            entry.local = _is_inside(entry.bundle, self.domains_dir)
+            self._read_bundle(entry)
+        if entry.local:
+            entry.source = "local"
+        elif entry.distribution is not None:
+            entry.source = f"package {entry.distribution}"
+        elif spec.plugin == LOCAL_PLUGIN:
+            entry.source = "shipped definition"
+        else:
+            entry.source = f"plugin {spec.plugin}"
+        return entry
+
+    def _read_bundle(self, entry: DomainEntry) -> None:
+        bundle = entry.bundle
+        assert bundle is not None
+        try:
+            record = read_domain_record(bundle)
+            if record.get("name") != entry.name or bundle.name != entry.name:
+                raise ArtifactError(f"bundle {bundle} names domain '{record.get('name')}' in a folder named "
+                                    f"'{bundle.name}', but was registered as '{entry.name}'")
+            if entry.core_fingerprint is not None and entry.core_fingerprint != record.get("core_fingerprint"):
+                raise ArtifactError(f"bundle {bundle} records core {str(record.get('core_fingerprint'))[:12]}…, "
+                                    f"but its plugin registered it for core {entry.core_fingerprint[:12]}…")
+            entry.core_fingerprint = record.get("core_fingerprint")
+            entry.metrics = dict(record.get("metrics") or {})
+            entry.created = record.get("created")
+            entry.description = entry.description or str(record.get("description") or "")
+            entry.template = (PromptTemplate.from_dict(record["template"], source=str(bundle))
+                              if record.get("template") else None)
+            entry.size_bytes = _size(bundle)
+            if self.core_fingerprint is not None:
+                entry.compatible = entry.core_fingerprint == self.core_fingerprint
+        except (ArtifactError, ValueError, OSError) as exc:
+            entry.problem = str(exc)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, name: str) -> Optional[DomainEntry]:
+        return self.entries.get(name)
+
+    def require(self, name: str) -> DomainEntry:
+        validate_domain_name(name, "domain name")
+        entry = self.entries.get(name)
+        if entry is None:
+            known = ", ".join(self.entries) or "none"
+            raise RegistryError(f"unknown domain '{name}' (known: {known})")
+        return entry
+
+
+# --------------------------------------------------------------------------- loading a model
+def load_model(home: Path, domains: Optional[list[str]] = None):
+    """The home's core with every compatible DSN the registry serves; returns (model, notes).
+
+    Domains without a usable DSN keep the template the registry knows for them
+    (shipped definition or package), and the general network predicts them
+    (zero-shot). ``domains`` limits which domains are attached.
+    """
+    home = Path(home)
+    if not (home / CORE_DIR / MANIFEST).exists():
+        raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
+    registry = Registry(home)
+    model = load_core(home / CORE_DIR)
+    notes = list(registry.problems)
+    for name, entry in registry.entries.items():
+        if domains is not None and name not in domains:
+            continue
+        if entry.has_dsn and entry.compatible:
+            try:
+                load_domain_bundle(model, entry.bundle)  # verifies fingerprint and weights again
+                continue
+            except (ArtifactError, ValueError, RuntimeError) as exc:
+                notes.append(f"domain '{name}' ({entry.source}) not loaded: {exc}")
+        elif entry.problem is not None:
+            notes.append(f"domain '{name}' ({entry.source}) not loaded: {entry.problem}")
+        elif entry.bundle is not None:
+            notes.append(
+                f"domain bundle '{name}' ({entry.source}, {entry.bundle}) was trained against core "
+                f"{str(entry.core_fingerprint)[:12]}…, but the loaded core is {str(registry.core_fingerprint)[:12]}…; "
+                f"'{name}' is predicted zero-shot; retrain it with `unictr domain add {name}`")
+        if entry.template is not None:
+            model.templates.templates[name] = entry.template
+    return model, notes
+
+
+# --------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def registry_lock(home: Path, timeout: float = 30.0) -> Iterator[Path]:
+    """Exclusive lock on the home's registry; waits up to ``timeout`` seconds for another writer."""
+    domains_dir = Path(home) / DOMAINS_DIR
+    domains_dir.mkdir(parents=True, exist_ok=True)
+    path = domains_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+                    raise RegistryError(f"the domain registry {domains_dir} is locked by another `unictr domain "
+                                        f"add/remove` ({holder}); try again when it has finished") from None
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _remove_stale_staging(domains_dir: Path, name: str) -> None:
+    """Leftovers of an interrupted write of ``name`` (only called while holding the lock)."""
+    for pattern in (f".{name}.tmp-*", f".{name}.old-*", f".{name}.removed-*"):
+        for stale in domains_dir.glob(pattern):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: Optional[dict] = None,
+                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: float = 30.0) -> Path:
+    """Write ``model``'s DSN for ``name`` into the home's registry, atomically and under the lock."""
+    validate_domain_name(name, "domain name")
+    home = Path(home)
+    target = home / DOMAINS_DIR / name
+    with registry_lock(home, lock_timeout):
+        current = core_fingerprint_of(home)
+        if current != core_fingerprint:
+            raise RegistryError(f"the core in {home} changed while '{name}' was trained "
+                                f"({core_fingerprint[:12]}… -> {str(current)[:12]}…); nothing was written")
+        if target.exists() and not replace:
+            raise RegistryError(f"domain '{name}' already has a local bundle in {target}; "
+                                "use --replace to overwrite it")
+        _remove_stale_staging(target.parent, name)
+        save_domain_bundle(model, name, target, core_fingerprint, metrics, extra)
+    return target
+
+
+def remove_domain(home: Path, name: str, lock_timeout: float = 30.0) -> DomainEntry:
+    """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions)."""
+    home = Path(home)
+    entry = _local_or_explain(Registry(home), name)
+    target = home / DOMAINS_DIR / name
+    with registry_lock(home, lock_timeout):
+        if not target.is_dir():
+            raise RegistryError(f"domain '{name}' has no local bundle in {target} (removed meanwhile?)")
+        retired = target.parent / f".{name}.removed-{os.getpid()}"
+        os.replace(target, retired)  # out of the registry in one step
+        shutil.rmtree(retired, ignore_errors=True)
+    return entry
+
+
+def _local_or_explain(registry: Registry, name: str) -> DomainEntry:
+    entry = registry.require(name)
+    local_bundle = registry.domains_dir / name
+    if entry.local or (local_bundle / "domain.yaml").exists():
+        return entry
+    if entry.distribution is not None:
+        raise RegistryError(
+            f"domain '{name}' is provided by the installed package '{entry.distribution}' (plugin "
+            f"'{entry.plugin}'); UniCTR does not delete files it does not own. To disable it, uninstall the "
+            f"package (pip uninstall {entry.distribution}) or leave its plugin out of UNICTR_LOAD_PLUGINS "
+            f"(a comma-separated list of the external plugins to load)")
+    if entry.source == "shipped definition":
+        raise RegistryError(f"domain '{name}' is a shipped definition (template only, no trained DSN) from "
+                            f"the unictr_domains package; there is no local bundle to remove")
+    raise RegistryError(f"domain '{name}' is provided by plugin '{entry.plugin}', not by a local bundle in "
+                        f"{registry.domains_dir}; disable that plugin instead")
