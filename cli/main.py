@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from unictr_cli import model_cmds
+from unictr_cli import model_cmds, plugins_cmd
+from unictr_cli.domain_cmds import domain_app
 from unictr_cli.backbones_cmd import backbones
 from unictr_cli.benchmark_cmd import benchmark
 from unictr_cli.data_cmd import data_app
@@ -26,6 +27,8 @@ app.command()(backbones)
 
 data_app.add_typer(prepare_app, name="prepare")
 app.add_typer(data_app, name="data")
+app.add_typer(domain_app, name="domain")
+app.command("plugins")(plugins_cmd.plugins)
 
 
 def main() -> None:

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
+import click
 import typer
 from tqdm.auto import tqdm
 
-from unictr_cli.common import home_option, resolve_home, split_csv, user_errors
-from unictr_core.artifact import load_home, save_trained
+from unictr_cli.common import USER_ERRORS, fail, home_option, resolve_home, split_csv, user_errors
+from unictr_core import distributed
+from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
+from unictr_core.artifact import save_trained
 from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.domain_defs import templates_for
 from unictr_core.predict import predict_samples
+from unictr_core.registry import load_model
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
 
@@ -34,6 +40,121 @@ def subsample(samples, max_rows: Optional[int], seed: int):
     return [s for i, s in enumerate(samples) if i in keep]
 
 
+# --------------------------------------------------------------------------- several processes (torchrun)
+LAUNCH_PARAMS = ("nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id")
+
+
+def nproc_option():
+    return typer.Option(None, "--nproc-per-node", min=1, help="Train with N processes on this machine: relaunches "
+                        "this command under torchrun (DistributedDataParallel; gloo on CPU, nccl on GPUs).",
+                        rich_help_panel="Distributed")
+
+
+def nnodes_option():
+    return typer.Option(None, "--nnodes", help="torchrun: number of machines (N or MIN:MAX). Needs --rdzv-endpoint.",
+                        rich_help_panel="Distributed")
+
+
+def node_rank_option():
+    return typer.Option(None, "--node-rank", min=0, help="torchrun: this machine's rank (0 on the machine at "
+                        "--rdzv-endpoint); selects the static rendezvous. Without it, ranks are assigned on arrival.",
+                        rich_help_panel="Distributed")
+
+
+def rdzv_endpoint_option():
+    return typer.Option(None, "--rdzv-endpoint", help="torchrun: HOST:PORT of the rendezvous, reachable from every "
+                        "machine (usually the first machine).", rich_help_panel="Distributed")
+
+
+def rdzv_id_option():
+    return typer.Option(None, "--rdzv-id", help="torchrun: job id, the same on every machine (default 'unictr').",
+                        rich_help_panel="Distributed")
+
+
+def dist_timeout_option():
+    return typer.Option(None, "--dist-timeout", min=1.0, help="Seconds a process waits for the others in a "
+                        f"collective before giving up with an error (default ${distributed.TIMEOUT_ENV} or "
+                        f"{distributed.DEFAULT_TIMEOUT_S:.0f}).", rich_help_panel="Distributed")
+
+
+def forwarded_arguments(ctx: click.Context, drop: tuple[str, ...] = LAUNCH_PARAMS) -> list[str]:
+    """The command path and the arguments the user gave (defaults left out), minus the ``drop`` parameters."""
+    path = []
+    node = ctx
+    while node.parent is not None:
+        path.insert(0, node.info_name)
+        node = node.parent
+    positional, options = [], []
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if param.name in drop or value is None:
+            continue
+        if isinstance(param, click.Argument):
+            positional += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
+            continue
+        if ctx.get_parameter_source(param.name) == click.core.ParameterSource.DEFAULT:
+            continue
+        if getattr(param, "is_flag", False):
+            flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
+            if flag is not None:
+                options.append(flag)
+        elif isinstance(value, (list, tuple)) and param.multiple:
+            for item in value:
+                options += [param.opts[0], str(item)]
+        else:
+            options += [param.opts[0], str(value)]
+    return [*path, *positional, *options]
+
+
+def relaunch_under_torchrun(options: LaunchOptions) -> None:
+    """Run the current command again in ``options.nproc_per_node`` processes under torchrun, then exit."""
+    if distributed.under_torchrun():
+        raise ValueError("--nproc-per-node/--nnodes/--node-rank/--rdzv-* start torchrun, but this process already "
+                         f"runs under torchrun (RANK={os.environ.get('RANK')}): leave them out here")
+    code = distributed.launch(options, "unictr_cli.main", forwarded_arguments(click.get_current_context()))
+    if code != 0:
+        fail(f"distributed run failed (torchrun exit code {code}); the failing rank's error is printed above")
+    raise typer.Exit(0)
+
+
+def launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id) -> Optional[LaunchOptions]:
+    """The torchrun launch the user asked for, or None when none of the launch options was given."""
+    if all(v is None for v in (nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)):
+        return None
+    if nproc_per_node is None:
+        raise ValueError("--nnodes/--node-rank/--rdzv-endpoint/--rdzv-id need --nproc-per-node "
+                         "(processes per machine)")
+    options = LaunchOptions(nproc_per_node=nproc_per_node, nnodes=nnodes or "1", node_rank=node_rank,
+                            rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
+    options.validate()
+    return options
+
+
+@contextlib.contextmanager
+def process_group(timeout_s: Optional[float]) -> Iterator[DistContext]:
+    """This process's place in a torchrun job (or a lone process); errors end it with one clear line.
+
+    An error every rank shares (see :func:`unictr_core.distributed.agreement`) is printed by rank 0 only;
+    other errors by the rank that met them, prefixed with its rank.
+    """
+    try:
+        ctx = distributed.init_from_env(timeout_s)
+    except DistributedError as exc:
+        fail(str(exc))
+    try:
+        yield ctx
+    except DistributedError as exc:
+        if exc.reported_everywhere and not ctx.is_main:
+            raise typer.Exit(1)
+        fail(str(exc) if exc.reported_everywhere else f"{ctx.label}{exc}")
+    except USER_ERRORS as exc:
+        if not ctx.is_distributed or os.environ.get("UNICTR_DEBUG"):
+            raise
+        fail(f"{ctx.label}{exc}")
+    finally:
+        distributed.shutdown(ctx)
+
+
 @user_errors
 def train(
     data: Path = typer.Option(..., "--data", help="Dataset folder (train.jsonl, valid.jsonl, test.jsonl, dataset.yaml), "
@@ -44,49 +165,71 @@ def train(
                                  "Hugging Face model directory."),
     home: Optional[Path] = home_option(),
     epochs: int = typer.Option(3, min=1, help="Maximum number of epochs."),
-    batch_size: int = typer.Option(32, min=1),
+    batch_size: int = typer.Option(32, min=1, help="Global batch size (split over the processes of a distributed run)."),
     max_length: int = typer.Option(128, min=8, help="Maximum prompt length in tokens (oldest history dropped first)."),
     ladder: str = typer.Option("transformer", help=f"Ladder block kind: {', '.join(LADDER_KINDS)}."),
     ladder_freq: Optional[int] = typer.Option(None, min=1, help="One ladder block every N backbone layers "
                                               "(default: about 4 blocks)."),
     lora_r: int = typer.Option(8, min=1), lora_alpha: int = typer.Option(32, min=1),
+    lora_dropout: float = typer.Option(0.05, min=0.0, max=0.99, help="Dropout on the LoRA path."),
     tower: str = typer.Option("512,256,128", help="Tower MLP widths."),
     dropout: float = typer.Option(0.3, min=0.0, max=0.99),
     patience: int = typer.Option(2, min=1, help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
+    nproc_per_node: Optional[int] = nproc_option(),
+    nnodes: Optional[str] = nnodes_option(),
+    node_rank: Optional[int] = node_rank_option(),
+    rdzv_endpoint: Optional[str] = rdzv_endpoint_option(),
+    rdzv_id: Optional[str] = rdzv_id_option(),
+    dist_timeout: Optional[float] = dist_timeout_option(),
 ) -> None:
-    """Train the core (LoRA + general network) and one DSN per domain, jointly; write them to the home."""
-    dataset = load_dataset(data)
-    chosen = split_csv(domains)
-    if chosen is None:
-        holdout = set(dataset.meta.get("holdout_domains") or [])
-        chosen = sorted({s.domain for s in dataset.train} - holdout)
-    missing = sorted(set(chosen) - {s.domain for s in dataset.train})
-    if missing:
-        raise ValueError(f"--domains: no training rows for {', '.join(missing)} in {data / 'train.jsonl'}")
-    model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha,
-                               ladder_kind=ladder, ladder_freq=ladder_freq,
-                               tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout)
-    model_config.validate()
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed, domains=chosen,
-                               max_steps=max_steps)
-    train_rows = subsample(dataset.train, max_rows, seed)
-    typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
-               f"({sum(s.domain in chosen for s in train_rows)} training rows)")
-    from unictr_core.training import train_unictr
+    """Train the core (LoRA + general network) and one DSN per domain, jointly; write them to the home.
 
-    result = train_unictr(train_rows, dataset.valid, model_config, train_config, templates=templates_for(chosen))
-    home_dir = resolve_home(home)
-    training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
-                "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
-                "config": train_config.to_dict()}
-    fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics)
-    rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
-    typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
-    typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; core {fingerprint[:12]} and "
-               f"{len(chosen)} domain bundles written to {home_dir}")
+    With --nproc-per-node N the command relaunches itself under torchrun; it also runs as it is under torchrun
+    (`torchrun --nproc-per-node N -m unictr_cli.main train ...`). Only rank 0 writes the home and prints.
+    """
+    launch = launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    if launch is not None:
+        relaunch_under_torchrun(launch)
+    with process_group(dist_timeout) as ctx:
+        with distributed.agreement(ctx, "reading the dataset"):
+            dataset = load_dataset(data)
+            chosen = split_csv(domains)
+            if chosen is None:
+                holdout = set(dataset.meta.get("holdout_domains") or [])
+                chosen = sorted({s.domain for s in dataset.train} - holdout)
+            missing = sorted(set(chosen) - {s.domain for s in dataset.train})
+            if missing:
+                raise ValueError(f"--domains: no training rows for {', '.join(missing)} in {data / 'train.jsonl'}")
+            model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r,
+                                       lora_alpha=lora_alpha, lora_dropout=lora_dropout, ladder_kind=ladder,
+                                       ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
+                                       dropout=dropout)
+            model_config.validate()
+        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                                   domains=chosen, max_steps=max_steps)
+        train_rows = subsample(dataset.train, max_rows, seed)
+        if ctx.is_main:
+            processes = f", {ctx.world_size} processes ({ctx.backend})" if ctx.is_distributed else ""
+            typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
+                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes})")
+        from unictr_core.training import train_unictr
+
+        result = train_unictr(train_rows, dataset.valid, model_config, train_config,
+                              templates=templates_for(chosen), dist_ctx=ctx)
+        if not ctx.is_main:
+            return
+        home_dir = resolve_home(home)
+        training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
+                    "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
+                    "config": train_config.to_dict(), "distributed": result.distributed}
+        fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics)
+        rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
+        typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
+        typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; core {fingerprint[:12]} and "
+                   f"{len(chosen)} domain bundles written to {home_dir}")
 
 
 def _load_split(data: Path, split: str):
@@ -110,7 +253,7 @@ def evaluate(
     reference_report = None
     if reference != "general":
         reference_report = json.loads(Path(reference).read_text(encoding="utf-8"))
-    model, notes = load_home(resolve_home(home))
+    model, notes = load_model(resolve_home(home), domains=sorted({s.domain for s in samples}))
     for note in notes:
         typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
     with tqdm(total=len(samples), desc="evaluating", unit="sample") as bar:
@@ -139,7 +282,7 @@ def predict(
         validate_domain_name(domain, "--domain")
         for s in samples:
             s.domain = domain
-    model, notes = load_home(resolve_home(home))
+    model, notes = load_model(resolve_home(home), domains=sorted({s.domain for s in samples}))
     for note in notes:
         typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
     predictions = predict_samples(model, samples, batch_size)

@@ -1,0 +1,214 @@
+"""``unictr domain add | remove | list | show``: domains as plugins."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unictr_cli.common import home_option, resolve_home, user_errors
+from unictr_core.report import format_table
+
+domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
+                         no_args_is_help=True)
+
+
+def _human_size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def _read_template(path: Path, name: str):
+    """A PromptTemplate YAML file, or a domain definition (``name``/``description``/``template``)."""
+    import yaml
+
+    from unictr_core.prompts import PromptTemplate
+
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"--template: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--template {path}: not valid YAML: {exc}") from None
+    description = ""
+    if isinstance(data, dict) and "template" in data:
+        description = str(data.get("description") or "")
+        data = data["template"]
+    if isinstance(data, dict):
+        data = dict(data)
+        data.setdefault("domain", name)
+    return PromptTemplate.from_dict(data, source=f"--template {path}"), description
+
+
+@domain_app.command("add")
+@user_errors
+def add(
+    name: str = typer.Argument(..., help="Domain name: lowercase letters, digits, '_' or '-'."),
+    data: Path = typer.Option(..., "--data", help="The domain's labelled rows: a .jsonl/.csv file (split 80/10/10 "
+                              "by time) or a dataset folder (its train/valid/test rows of NAME)."),
+    template: Optional[Path] = typer.Option(None, "--template", help="Prompt template YAML (or a domain definition "
+                                            "with 'template:'). Default: the template the registry knows for NAME "
+                                            "(shipped definition or package), else the core's default."),
+    home: Optional[Path] = home_option(),
+    epochs: int = typer.Option(10, min=1, help="Maximum number of epochs."),
+    batch_size: int = typer.Option(32, min=1),
+    lr: float = typer.Option(1e-3, min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
+    patience: int = typer.Option(3, min=1, help="Stop after this many epochs without a better validation AUC."),
+    seed: int = typer.Option(0),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
+                               "and reuse them every epoch (default), or run the backbone every epoch."),
+    max_cache_gb: float = typer.Option(4.0, min=0.0, help="Refuse to cache more hidden states than this."),
+    replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
+    description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
+) -> None:
+    """Train a DSN for a new domain against the frozen core and register it (atomically)."""
+    from unictr_cli.model_cmds import subsample
+    from unictr_core.artifact import CORE_DIR, load_core
+    from unictr_core.config import TrainConfig
+    from unictr_core.data_io import validate_domain_name
+    from unictr_core.domain_training import domain_splits, train_domain
+    from unictr_core.registry import Registry, RegistryError
+
+    validate_domain_name(name, "domain name")
+    home_dir = resolve_home(home)
+    registry = Registry(home_dir)
+    if registry.core_fingerprint is None:
+        raise RegistryError(f"no trained core in {home_dir}; run `unictr train` first")
+    entry = registry.get(name)
+    if entry is not None and entry.local and not replace:
+        raise RegistryError(f"domain '{name}' already has a local bundle ({entry.bundle}); use --replace")
+    if template is not None:
+        chosen_template, template_description = _read_template(template, name)
+    else:
+        chosen_template = entry.template if entry is not None else None
+        template_description = entry.description if entry is not None else ""
+    train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
+    for note in notes:
+        typer.echo(note)
+    train_rows = subsample(train_rows, max_rows, seed)
+    if entry is not None and entry.has_dsn and entry.compatible and not entry.local:
+        typer.secho(f"note: '{name}' is also provided by {entry.source}; the local bundle will take precedence",
+                    fg=typer.colors.YELLOW, err=True)
+    model = load_core(home_dir / CORE_DIR)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=(lr / 100, lr), patience=patience, seed=seed)
+    typer.echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
+               f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
+               f"hidden-state cache {'on' if cache else 'off'})")
+    result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
+                          max_cache_gb=max_cache_gb)
+    extra = {"description": description or template_description,
+             "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
+                          "epochs_run": len(result.history), "hidden_state_cache": cache,
+                          "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+                          "config": config.to_dict()}}
+    target = _commit(home_dir, model, name, registry.core_fingerprint, result.metrics(), extra, replace)
+    test = result.test
+    typer.echo(format_table(
+        ["held-out rows", "predicted by", "AUC", "logloss"],
+        [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
+         [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]))
+    s = result.seconds
+    typer.echo(f"best epoch {result.best_epoch} of {len(result.history)}; {s['total']:.1f} s "
+               f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
+               f"evaluation {s['evaluate']:.1f} s)")
+    typer.echo(f"domain '{name}' registered: {target}")
+
+
+def _commit(home_dir, model, name, fingerprint, metrics, extra, replace):
+    from unictr_core.registry import commit_bundle
+
+    return commit_bundle(home_dir, model, name, fingerprint, metrics, extra, replace=replace)
+
+
+@domain_app.command("remove")
+@user_errors
+def remove(
+    name: str = typer.Argument(..., help="The domain whose local bundle to delete."),
+    home: Optional[Path] = home_option(),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete a domain's local bundle (a domain from an installed package is disabled, not deleted)."""
+    from unictr_core.registry import Registry, _local_or_explain, remove_domain
+
+    home_dir = resolve_home(home)
+    entry = _local_or_explain(Registry(home_dir), name)
+    if not yes:
+        typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
+    remove_domain(home_dir, name)
+    typer.echo(f"domain '{name}' removed from {home_dir}")
+    after = Registry(home_dir).get(name)
+    if after is not None:
+        typer.echo(f"'{name}' is still known from {after.source} ({after.status})")
+
+
+def _entry_rows(registry) -> list[list]:
+    rows = []
+    for name, e in registry.entries.items():
+        auc = e.metrics.get("test_auc", e.metrics.get("auc"))
+        rows.append([name, e.source, e.status, "-" if e.compatible is None else ("yes" if e.compatible else "no"),
+                     _human_size(e.size_bytes) if e.bundle is not None else "-", auc])
+    return rows
+
+
+@domain_app.command("list")
+@user_errors
+def list_domains(
+    home: Optional[Path] = home_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Every domain: its source (local or which package), compatibility with the core, size and stored AUC."""
+    from unictr_core.registry import Registry
+
+    registry = Registry(resolve_home(home))
+    if as_json:
+        typer.echo(json.dumps({"home": str(registry.home), "core_fingerprint": registry.core_fingerprint,
+                               "domains": [e.to_dict() for e in registry.entries.values()],
+                               "problems": registry.problems}, indent=2))
+        return
+    typer.echo(f"core: {registry.core_fingerprint[:12] if registry.core_fingerprint else 'none'} "
+               f"({registry.home})")
+    typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC"], _entry_rows(registry)))
+    typer.echo("status: ready = DSN for this core; zero-shot = template only, the general network predicts; "
+               "incompatible = DSN of another core (predicted zero-shot)")
+    for problem in registry.problems:
+        typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
+
+
+@domain_app.command("show")
+@user_errors
+def show(
+    name: str = typer.Argument(...),
+    home: Optional[Path] = home_option(),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+) -> None:
+    """Everything the registry knows about one domain."""
+    from unictr_core.registry import Registry
+
+    entry = Registry(resolve_home(home)).require(name)
+    data = entry.to_dict()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    for key in ("name", "description", "source", "plugin", "distribution", "status", "compatible", "bundle",
+                "core_fingerprint", "created", "problem"):
+        if data[key] not in (None, ""):
+            typer.echo(f"{key + ":":24}{data[key]}")
+    if entry.bundle is not None:
+        typer.echo(f"{"size:":24}{_human_size(entry.size_bytes)}")
+    for key, value in entry.metrics.items():
+        typer.echo(f"{"metric " + key + ":":24}{value}")
+    for other in entry.others:
+        typer.echo(f"{"also from:":24}{other}")
+    typer.echo("template:")
+    if entry.template is None:
+        typer.echo("  (the core's default template)")
+    else:
+        for part in entry.template.parts:
+            typer.echo(f"  {part!r}")
+        typer.echo(f"  history item: {entry.template.history_item!r}")

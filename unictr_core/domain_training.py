@@ -1,0 +1,304 @@
+"""Training one new DSN against a frozen core (``unictr domain add``).
+
+The backbone, LoRA, general network and every other DSN are frozen, so the
+backbone's hidden states of a sample never change during training. They are
+computed once, in evaluation mode, and reused in every epoch: only the layers
+the DSN reads (``DomainNetwork.required_layers``) are kept, each sample
+unpadded (``[tokens, hidden]``), and every batch is padded again to its own
+longest sample. With ``cache=False`` the backbone runs on every batch of every
+epoch instead (same batches, same maths; used to measure the speed-up).
+
+The new domain's data is split into train / valid / test: the validation part
+picks the best epoch (early stopping), the test part is held out and gives the
+metrics stored in the bundle: the DSN's AUC and logloss next to the general
+network's zero-shot AUC on the same rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from unictr_core import metrics
+from unictr_core.batching import EncodedSamples
+from unictr_core.config import TrainConfig
+from unictr_core.model import UniCTRModel
+from unictr_core.predict import encode
+from unictr_core.prompts import PromptTemplate
+from unictr_core.schema import Sample
+from unictr_core.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
+
+DEFAULT_MAX_CACHE_GB = 4.0
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+
+States = list[Optional[torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- data
+def domain_splits(path: Path, name: str, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample], list[str]]:
+    """Train / valid / test rows of domain ``name`` from a dataset folder or one .jsonl/.csv file.
+
+    A dataset folder gives its own splits (rows of ``name`` only). A file is
+    split 80/10/10 per time (random, seeded, when a row has no timestamp). A
+    file holding rows of exactly one other domain is taken as ``name``.
+    Returns the three parts and notes for the user.
+    """
+    from unictr_core.data_io import read_samples
+    from unictr_core.dataset import load_dataset, split_by_time, split_random
+
+    path = Path(path)
+    notes: list[str] = []
+    if path.is_dir():
+        dataset = load_dataset(path)
+        parts = [[s for s in part if s.domain == name] for part in (dataset.train, dataset.valid, dataset.test)]
+        if not parts[0]:
+            raise ValueError(f"{path / 'train.jsonl'}: no rows of domain '{name}' "
+                             f"(domains there: {', '.join(dataset.domains) or 'none'})")
+        if not parts[1] or not parts[2]:
+            raise ValueError(f"{path}: domain '{name}' needs rows in valid.jsonl and test.jsonl too")
+        return parts[0], parts[1], parts[2], notes
+    samples = read_samples(path, require_labels=True)
+    domains = sorted({s.domain for s in samples})
+    mine = [s for s in samples if s.domain == name]
+    if not mine:
+        if len(domains) != 1:
+            raise ValueError(f"{path}: no rows of domain '{name}'; the file holds {', '.join(domains) or 'no rows'}")
+        notes.append(f"{path}: all {len(samples)} rows are domain '{domains[0]}'; taken as '{name}'")
+        for s in samples:
+            s.domain = name
+        mine = samples
+    elif len(domains) > 1:
+        notes.append(f"{path}: using the {len(mine)} rows of '{name}' and ignoring {len(samples) - len(mine)} "
+                     f"rows of other domains")
+    if all(s.timestamp is not None for s in mine):
+        train, valid, test = split_by_time(mine, SPLIT_FRACTIONS)
+        notes.append(f"split by time: {len(train)} train / {len(valid)} valid / {len(test)} held-out test rows")
+    else:
+        train, valid, test = split_random(mine, SPLIT_FRACTIONS, seed)
+        notes.append(f"rows without timestamps: random split (seed {seed}): {len(train)} train / {len(valid)} "
+                     f"valid / {len(test)} held-out test rows")
+    if not valid or not test:
+        raise ValueError(f"{path}: too few rows of '{name}' ({len(mine)}) for a train / valid / test split")
+    return train, valid, test, notes
+
+
+# --------------------------------------------------------------------------- hidden states
+class HiddenStateCache:
+    """The frozen backbone's hidden states at ``layers``, per sample and unpadded, computed once."""
+
+    def __init__(self, model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int], batch_size: int = 64,
+                 progress: bool = False, desc: str = "caching hidden states"):
+        self.layers = sorted(set(layers))
+        self.num_states = model.num_layers + 1
+        self.labels = _labels(encoded)
+        self.states: list[list[torch.Tensor]] = [[] for _ in range(len(encoded))]
+        with torch.no_grad(), tqdm(total=len(encoded), desc=desc, unit="sample", disable=not progress) as bar:
+            for batch in encoded.length_sorted_batches(batch_size):
+                hidden = model.encode(batch.input_ids, batch.attention_mask)
+                for i, row in enumerate(batch.rows):
+                    length = len(encoded.token_ids[row])
+                    self.states[row] = [hidden[layer][i, :length].clone() for layer in self.layers]
+                bar.update(len(batch.rows))
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for per_sample in self.states for t in per_sample)
+
+    def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
+        """Hidden states (``None`` at layers not kept) and mask of ``rows``, padded to their longest sample."""
+        lengths = [self.states[r][0].shape[0] for r in rows]
+        longest = max(lengths)
+        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        for i, n in enumerate(lengths):
+            mask[i, :n] = True
+        states: States = [None] * self.num_states
+        for k, layer in enumerate(self.layers):
+            dim = self.states[rows[0]][k].shape[-1]
+            padded = torch.zeros((len(rows), longest, dim), dtype=self.states[rows[0]][k].dtype)
+            for i, r in enumerate(rows):
+                padded[i, : lengths[i]] = self.states[r][k]
+            states[layer] = padded
+        return states, mask
+
+
+class LiveStates:
+    """The same interface as :class:`HiddenStateCache`, running the frozen backbone on every call."""
+
+    def __init__(self, model: UniCTRModel, encoded: EncodedSamples):
+        self.model = model
+        self.encoded = encoded
+        self.labels = _labels(encoded)
+
+    def __len__(self) -> int:
+        return len(self.encoded)
+
+    def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
+        batch = self.encoded.batch(rows)
+        with torch.no_grad():
+            hidden = self.model.encode(batch.input_ids, batch.attention_mask)
+        return list(hidden), batch.attention_mask.bool()
+
+
+def _labels(encoded: EncodedSamples) -> torch.Tensor:
+    return torch.tensor([float(s.label) for s in encoded.samples], dtype=torch.float32)
+
+
+def estimate_cache_bytes(model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int]) -> int:
+    tokens = sum(len(ids) for ids in encoded.token_ids)
+    return tokens * len(set(layers)) * model.hidden_size * 4
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class DomainTrainResult:
+    name: str
+    best_epoch: int
+    valid_auc: Optional[float]
+    test: dict  # rows, positive_rate, auc, logloss, general_auc, general_logloss (held-out part)
+    seconds: dict  # encode (tokenize), hidden_states (backbone passes before training), train, evaluate, total
+    cache: bool
+    cache_bytes: int
+    rows: dict  # train / valid / test row counts
+    history: list[dict] = field(default_factory=list)
+
+    def metrics(self) -> dict:
+        """What the bundle stores as its metrics."""
+        return {"test_rows": self.test["rows"], "test_auc": self.test["auc"], "test_logloss": self.test["logloss"],
+                "zero_shot_auc": self.test["general_auc"], "zero_shot_logloss": self.test["general_logloss"],
+                "valid_auc": self.valid_auc, "best_epoch": self.best_epoch}
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
+    order = torch.randperm(n, generator=generator).tolist()
+    for start in range(0, n, batch_size):
+        yield order[start: start + batch_size]
+
+
+@torch.no_grad()
+def _evaluate(model: UniCTRModel, name: str, source, batch_size: int) -> dict:
+    """AUC / logloss of the new DSN and of the general network (zero-shot) on ``source``."""
+    dsn_probs = np.zeros(len(source))
+    general_probs = np.zeros(len(source))
+    for start in range(0, len(source), batch_size):
+        rows = list(range(start, min(start + batch_size, len(source))))
+        states, mask = source.batch(rows)
+        out = model.heads(states, mask, [name] * len(rows))
+        dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().numpy()
+        general_probs[rows] = torch.sigmoid(out.general_logits).double().numpy()
+    y = source.labels.numpy().astype(np.int64)
+    return {"rows": len(source), "positive_rate": float(y.mean()) if len(y) else None,
+            "auc": metrics.auc(y, dsn_probs), "logloss": metrics.logloss(y, dsn_probs),
+            "general_auc": metrics.auc(y, general_probs), "general_logloss": metrics.logloss(y, general_probs)}
+
+
+def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: Sequence[Sample],
+                 test: Sequence[Sample], template: Optional[PromptTemplate] = None,
+                 config: Optional[TrainConfig] = None, cache: bool = True,
+                 max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True) -> DomainTrainResult:
+    """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
+
+    On success the model holds the trained DSN (best validation epoch); on
+    failure the new DSN is removed again and the model is as before.
+    """
+    config = config or TrainConfig(epochs=10, patience=3)
+    started = time.perf_counter()
+    for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
+        check_labelled(part, f"{what} data of '{name}'")
+        strangers = sorted({s.domain for s in part} - {name})
+        if strangers:
+            raise ValueError(f"{what} data of '{name}' holds rows of other domains: {', '.join(strangers)}")
+    model.eval()
+    model.freeze_core()
+    seed_everything(config.seed)
+    dsn = model.add_domain(name, template)
+    try:
+        seconds: dict[str, float] = {}
+        tick = time.perf_counter()
+        sets = [encode(model, part) for part in (train, valid, test)]
+        seconds["encode"] = time.perf_counter() - tick
+        layers = dsn.required_layers
+        cache_bytes = 0
+        tick = time.perf_counter()
+        if cache:
+            needed = sum(estimate_cache_bytes(model, s, layers) for s in sets)
+            if needed > max_cache_gb * 2**30:
+                raise ValueError(f"caching the hidden states of '{name}' needs about {needed / 2**30:.1f} GiB "
+                                 f"(limit {max_cache_gb:g} GiB); use fewer rows (--max-rows), raise the limit "
+                                 "(--max-cache-gb) or train without the cache (--no-cache)")
+            sources = [HiddenStateCache(model, s, layers, config.eval_batch_size, progress, f"hidden states ({what})")
+                       for s, what in zip(sets, ("train", "valid", "test"))]
+            cache_bytes = sum(s.nbytes for s in sources)
+        else:
+            sources = [LiveStates(model, s) for s in sets]
+        seconds["hidden_states"] = time.perf_counter() - tick
+        train_src, valid_src, test_src = sources
+
+        steps_per_epoch = math.ceil(len(train_src) / config.batch_size)
+        optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)
+        generator = torch.Generator().manual_seed(config.seed)
+        best = (-math.inf, 0, trainable_state(model), None)
+        history: list[dict] = []
+        stale = steps = 0
+        tick = time.perf_counter()
+        eval_seconds = 0.0
+        for epoch in range(1, config.epochs + 1):
+            dsn.train()
+            losses = []
+            bar = tqdm(total=len(train_src), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
+                       disable=not progress)
+            for rows in _batches(len(train_src), config.batch_size, generator):
+                states, mask = train_src.batch(rows)
+                loss = F.binary_cross_entropy_with_logits(dsn(states, mask), train_src.labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(dsn.parameters(), config.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                steps += 1
+                bar.update(len(rows))
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                if config.max_steps is not None and steps >= config.max_steps:
+                    break
+            dsn.eval()
+            eval_tick = time.perf_counter()
+            valid_metrics = _evaluate(model, name, valid_src, config.eval_batch_size)
+            eval_seconds += time.perf_counter() - eval_tick
+            valid_auc = valid_metrics["auc"]
+            bar.set_postfix(loss=f"{np.mean(losses):.4f}",
+                            valid_auc="n/a" if valid_auc is None else f"{valid_auc:.4f}")
+            bar.close()
+            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_auc": valid_auc})
+            score = valid_auc if valid_auc is not None else -float(np.mean(losses))
+            if score > best[0]:
+                best = (score, epoch, trainable_state(model), valid_auc)
+                stale = 0
+            else:
+                stale += 1
+            if stale >= config.patience or (config.max_steps is not None and steps >= config.max_steps):
+                break
+        seconds["train"] = time.perf_counter() - tick - eval_seconds
+        restore_state(model, best[2])
+        dsn.eval()
+        tick = time.perf_counter()
+        test_metrics = _evaluate(model, name, test_src, config.eval_batch_size)
+        seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
+        seconds["total"] = time.perf_counter() - started
+    except BaseException:
+        model.remove_domain(name)
+        raise
+    return DomainTrainResult(name=name, best_epoch=best[1], valid_auc=best[3], test=test_metrics, seconds=seconds,
+                             cache=cache, cache_bytes=cache_bytes,
+                             rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=history)
