@@ -198,13 +198,13 @@ def show(
     for key in ("name", "description", "source", "plugin", "distribution", "status", "compatible", "bundle",
                 "core_fingerprint", "created", "problem"):
         if data[key] not in (None, ""):
-            typer.echo(f"{key + ":":24}{data[key]}")
+            typer.echo(f"{key + ':':24}{data[key]}")
     if entry.bundle is not None:
-        typer.echo(f"{"size:":24}{_human_size(entry.size_bytes)}")
+        typer.echo(f"{'size:':24}{_human_size(entry.size_bytes)}")
     for key, value in entry.metrics.items():
-        typer.echo(f"{"metric " + key + ":":24}{value}")
+        typer.echo(f"{'metric ' + key + ':':24}{value}")
     for other in entry.others:
-        typer.echo(f"{"also from:":24}{other}")
+        typer.echo(f"{'also from:':24}{other}")
     typer.echo("template:")
     if entry.template is None:
         typer.echo("  (the core's default template)")
