@@ -36,10 +36,17 @@ def benchmark(
     batch_size: int = typer.Option(256, min=1, help="Baseline batch size."),
     lr: float = typer.Option(1e-3, min=0.0, help="Baseline Adam learning rate."),
     embed_dim: int = typer.Option(16, min=1, help="Baseline embedding size."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice). On a "
+                                          "shared machine, 1 avoids oversubscription."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
 ) -> None:
     """Train the chosen models on the same rows, split and seed; print Table III, the zero-shot table and timings."""
     from unictr_core.benchmark import BenchmarkOptions, format_report, run_benchmark, write_outputs
+
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
     options = BenchmarkOptions(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
