@@ -43,12 +43,14 @@ States = list[Optional[torch.Tensor]]
 
 
 # --------------------------------------------------------------------------- data
-def domain_splits(path: Path, name: str, seed: int = 0) -> tuple[list[Sample], list[Sample], list[Sample], list[str]]:
+def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
+                  ) -> tuple[list[Sample], list[Sample], list[Sample], list[str]]:
     """Train / valid / test rows of domain ``name`` from a dataset folder or one .jsonl/.csv file.
 
     A dataset folder gives its own splits (rows of ``name`` only). A file is
     split 80/10/10 per time (random, seeded, when a row has no timestamp). A
-    file holding rows of exactly one other domain is taken as ``name``.
+    file holding rows of exactly one other domain is taken as ``name``; with
+    ``all_rows`` every row of the folder or file is taken as ``name``.
     Returns the three parts and notes for the user.
     """
     from unictr_core.data_io import read_samples
@@ -58,6 +60,10 @@ def domain_splits(path: Path, name: str, seed: int = 0) -> tuple[list[Sample], l
     notes: list[str] = []
     if path.is_dir():
         dataset = load_dataset(path)
+        if all_rows:
+            for part in (dataset.train, dataset.valid, dataset.test):
+                for s in part:
+                    s.domain = name
         parts = [[s for s in part if s.domain == name] for part in (dataset.train, dataset.valid, dataset.test)]
         if not parts[0]:
             raise ValueError(f"{path / 'train.jsonl'}: no rows of domain '{name}' "
@@ -66,6 +72,9 @@ def domain_splits(path: Path, name: str, seed: int = 0) -> tuple[list[Sample], l
             raise ValueError(f"{path}: domain '{name}' needs rows in valid.jsonl and test.jsonl too")
         return parts[0], parts[1], parts[2], notes
     samples = read_samples(path, require_labels=True)
+    if all_rows:
+        for s in samples:
+            s.domain = name
     domains = sorted({s.domain for s in samples})
     mine = [s for s in samples if s.domain == name]
     if not mine:

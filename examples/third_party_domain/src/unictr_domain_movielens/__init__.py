@@ -1,0 +1,49 @@
+"""UniCTR plugin: the ``movielens`` domain (an example of a third-party domain package).
+
+The package ships the domain's prompt template and, in ``bundles/``, DSN bundles
+built by ``build_bundle.py`` (in the source tree) against particular cores:
+``bundles/<core fingerprint, 16 hex digits>/movielens/{domain.yaml,dsn.safetensors}``.
+A DSN only works with the exact core it was trained against, so the package
+registers every bundle it has with its core fingerprint and lets the UniCTR
+registry pick the one that fits the user's core. With no fitting bundle the
+domain is still known: it is predicted zero-shot by the general network with
+this template, and ``unictr domain add movielens --data ...`` trains a local DSN
+for the user's own core with the same template.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from unictr_core.artifact import ArtifactError, read_domain_record
+from unictr_core.hookspecs import hookimpl
+from unictr_core.plugins import DomainSpec
+from unictr_core.prompts import PromptTemplate
+
+DOMAIN = "movielens"
+DESCRIPTION = "MovieLens ratings as one domain (label: rating > 3); example third-party domain package"
+PACKAGE_DIR = Path(__file__).resolve().parent
+BUNDLES_DIR = PACKAGE_DIR / "bundles"
+
+
+def template() -> PromptTemplate:
+    return PromptTemplate.load(PACKAGE_DIR / "template.yaml")
+
+
+def shipped_bundles() -> list[Path]:
+    return sorted(p for p in BUNDLES_DIR.glob(f"*/{DOMAIN}") if (p / "domain.yaml").is_file())
+
+
+@hookimpl
+def register_domains(register):
+    prompt = template()
+    bundles = shipped_bundles()
+    if not bundles:
+        register(DomainSpec(name=DOMAIN, template=prompt, description=DESCRIPTION))
+    for bundle in bundles:
+        try:
+            fingerprint = read_domain_record(bundle).get("core_fingerprint")
+        except ArtifactError:
+            fingerprint = None  # the registry reports the broken bundle
+        register(DomainSpec(name=DOMAIN, template=prompt, bundle=bundle, core_fingerprint=fingerprint,
+                            description=DESCRIPTION))

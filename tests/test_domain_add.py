@@ -1,0 +1,178 @@
+"""`unictr domain add` / `remove`: only the new DSN trains, nothing else changes, writes are atomic and locked."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import toy_samples
+from unictr_cli.main import app
+from unictr_core import artifact
+from unictr_core.artifact import save_trained
+from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.data_io import write_samples
+from unictr_core.domain_training import HiddenStateCache, train_domain
+from unictr_core.predict import encode, predict_samples
+from unictr_core.registry import Registry, RegistryError, load_model, registry_lock, remove_domain
+from unictr_core.training import train_unictr
+
+runner = CliRunner()
+
+
+def build_home(backbone: str, home: Path) -> Path:
+    """A tiny trained core with DSNs for books, movies and music, saved as a UniCTR home."""
+    config = ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64)
+    train_config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=3)
+    result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config, train_config, progress=False)
+    save_trained(result.model, home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def trained_home(tiny_bert, tmp_path_factory) -> Path:
+    return build_home(tiny_bert, tmp_path_factory.mktemp("home") / "home")
+
+
+@pytest.fixture
+def home(trained_home, tmp_path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(trained_home, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def toys_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "toys.jsonl"
+    write_samples(path, toy_samples(120, seed=3, domains=("toys",)))
+    return path
+
+
+def digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def predict_per_domain(home: Path, samples) -> dict:
+    """Predictions of each domain's rows, scored on their own (as a caller serving that domain would).
+
+    Scored per domain so that each domain's batches hold the same rows before and after: mixed with other
+    domains' rows, batch composition and padding change with their prompts, and float32 backbone arithmetic
+    then differs in the last bit (padding independence itself is covered by the model tests, to 1e-5).
+    """
+    model, notes = load_model(home)
+    assert notes == []
+    out = {}
+    for domain in sorted({s.domain for s in samples}):
+        out[domain] = predict_samples(model, [s for s in samples if s.domain == domain])
+    return out
+
+
+def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file):
+    samples = toy_samples(120, seed=7, domains=("books", "movies", "music", "toys"))
+    before = predict_per_domain(home, samples)
+    assert [d for d, p in before.items() if p.zero_shot.all()] == ["toys"]
+    core_before = digests(home / "core")
+    kept_before = {d: digests(home / "domains" / d) for d in ("books", "movies")}
+
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                 "--epochs", "2"])
+    assert result.exit_code == 0, result.output
+    assert "domain 'toys' registered" in result.output and "general network (zero-shot)" in result.output
+    result = runner.invoke(app, ["domain", "remove", "music", "--home", str(home), "--yes"])
+    assert result.exit_code == 0, result.output
+
+    after = predict_per_domain(home, samples)
+    for domain in ("books", "movies"):
+        assert len(after[domain].probs) > 10 and not after[domain].zero_shot.any()
+        np.testing.assert_array_equal(after[domain].probs, before[domain].probs)  # bit for bit
+        np.testing.assert_array_equal(after[domain].general_probs, before[domain].general_probs)
+    assert after["music"].zero_shot.all()  # no DSN any more: the general network answers
+    assert not after["toys"].zero_shot.any()
+    np.testing.assert_array_equal(after["toys"].general_probs, before["toys"].general_probs)
+    assert not np.array_equal(after["toys"].probs, before["toys"].probs)
+    assert digests(home / "core") == core_before
+    assert {d: digests(home / "domains" / d) for d in ("books", "movies")} == kept_before
+    assert sorted(load_model(home)[0].domains) == ["books", "movies", "toys"]
+    assert not (home / "domains" / "music").exists()
+    leftovers = [p.name for p in (home / "domains").iterdir() if p.name.startswith(".") and p.name != ".registry.lock"]
+    assert leftovers == []
+    record = Registry(home).get("toys")
+    assert record.local and record.status == "ready"
+    assert {"test_auc", "zero_shot_auc", "test_rows"} <= set(record.metrics)
+
+
+def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home):
+    data = toy_samples(90, seed=11, domains=("toys",))
+    train, valid, test = data[:60], data[60:75], data[75:]
+    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3)
+    states = {}
+    for cache in (True, False):
+        model, _ = load_model(home)
+        frozen = {k: v.clone() for k, v in model.state_dict().items()}
+        result = train_domain(model, "toys", train, valid, test, config=config, cache=cache, progress=False)
+        after = model.state_dict()
+        assert all(torch.equal(after[k], v) for k, v in frozen.items()), "a frozen weight changed"
+        states[cache] = {k: v for k, v in after.items() if k.startswith("dsn")}
+        assert result.cache == cache and (result.cache_bytes > 0) == cache
+        assert result.test["rows"] == 15 and result.test["general_auc"] is not None
+    assert states[True].keys() == states[False].keys() and states[True]
+    for key in states[True]:
+        torch.testing.assert_close(states[True][key], states[False][key], atol=1e-5, rtol=1e-4)
+
+
+def test_cache_keeps_only_the_dsn_layers_unpadded(home):
+    model, _ = load_model(home)
+    encoded = encode(model, toy_samples(10, seed=2, domains=("toys",)))
+    layers = model.dsns["books"].required_layers
+    assert layers != list(range(model.num_layers + 1))
+    cache = HiddenStateCache(model, encoded, layers, batch_size=4)
+    for row, per_sample in enumerate(cache.states):
+        assert [t.shape for t in per_sample] == [(len(encoded.token_ids[row]), model.hidden_size)] * len(layers)
+    hidden, mask = cache.batch([0, 1, 2])
+    assert [i for i, h in enumerate(hidden) if h is not None] == layers
+    batch = encoded.batch([0, 1, 2])
+    with torch.no_grad():
+        live = model.encode(batch.input_ids, batch.attention_mask)
+    assert torch.equal(mask, batch.attention_mask.bool())
+    for layer in layers:
+        torch.testing.assert_close(hidden[layer][mask], live[layer][mask], atol=1e-5, rtol=1e-5)
+
+
+def test_interrupted_add_registers_nothing(home, toys_file, monkeypatch):
+    def disk_full(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(artifact, "save_file", disk_full)
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                 "--epochs", "1"])
+    assert result.exit_code != 0
+    assert Registry(home).get("toys") is None
+    assert sorted(p.name for p in (home / "domains").iterdir()) == [".registry.lock", "books", "movies", "music"]
+
+
+def test_writers_are_serialised_by_the_lock(home):
+    with registry_lock(home):
+        with pytest.raises(RegistryError, match="locked by another"):
+            remove_domain(home, "music", lock_timeout=0.3)
+        assert (home / "domains" / "music").is_dir()
+    remove_domain(home, "music", lock_timeout=0.3)
+    assert not (home / "domains" / "music").exists()
+
+
+def test_add_refuses_bad_names_duplicates_and_missing_rows(home, toys_file, tmp_path):
+    result = runner.invoke(app, ["domain", "add", "../evil", "--data", str(toys_file), "--home", str(home)])
+    assert result.exit_code == 1 and "expected a domain name matching" in result.output
+    result = runner.invoke(app, ["domain", "add", "books", "--data", str(toys_file), "--home", str(home)])
+    assert result.exit_code == 1 and "--replace" in result.output
+    mixed = tmp_path / "mixed.jsonl"
+    write_samples(mixed, toy_samples(20, domains=("books", "movies")))
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(mixed), "--home", str(home)])
+    assert result.exit_code == 1 and "no rows of domain 'toys'" in result.output
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(tmp_path / "none")])
+    assert result.exit_code == 1 and "unictr train" in result.output
