@@ -9,7 +9,6 @@ import random
 from pathlib import Path
 from typing import Iterator, Optional
 
-import click
 import typer
 from tqdm.auto import tqdm
 
@@ -77,7 +76,7 @@ def dist_timeout_option():
                         f"{distributed.DEFAULT_TIMEOUT_S:.0f}).", rich_help_panel="Distributed")
 
 
-def forwarded_arguments(ctx: click.Context, drop: tuple[str, ...] = LAUNCH_PARAMS) -> list[str]:
+def forwarded_arguments(ctx: typer.Context, drop: tuple[str, ...] = LAUNCH_PARAMS) -> list[str]:
     """The command path and the arguments the user gave (defaults left out), minus the ``drop`` parameters."""
     path = []
     node = ctx
@@ -89,10 +88,11 @@ def forwarded_arguments(ctx: click.Context, drop: tuple[str, ...] = LAUNCH_PARAM
         value = ctx.params.get(param.name)
         if param.name in drop or value is None:
             continue
-        if isinstance(param, click.Argument):
+        if param.param_type_name == "argument":
             positional += [str(v) for v in value] if isinstance(value, (list, tuple)) else [str(value)]
             continue
-        if ctx.get_parameter_source(param.name) == click.core.ParameterSource.DEFAULT:
+        source = ctx.get_parameter_source(param.name)
+        if source is None or source.name == "DEFAULT":
             continue
         if getattr(param, "is_flag", False):
             flag = param.opts[0] if value else (param.secondary_opts or [None])[0]
@@ -106,12 +106,12 @@ def forwarded_arguments(ctx: click.Context, drop: tuple[str, ...] = LAUNCH_PARAM
     return [*path, *positional, *options]
 
 
-def relaunch_under_torchrun(options: LaunchOptions) -> None:
+def relaunch_under_torchrun(ctx: typer.Context, options: LaunchOptions) -> None:
     """Run the current command again in ``options.nproc_per_node`` processes under torchrun, then exit."""
     if distributed.under_torchrun():
         raise ValueError("--nproc-per-node/--nnodes/--node-rank/--rdzv-* start torchrun, but this process already "
                          f"runs under torchrun (RANK={os.environ.get('RANK')}): leave them out here")
-    code = distributed.launch(options, "unictr_cli.main", forwarded_arguments(click.get_current_context()))
+    code = distributed.launch(options, "unictr_cli.main", forwarded_arguments(ctx))
     if code != 0:
         fail(f"distributed run failed (torchrun exit code {code}); the failing rank's error is printed above")
     raise typer.Exit(0)
@@ -157,6 +157,7 @@ def process_group(timeout_s: Optional[float]) -> Iterator[DistContext]:
 
 @user_errors
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Dataset folder (train.jsonl, valid.jsonl, test.jsonl, dataset.yaml), "
                               "e.g. from `unictr data generate` or `unictr data prepare`."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains to train on. "
@@ -192,9 +193,9 @@ def train(
     """
     launch = launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
-        relaunch_under_torchrun(launch)
-    with process_group(dist_timeout) as ctx:
-        with distributed.agreement(ctx, "reading the dataset"):
+        relaunch_under_torchrun(ctx, launch)
+    with process_group(dist_timeout) as group:
+        with distributed.agreement(group, "reading the dataset"):
             dataset = load_dataset(data)
             chosen = split_csv(domains)
             if chosen is None:
@@ -211,15 +212,15 @@ def train(
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                    domains=chosen, max_steps=max_steps)
         train_rows = subsample(dataset.train, max_rows, seed)
-        if ctx.is_main:
-            processes = f", {ctx.world_size} processes ({ctx.backend})" if ctx.is_distributed else ""
+        if group.is_main:
+            processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
                        f"({sum(s.domain in chosen for s in train_rows)} training rows{processes})")
         from unictr_core.training import train_unictr
 
         result = train_unictr(train_rows, dataset.valid, model_config, train_config,
-                              templates=templates_for(chosen), dist_ctx=ctx)
-        if not ctx.is_main:
+                              templates=templates_for(chosen), dist_ctx=group)
+        if not group.is_main:
             return
         home_dir = resolve_home(home)
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,

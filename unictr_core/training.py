@@ -1,4 +1,13 @@
-"""Joint multi-domain training of Uni-CTR (LoRA + general network + one DSN per domain)."""
+"""Joint multi-domain training of Uni-CTR (LoRA + general network + one DSN per domain).
+
+One code path serves one process and many: started under ``torchrun`` (see
+:mod:`unictr_core.distributed`), every rank runs :func:`train_unictr` with the
+same arguments, the model is wrapped in ``DistributedDataParallel`` and each
+rank computes its shard of every global batch. A global batch is the same rows
+in the same order as in a single-process run with the same seed, and the loss is
+normalised by the global batch (see :func:`global_batch_loss`), so N processes
+make the same optimiser steps as one process (up to float rounding).
+"""
 
 from __future__ import annotations
 
@@ -12,11 +21,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from torch.nn import functional as F
+
+from unictr_core import distributed
 from unictr_core.backbone import load_backbone
-from unictr_core.batching import EncodedSamples
+from unictr_core.batching import Batch, EncodedSamples
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.model import UniCTRModel, ctr_loss
-from unictr_core.predict import domain_metrics, encode, mean_auc, predict_encoded
+from unictr_core.distributed import DistContext
+from unictr_core.model import ModelOutput, UniCTRModel, ctr_loss
+from unictr_core.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
 from unictr_core.prompts import TemplateSet
 from unictr_core.schema import Sample
 
@@ -29,6 +42,7 @@ class TrainResult:
     valid_metrics: dict
     seconds: float
     history: list[dict] = field(default_factory=list)
+    distributed: dict = field(default_factory=dict)  # world size, backend, device of the run
 
 
 def seed_everything(seed: int) -> None:
@@ -87,21 +101,29 @@ def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int
 
 def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config: ModelConfig,
                  train_config: TrainConfig, templates: Optional[TemplateSet] = None,
-                 progress: bool = True) -> TrainResult:
-    """Train jointly on every domain of ``train``; early-stop on the mean per-domain validation AUC."""
+                 progress: bool = True, dist_ctx: Optional[DistContext] = None) -> TrainResult:
+    """Train jointly on every domain of ``train``; early-stop on the mean per-domain validation AUC.
+
+    ``dist_ctx``: the process group to train in (default: the one joined by
+    :func:`unictr_core.distributed.init_from_env` in this process, else one process).
+    """
+    ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
-    train = select_domains(train, train_config.domains)
-    check_labelled(train, "training data")
-    domains = sorted({s.domain for s in train})
-    valid = [s for s in select_domains(valid, domains)]
-    check_labelled(valid, "validation data")
-    seed_everything(train_config.seed)
-    model = build_model(model_config, domains, templates, seed=train_config.seed)
-    train_set = encode(model, train)
-    valid_set = encode(model, valid)
-    steps_per_epoch = math.ceil(len(train_set) / train_config.batch_size)
+    with distributed.agreement(ctx, "preparing the model and the data"):
+        train = select_domains(train, train_config.domains)
+        check_labelled(train, "training data")
+        domains = sorted({s.domain for s in train})
+        valid = [s for s in select_domains(valid, domains)]
+        check_labelled(valid, "validation data")
+        seed_everything(train_config.seed)
+        model = build_model(model_config, domains, templates, seed=train_config.seed).to(ctx.device)
+        train_set = encode(model, train)
+        valid_rows = distributed.eval_shard(len(valid), ctx)
+        valid_set = encode(model, [valid[i] for i in valid_rows])
+    net = wrap_for_training(model, ctx)
+    batch_size = train_config.batch_size
+    steps_per_epoch = math.ceil(len(train_set) / batch_size)
     optimizer, scheduler = make_optimizer(model, train_config, steps_per_epoch)
-    generator = torch.Generator().manual_seed(train_config.seed)
 
     best = (-math.inf, 0, trainable_state(model), {})
     history: list[dict] = []
@@ -110,44 +132,125 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     for epoch in range(1, train_config.epochs + 1):
         model.train()
         bar = tqdm(total=len(train_set), desc=f"epoch {epoch}/{train_config.epochs}", unit="sample",
-                   disable=not progress, leave=True)
+                   disable=not (progress and ctx.is_main), leave=True)
         losses = []
-        for batch in train_set.shuffled_batches(train_config.batch_size, generator):
-            loss = train_step(model, batch, optimizer, scheduler, train_config.max_grad_norm)
-            losses.append(loss)
+        order = distributed.epoch_permutation(len(train_set), train_config.seed, epoch)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            with distributed.collective(ctx, f"training step {steps + 1}"):
+                losses.append(global_batch_step(net, model, train_set, rows, optimizer, scheduler,
+                                                train_config.max_grad_norm, ctx))
             steps += 1
-            bar.update(len(batch.rows))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+            bar.update(len(rows))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]) * ctx.world_size:.4f}")
             if train_config.max_steps is not None and steps >= train_config.max_steps:
                 break
-        per_domain = domain_metrics(valid, predict_encoded(model, valid_set, train_config.eval_batch_size))
+        # each rank holds its parts of the batch losses; their sum over ranks is the global batch loss
+        train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the training loss")[0]
+        train_loss /= max(1, len(losses))
+        predictions = gathered_predictions(model, valid_set, valid_rows, len(valid), train_config.eval_batch_size,
+                                           ctx)
+        per_domain = domain_metrics(valid, predictions)
         valid_auc = mean_auc(per_domain)
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
+        bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
         bar.close()
-        history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_auc": valid_auc,
-                        "valid": per_domain})
-        score = valid_auc if valid_auc is not None else -float(np.mean(losses))
-        if score > best[0]:
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc, "valid": per_domain})
+        score = valid_auc if valid_auc is not None else -train_loss
+        improved = score > best[0]
+        stale = 0 if improved else stale + 1
+        stop = stale >= train_config.patience or (train_config.max_steps is not None
+                                                  and steps >= train_config.max_steps)
+        # every rank computed the same, but only rank 0's decision counts: no rank can leave the loop alone
+        improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop),
+                                                      f"sharing the early-stopping decision of epoch {epoch}")
+        if improved:
             best = (score, epoch, trainable_state(model), per_domain)
-            stale = 0
-        else:
-            stale += 1
-        if stale >= train_config.patience or (train_config.max_steps is not None and steps >= train_config.max_steps):
+        if stop:
             break
     restore_state(model, best[2])
     model.eval()
     best_auc = best[0] if best[3] and mean_auc(best[3]) is not None else None
     return TrainResult(model=model, best_epoch=best[1], best_valid_auc=best_auc, valid_metrics=best[3],
-                       seconds=time.perf_counter() - started, history=history)
+                       seconds=time.perf_counter() - started, history=history, distributed=ctx.describe())
 
 
-def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
-    output = model(batch.input_ids, batch.attention_mask, batch.domains)
-    loss = ctr_loss(output, batch.labels)
+def wrap_for_training(model: UniCTRModel, ctx: DistContext) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``model`` in a multi-process run, else ``model`` itself.
+
+    Unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN.
+    A DSN that no rank used keeps ``grad = None``, so the optimiser skips it, as in one process.
+    """
+    if not ctx.is_distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    with distributed.collective(ctx, "setting up DistributedDataParallel"):
+        return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                       find_unused_parameters=True, forward_sync_buffers=False)
+
+
+def global_batch_loss(output: ModelOutput, labels: torch.Tensor, weights: torch.Tensor, global_rows: int,
+                      global_dsn_rows: int) -> torch.Tensor:
+    """This shard's part of the loss of a global batch; the parts of all shards sum to :func:`ctr_loss`.
+
+    ``ctr_loss`` = mean BCE of the general network over the batch + mean BCE of
+    the DSNs over the batch's rows that have a DSN. Each mean is a sum over the
+    rows of every shard divided by a count over the whole global batch, so the
+    shard sums its rows (times ``weights``: 0 for padding rows) and divides by
+    the global counts.
+    """
+    labels = labels.float()
+    general = F.binary_cross_entropy_with_logits(output.general_logits, labels, reduction="none")
+    loss = (general * weights).sum() / global_rows
+    if global_dsn_rows:
+        own = F.binary_cross_entropy_with_logits(output.dsn_logits, labels, reduction="none")
+        loss = loss + (own * weights * output.has_dsn.to(own.device, own.dtype)).sum() / global_dsn_rows
+    return loss
+
+
+def batch_to(batch: Batch, device: torch.device) -> Batch:
+    if device.type == "cpu":
+        return batch
+    labels = None if batch.labels is None else batch.labels.to(device)
+    return Batch(batch.rows, batch.input_ids.to(device), batch.attention_mask.to(device), batch.domains, labels)
+
+
+def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
+                      optimizer, scheduler, max_grad_norm: float, ctx: DistContext) -> float:
+    """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part."""
+    mine, padding = distributed.shard_of_global_batch(rows, ctx)
+    batch = batch_to(encoded.batch(mine), ctx.device)
+    weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
+    dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
+    part = global_batch_loss(net(batch.input_ids, batch.attention_mask, batch.domains), batch.labels, weights,
+                             len(rows), dsn_rows)
+    # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
+    # result the gradient of the sum of the parts, i.e. of the global batch loss
+    apply_gradients(part * ctx.world_size, model, optimizer, scheduler, max_grad_norm)
+    return float(part.detach())
+
+
+def apply_gradients(loss: torch.Tensor, model: torch.nn.Module, optimizer, scheduler, max_grad_norm: float) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
     optimizer.step()
     scheduler.step()
+
+
+def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
+    """One single-process optimiser step on ``batch`` with :func:`ctr_loss`."""
+    loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains), batch.labels)
+    apply_gradients(loss, model, optimizer, scheduler, max_grad_norm)
     return float(loss.detach())
+
+
+@torch.no_grad()
+def gathered_predictions(model: UniCTRModel, shard: EncodedSamples, shard_rows: Sequence[int], total: int,
+                         batch_size: int, ctx: DistContext) -> Predictions:
+    """Predictions for a whole evaluation set whose rows ``shard_rows`` this rank holds (encoded in ``shard``)."""
+    local = predict_encoded(model, shard, batch_size)
+    values = np.column_stack([local.probs, local.general_probs, local.zero_shot.astype(np.float64)])
+    full = distributed.gather_rows(ctx, shard_rows, values, total, "gathering the validation predictions")
+    return Predictions(probs=full[:, 0].copy(), general_probs=full[:, 1].copy(), zero_shot=full[:, 2] > 0.5)
