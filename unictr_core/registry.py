@@ -134,6 +134,8 @@ class Registry:
             ranked = sorted(enumerate(candidates[name]), key=lambda pair: (self._rank(pair[1]), pair[0]))
             chosen = ranked[0][1]
             chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
+            self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
+                              for _, e in ranked[1:] if e.problem is not None]
             if chosen.template is None and chosen.bundle is None:
                 chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
             if chosen.description == "":

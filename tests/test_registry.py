@@ -1,0 +1,161 @@
+"""The domain registry: which registration serves a domain, compatibility, validation, listing, removal rules."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import toy_samples
+from test_domain_add import build_home
+from unictr_cli.main import app
+from unictr_core import plugins
+from unictr_core.hookspecs import hookimpl
+from unictr_core.plugins import DomainSpec
+from unictr_core.predict import predict_samples
+from unictr_core.registry import Registry, RegistryError, load_model, remove_domain
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def homes(tiny_bert, tmp_path_factory) -> tuple[Path, Path]:
+    """Two homes whose cores differ (the second was trained on other data)."""
+    base = tmp_path_factory.mktemp("homes")
+    first = build_home(tiny_bert, base / "first")
+    second = base / "second"
+    shutil.copytree(first, second)
+    other = build_home(tiny_bert, base / "other-core", seed=1)
+    shutil.rmtree(second / "core")
+    shutil.copytree(other / "core", second / "core")
+    assert Registry(first).core_fingerprint != Registry(second).core_fingerprint
+    return first, second
+
+
+@pytest.fixture
+def home(homes, tmp_path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(homes[0], copy)
+    return copy
+
+
+class PackagePlugin:
+    """Like an installed package: a bundle of its own outside the home, plus an invalid registration."""
+
+    def __init__(self, bundles: dict[str, Path]):
+        self.bundles = bundles
+
+    @hookimpl
+    def register_domains(self, register):
+        for name, bundle in self.bundles.items():
+            register(DomainSpec(name=name, bundle=bundle, description=f"{name} from a package"))
+        register(DomainSpec(name="../escape", description="must be refused"))
+
+
+@pytest.fixture
+def package_plugin(monkeypatch):
+    registered = []
+
+    def install(bundles: dict[str, Path], dist: str = "unictr-domains-demo"):
+        plugin = PackagePlugin(bundles)
+        plugins.get_plugin_manager().register(plugin, name="demo_plugin")
+        monkeypatch.setitem(plugins._dist_of, "demo_plugin", dist)
+        registered.append(plugin)
+        return plugin
+
+    yield install
+    plugins.get_plugin_manager(reload=True)
+
+
+def test_local_bundles_and_shipped_definitions_are_listed(home):
+    registry = Registry(home)
+    assert {n for n, e in registry.entries.items() if e.status == "ready"} == {"books", "movies", "music"}
+    books = registry.get("books")
+    assert books.local and books.source == "local" and books.compatible and books.size_bytes > 0
+    assert books.others == ["shipped definition (zero-shot)"]
+    gift = registry.get("gift_cards")
+    assert gift.source == "shipped definition" and gift.bundle is None and gift.template.display_name == "Gift Cards"
+    assert not any(name.startswith(".") for name in registry.entries)
+
+
+def test_package_bundle_serves_and_local_wins_a_tie(home, package_plugin, tmp_path):
+    vendor = tmp_path / "vendor" / "bundles"
+    shutil.copytree(home / "domains" / "music", vendor / "music")
+    shutil.copytree(home / "domains" / "books", vendor / "pets")  # folder name != bundle name -> broken
+    shutil.copytree(home / "domains" / "movies", tmp_path / "vendor" / "movies")
+    shutil.rmtree(home / "domains" / "movies")
+    package_plugin({"music": vendor / "music", "pets": vendor / "pets", "movies": tmp_path / "vendor" / "movies"})
+    registry = Registry(home)
+    assert any("../escape" in p and "demo_plugin" in p for p in registry.problems)
+    assert registry.get("music").source == "local"  # both ready: the local bundle wins
+    assert registry.get("music").others == ["package unictr-domains-demo (ready)", "shipped definition (zero-shot)"]
+    movies = registry.get("movies")
+    assert movies.source == "package unictr-domains-demo" and movies.status == "ready" and not movies.local
+    assert registry.get("pets").status == "broken" and "registered as 'pets'" in registry.get("pets").problem
+
+    model, notes = load_model(home)
+    assert sorted(model.domains) == ["books", "movies", "music"]
+    assert any("pets" in n for n in notes)
+    with pytest.raises(RegistryError, match="pip uninstall unictr-domains-demo"):
+        remove_domain(home, "movies")
+    assert (tmp_path / "vendor" / "movies" / "dsn.safetensors").exists()  # nothing of the package deleted
+    result = runner.invoke(app, ["domain", "remove", "movies", "--home", str(home), "--yes"])
+    assert result.exit_code == 1 and "UNICTR_LOAD_PLUGINS" in result.output
+
+
+def test_bundle_of_another_core_is_incompatible_and_predicted_zero_shot(homes, tmp_path):
+    home = tmp_path / "home"
+    shutil.copytree(homes[1], home)  # the bundles of the first core beside the second core
+    registry = Registry(home)
+    assert registry.get("books").status == "incompatible" and registry.get("books").compatible is False
+    model, notes = load_model(home)
+    assert model.domains == []
+    assert len(notes) == 3 and all("predicted zero-shot" in n for n in notes)
+    predictions = predict_samples(model, toy_samples(12, seed=4))
+    assert predictions.zero_shot.all()
+    listing = json.loads(runner.invoke(app, ["domain", "list", "--home", str(home), "--json"]).output)
+    books = next(d for d in listing["domains"] if d["name"] == "books")
+    assert books["compatible"] is False and books["status"] == "incompatible"
+    assert listing["core_fingerprint"] == registry.core_fingerprint
+
+
+def test_corrupted_bundle_is_reported_and_the_others_still_load(home):
+    (home / "domains" / "music" / "domain.yaml").write_text("format_version: [unclosed\n")
+    registry = Registry(home)
+    music = registry.get("music")  # the shipped definition still serves it, zero-shot
+    assert music.status == "zero-shot" and music.others == ["local (broken)"]
+    assert any("music" in p and "not valid YAML" in p for p in registry.problems)
+    model, notes = load_model(home)
+    assert sorted(model.domains) == ["books", "movies"]
+    assert any("music" in n and "YAML" in n for n in notes)
+
+
+def test_list_and_show_report_source_size_and_metrics(home):
+    result = runner.invoke(app, ["domain", "list", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    books_line = next(line for line in result.output.splitlines() if line.startswith("books "))
+    assert "local" in books_line and "ready" in books_line and "yes" in books_line and "KiB" in books_line
+    data = json.loads(runner.invoke(app, ["domain", "list", "--home", str(home), "--json"]).output)
+    names = [d["name"] for d in data["domains"]]
+    assert names == sorted(names) and {"books", "all_beauty", "digital_music"} <= set(names)
+    books = next(d for d in data["domains"] if d["name"] == "books")
+    assert books["source"] == "local" and books["size_bytes"] > 0 and "auc" in books["metrics"]
+    shown = runner.invoke(app, ["domain", "show", "books", "--home", str(home)])
+    assert shown.exit_code == 0 and "metric auc:" in shown.output and "also from:" in shown.output
+    missing = runner.invoke(app, ["domain", "show", "nope", "--home", str(home)])
+    assert missing.exit_code == 1 and "unknown domain 'nope'" in missing.output
+
+
+def test_remove_asks_for_confirmation_and_refuses_definitions(home):
+    result = runner.invoke(app, ["domain", "remove", "books", "--home", str(home)], input="n\n")
+    assert result.exit_code != 0 and (home / "domains" / "books").is_dir()
+    result = runner.invoke(app, ["domain", "remove", "books", "--home", str(home)], input="y\n")
+    assert result.exit_code == 0 and not (home / "domains" / "books").exists()
+    assert "still known from shipped definition" in result.output
+    result = runner.invoke(app, ["domain", "remove", "fashion", "--home", str(home), "--yes"])
+    assert result.exit_code == 1 and "shipped definition" in result.output
+    result = runner.invoke(app, ["domain", "remove", "../core", "--home", str(home), "--yes"])
+    assert result.exit_code == 1 and (home / "core" / "manifest.yaml").exists()
