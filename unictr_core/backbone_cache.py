@@ -241,8 +241,9 @@ def ensure_converted(
         problems = verify_cache_dir(target, converter_version)
         if not problems:  # another process finished it while we waited
             return target
-        for leftover in target.parent.glob(f".tmp-{target.name}-*"):  # from a crashed conversion
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (f".tmp-{target.name}-*", f".trash-{target.name}-*"):  # left by a crashed process
+            for leftover in target.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
         recorded_sources = _verify_sources(name, sources)
         if target.exists():
             log(f"cached backbone {target} is unusable ({'; '.join(problems[:3])}); rebuilding it")
