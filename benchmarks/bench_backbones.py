@@ -40,16 +40,6 @@ def _subsample(samples, per_domain: int, seed: int):
     return subsample(samples, per_domain, seed)
 
 
-def _register_builtin_llm_backbones() -> None:
-    """Until unictr_plugins.llm_backbones is in BUILTIN_PLUGINS, register it here."""
-    from unictr_core import plugins
-    from unictr_plugins import llm_backbones
-
-    pm = plugins.get_plugin_manager()
-    if not pm.is_registered(llm_backbones) and pm.get_plugin("unictr_plugins.llm_backbones") is None:
-        pm.register(llm_backbones, name="unictr_plugins.llm_backbones")
-
-
 def run_one(args: argparse.Namespace) -> dict:
     """Train and score one backbone in this process; return its measurements."""
     import torch
@@ -62,7 +52,6 @@ def run_one(args: argparse.Namespace) -> dict:
     from unictr_core.training import train_unictr
 
     torch.set_num_threads(args.threads)
-    _register_builtin_llm_backbones()
     dataset = load_dataset(args.data)
     holdout = set(dataset.meta.get("holdout_domains") or [])
     domains = sorted({s.domain for s in dataset.train} - holdout)

@@ -1,7 +1,4 @@
-"""``unictr backbones``: the registered backbones, whether installed and whether converted.
-
-The lead registers it with ``app.command()(backbones_cmd.backbones)``.
-"""
+"""``unictr backbones``: the registered backbones, whether installed and whether converted."""
 
 from __future__ import annotations
 
@@ -15,8 +12,7 @@ from unictr_core import backbone_cache, plugins
 
 def _converted(spec: plugins.BackboneSpec) -> Optional[bool]:
     """True/False for backbones that are converted into the cache on first use; None when none is needed."""
-    check = getattr(spec, "converted", None)
-    return bool(check()) if callable(check) else None
+    return None if spec.converted is None else bool(spec.converted())
 
 
 def backbone_rows() -> list[dict]:

