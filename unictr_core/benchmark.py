@@ -331,8 +331,9 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append(row)
     lines = ["Table III: test AUC per domain" + (" and Uni-CTR's RelaImpr over each model" if has_uni else ""),
              format_table(headers, rows),
-             "* best single-domain baseline in the column, + best multi-domain baseline "
-             "(RelaImpr = ((AUC_unictr - 0.5) / (AUC_model - 0.5) - 1) x 100%)"]
+             "* best single-domain baseline in the column, + best multi-domain baseline (by test AUC)"
+             + ("; RelaImpr = ((AUC_unictr - 0.5) / (AUC_model - 0.5) - 1) x 100%, meaningless where "
+                "AUC_model <= 0.5" if has_uni else "")]
     if has_uni:
         for category in (SINGLE, MULTI):
             parts = []
@@ -351,6 +352,9 @@ def format_report(report: dict[str, Any]) -> str:
           ",".join(str(v) for v in results[n]["epochs_run"].values()), results[n]["parameters"],
           "-" if results[n]["throughput"] is None else f"{results[n]['throughput']:.0f}", results[n]["predict_rows"]]
          for n in _ordered(results)]))
+    lines.append("train s: wall time including feature fitting / backbone loading and per-epoch validation "
+                 "(single-domain: all per-domain models); predict samples/s: test rows / wall time, feature "
+                 "encoding or tokenisation included")
     lines.append("")
     lines += _format_used(report)
     return "\n".join(lines)
