@@ -223,5 +223,6 @@ _SPECS = (
 @hookimpl
 def register_backbones(register):
     for backbone, text in _SPECS:
+        text = dict(text, description=f"{text['description']}. Install: {backbone.install_hint}")
         register(BackboneSpec(name=backbone.name, locate=backbone.locate, installed=backbone.installed,
                               converted=backbone.converted, **text))
