@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 import yaml
 
 from unictr_core import distributed
@@ -210,6 +211,29 @@ def test_train_relaunches_itself_with_the_given_arguments(monkeypatch, tmp_path)
     assert failed.exit_code == 1 and "distributed run failed" in failed.output
 
 
+def test_forwarded_arguments_keep_positionals_and_flag_pairs():
+    """What a relaunched ``domain add NAME ... --no-cache`` would be given (a command with an argument)."""
+    from typer.testing import CliRunner
+
+    from unictr_cli.model_cmds import forwarded_arguments
+
+    app, group, seen = typer.Typer(), typer.Typer(), {}
+
+    @group.command("add")
+    def add(ctx: typer.Context, name: str = typer.Argument(...), cache: bool = typer.Option(True, "--cache/--no-cache"),
+            lr: float = typer.Option(1e-3), nproc_per_node: int = typer.Option(None, "--nproc-per-node")):
+        seen["args"] = forwarded_arguments(ctx)
+
+    @app.callback()
+    def root():
+        pass
+
+    app.add_typer(group, name="domain")
+    result = CliRunner().invoke(app, ["domain", "add", "board_games", "--nproc-per-node", "2", "--no-cache"])
+    assert result.exit_code == 0, result.output
+    assert seen["args"] == ["domain", "add", "board_games", "--no-cache"]
+
+
 def test_train_launch_options_are_checked(monkeypatch, tmp_path):
     runner, app = _cli()
     monkeypatch.setattr(distributed, "launch", lambda *a: pytest.fail("must not launch"))
@@ -334,8 +358,6 @@ def test_gathered_auc_errors_and_timeouts_across_two_processes(small_data, tmp_p
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_an_error_every_rank_shares_is_printed_by_rank_0_only(rank, monkeypatch, capsys):
-    import typer
-
     from unictr_cli import model_cmds
 
     monkeypatch.setattr(distributed, "init_from_env", lambda timeout: DistContext(rank=rank, world_size=2))
