@@ -9,14 +9,17 @@ RAW=${RAW:-../shared/data/amazon2018}
 WORK=${WORK:-/tmp/unictr-bench}
 MAX_ROWS=${MAX_ROWS:-800}            # training rows per domain (2 training domains)
 MAX_EVAL_ROWS=${MAX_EVAL_ROWS:-300}  # validation and test rows per domain
-EPOCHS=${EPOCHS:-10}
+EPOCHS=${EPOCHS:-30}                 # baseline epoch cap (early stopping on validation AUC)
 UNI_EPOCHS=${UNI_EPOCHS:-3}
+BATCH=${BATCH:-64}                   # baseline batch size (small subsamples need enough steps)
+PATIENCE=${PATIENCE:-3}
 SEED=${SEED:-0}
 THREADS=${THREADS:-2}
 
 unictr data prepare amazon2018 --raw "$RAW" --out "$WORK/amazon2018"
 unictr benchmark --data "$WORK/amazon2018" --out "$WORK/amazon2018-results" \
   --max-rows "$MAX_ROWS" --max-eval-rows "$MAX_EVAL_ROWS" --epochs "$EPOCHS" --uni-epochs "$UNI_EPOCHS" \
+  --batch-size "$BATCH" --patience "$PATIENCE" \
   --uni-backbone minilm --seed "$SEED" --threads "$THREADS" "$@"
 
 # Optional companion run (FULL_BASELINES=1): the eight baselines on ALL rows (no subsampling, minutes on CPU),
@@ -24,5 +27,5 @@ unictr benchmark --data "$WORK/amazon2018" --out "$WORK/amazon2018-results" \
 if [ "${FULL_BASELINES:-0}" = 1 ]; then
   unictr benchmark --data "$WORK/amazon2018" --out "$WORK/amazon2018-baselines-full" \
     --models deepfm,dcn,autoint,xdeepfm,shared_bottom,mmoe,ple,star --epochs "$EPOCHS" --seed "$SEED" \
-    --threads "$THREADS" --quiet
+    --batch-size "$BATCH" --patience "$PATIENCE" --threads "$THREADS" --quiet
 fi

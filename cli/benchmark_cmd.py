@@ -36,6 +36,7 @@ def benchmark(
     batch_size: int = typer.Option(256, min=1, help="Baseline batch size."),
     lr: float = typer.Option(1e-3, min=0.0, help="Baseline Adam learning rate."),
     embed_dim: int = typer.Option(16, min=1, help="Baseline embedding size."),
+    patience: int = typer.Option(2, min=1, help="Baseline early stopping: epochs without a better validation AUC."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice). On a "
                                           "shared machine, 1 avoids oversubscription."),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
@@ -53,7 +54,7 @@ def benchmark(
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
         uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
-        baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim),
+        baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )
     if holdout is not None and options.holdout is None:
         options.holdout = []          # --holdout "" : no zero-shot table, every domain trained
