@@ -134,10 +134,10 @@ def remove(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a domain's local bundle (a domain from an installed package is disabled, not deleted)."""
-    from unictr_core.registry import Registry, _local_or_explain, remove_domain
+    from unictr_core.registry import Registry, removable_entry, remove_domain
 
     home_dir = resolve_home(home)
-    entry = _local_or_explain(Registry(home_dir), name)
+    entry = removable_entry(Registry(home_dir), name)
     if not yes:
         typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
     remove_domain(home_dir, name)

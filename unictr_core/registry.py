@@ -294,7 +294,7 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
 def remove_domain(home: Path, name: str, lock_timeout: float = 30.0) -> DomainEntry:
     """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions)."""
     home = Path(home)
-    entry = _local_or_explain(Registry(home), name)
+    entry = removable_entry(Registry(home), name)
     target = home / DOMAINS_DIR / name
     with registry_lock(home, lock_timeout):
         if not target.is_dir():
@@ -305,7 +305,8 @@ def remove_domain(home: Path, name: str, lock_timeout: float = 30.0) -> DomainEn
     return entry
 
 
-def _local_or_explain(registry: Registry, name: str) -> DomainEntry:
+def removable_entry(registry: Registry, name: str) -> DomainEntry:
+    """The entry of ``name`` when the home owns a bundle of it; otherwise explains who provides it."""
     entry = registry.require(name)
     local_bundle = registry.domains_dir / name
     if entry.local or (local_bundle / "domain.yaml").exists():
