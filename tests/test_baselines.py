@@ -186,3 +186,20 @@ def test_bad_label_is_reported_with_split_line_and_field(data):
     with pytest.raises(DataError) as err:
         fit_baseline("dcn", baselines()["dcn"].factory, broken, valid, SETTINGS)
     assert err.value.line == 5 and err.value.field == "label" and "train" in str(err.value)
+
+
+def test_unseen_values_embed_to_zero_and_single_domain_models_skip_the_domain_field(data):
+    from unictr_core.baselines.single_domain import DeepFM
+
+    train = data[0]
+    encoder = FeatureEncoder().fit(train)
+    spec = encoder.spec()
+    torch.manual_seed(0)
+    single, multi = DeepFM(spec, embed_dim=4), SharedBottom(spec, embed_dim=4)
+    assert single.embedding.num_slots == spec.num_fields and multi.embedding.num_slots == spec.num_fields + 1
+    enc = encoder.transform([Sample("garden", "new-user", "i1", 1, 0, None, None, None, ["never seen"], {})])
+    emb = multi.embedding(torch.from_numpy(enc.fields), torch.from_numpy(enc.history))[0]
+    user, item, domain = (spec.field_names.index(n) for n in ("user_id", "item_id", "domain"))
+    assert torch.count_nonzero(emb[user]) == 0 and torch.count_nonzero(emb[domain]) == 0   # OOV -> zeros
+    assert torch.count_nonzero(emb[item]) > 0                                              # seen value
+    assert torch.count_nonzero(emb[-1]) == 0                                               # unseen history

@@ -22,6 +22,7 @@ class BaselineModel(nn.Module):
     """
 
     multi_domain: bool = False
+    dropped_fields: tuple[str, ...] = ()   # fields this model does not embed
 
     def __init__(self, spec: FeatureSpec, embed_dim: int = 16, hidden: Sequence[int] = (128, 64),
                  dropout: float = 0.1):
@@ -30,7 +31,7 @@ class BaselineModel(nn.Module):
         self.embed_dim = embed_dim
         self.hidden = tuple(hidden)
         self.dropout = dropout
-        self.embedding = FieldEmbedding(spec, embed_dim)
+        self.embedding = FieldEmbedding(spec, embed_dim, drop=self.dropped_fields)
         self.num_slots = self.embedding.num_slots
         self.flat_dim = self.num_slots * embed_dim
 

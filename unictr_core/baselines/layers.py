@@ -7,32 +7,43 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from unictr_core.baselines.features import FeatureSpec
+from unictr_core.baselines.features import OOV, FeatureSpec
 
 
 class FieldEmbedding(nn.Module):
-    """Embeds every categorical field plus the mean-pooled history: output [N, F + 1, dim].
+    """Embeds the categorical fields plus the mean-pooled history: output [N, F_kept + 1, dim].
 
-    All fields share one table (with per-field offsets), so each field keeps
-    its own index range. The history slot is the mean of the non-padding
-    history item embeddings (zeros when the user has no history).
+    All kept fields share one table (with per-field offsets), so each field
+    keeps its own index range; ``drop`` names fields the model does not use.
+    The rows of the OOV index (values never seen in training) start at zero
+    and, as no training row uses them, stay a neutral zero vector. The history
+    slot is the mean of the non-padding history item embeddings (zeros when
+    the user has no history).
     """
 
-    def __init__(self, spec: FeatureSpec, dim: int):
+    def __init__(self, spec: FeatureSpec, dim: int, drop: Sequence[str] = ()):
         super().__init__()
-        sizes = torch.tensor([0] + list(spec.field_sizes[:-1]), dtype=torch.long)
-        self.register_buffer("offsets", torch.cumsum(sizes, dim=0), persistent=False)
-        self.table = nn.Embedding(sum(spec.field_sizes), dim)
+        unknown = sorted(set(drop) - set(spec.field_names))
+        if unknown:
+            raise ValueError(f"cannot drop unknown field(s) {unknown}; fields: {spec.field_names}")
+        keep = [i for i, name in enumerate(spec.field_names) if name not in set(drop)]
+        sizes = [spec.field_sizes[i] for i in keep]
+        self.register_buffer("keep", torch.tensor(keep, dtype=torch.long), persistent=False)
+        offsets = torch.cumsum(torch.tensor([0] + sizes[:-1], dtype=torch.long), dim=0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.table = nn.Embedding(max(sum(sizes), 1), dim)
         self.history = nn.Embedding(max(spec.history_size, 1), dim, padding_idx=0)
         nn.init.normal_(self.table.weight, std=0.05)
         nn.init.normal_(self.history.weight, std=0.05)
         with torch.no_grad():
             self.history.weight[0].zero_()
-        self.num_slots = spec.num_fields + 1
+            self.history.weight[OOV].zero_()
+            self.table.weight[offsets + OOV].zero_()
+        self.num_slots = len(keep) + 1
         self.dim = dim
 
     def forward(self, fields: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        emb = self.table(fields + self.offsets)
+        emb = self.table(fields.index_select(1, self.keep) + self.offsets)
         hist = self.history(history)
         count = (history > 0).sum(dim=1, keepdim=True).clamp(min=1).to(hist.dtype)
         pooled = hist.sum(dim=1) / count

@@ -134,10 +134,13 @@ class PartitionedNorm(nn.Module):
 
     ``y = (gamma * gamma_d) * (x - mean_d) / sqrt(var_d + eps) + (beta + beta_d)``;
     in training mean_d/var_d come from the domain-d rows of the batch only, and
-    each domain keeps its own running averages for evaluation.
+    each domain keeps its own running averages for evaluation. ``eps`` is larger
+    than BatchNorm's usual 1e-5 because a feature that is constant within a
+    domain has zero variance there, and an unseen value at zero-shot time
+    would otherwise be scaled up ~300-fold.
     """
 
-    def __init__(self, dim: int, num_domains: int, momentum: float = 0.1, eps: float = 1e-5):
+    def __init__(self, dim: int, num_domains: int, momentum: float = 0.1, eps: float = 1e-3):
         super().__init__()
         self.gamma = nn.Parameter(torch.ones(dim))
         self.beta = nn.Parameter(torch.zeros(dim))
@@ -176,6 +179,10 @@ class StarLinear(nn.Module):
 
 
 class STAR(_MultiDomain):
+    # The domain indicator feeds the auxiliary network only (as in the paper), not the partitioned-normalised
+    # star FCN: a feature constant within each domain has ~zero variance there and would blow up under PN.
+    dropped_fields = ("domain",)
+
     def __init__(self, spec: FeatureSpec, aux_hidden: Sequence[int] = (32,), **kwargs):
         super().__init__(spec, **kwargs)
         self.norm = PartitionedNorm(self.flat_dim, self.num_heads)

@@ -22,12 +22,19 @@ from unictr_core.baselines.features import FeatureSpec
 from unictr_core.baselines.layers import FieldEmbedding, mlp, out_dim
 
 
-class _WithLinear(BaselineModel):
+class _SingleDomain(BaselineModel):
+    """Trained on one domain's rows only, so the domain field is constant there: it is not embedded
+    (and so cannot inject an untrained vector when the model scores another domain zero-shot)."""
+
+    dropped_fields = ("domain",)
+
+
+class _WithLinear(_SingleDomain):
     """Adds first-order (per-value scalar weight) terms, shared by DeepFM and xDeepFM."""
 
     def __init__(self, spec: FeatureSpec, **kwargs):
         super().__init__(spec, **kwargs)
-        self.first_order = FieldEmbedding(spec, 1)
+        self.first_order = FieldEmbedding(spec, 1, drop=self.dropped_fields)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def linear_term(self, fields: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
@@ -49,7 +56,7 @@ class DeepFM(_WithLinear):
         return self.linear_term(fields, history) + fm + deep
 
 
-class DCN(BaselineModel):
+class DCN(_SingleDomain):
     def __init__(self, spec: FeatureSpec, cross_layers: int = 3, **kwargs):
         super().__init__(spec, **kwargs)
         self.cross_w = nn.ParameterList(
@@ -89,7 +96,7 @@ class _SelfAttentionLayer(nn.Module):
         return torch.relu(attended + self.residual(x))
 
 
-class AutoInt(BaselineModel):
+class AutoInt(_SingleDomain):
     def __init__(self, spec: FeatureSpec, attention_layers: int = 2, attention_heads: int = 2,
                  attention_dim: int = 8, **kwargs):
         super().__init__(spec, **kwargs)
