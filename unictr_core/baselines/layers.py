@@ -38,7 +38,7 @@ class FieldEmbedding(nn.Module):
         with torch.no_grad():
             self.history.weight[0].zero_()
             self.history.weight[OOV].zero_()
-            self.table.weight[offsets + OOV].zero_()
+            self.table.weight[offsets + OOV] = 0.0
         self.num_slots = len(keep) + 1
         self.dim = dim
 
