@@ -133,7 +133,7 @@ def remove(
     home: Optional[Path] = home_option(),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
-    """Delete a domain's local bundle (a domain from an installed package is disabled, not deleted)."""
+    """Delete a domain's local bundle; for a domain of an installed package, explain how to disable it instead."""
     from unictr_core.registry import Registry, removable_entry, remove_domain
 
     home_dir = resolve_home(home)
