@@ -22,10 +22,10 @@ unictr benchmark --data "$WORK/amazon2018" --out "$WORK/amazon2018-results" \
   --batch-size "$BATCH" --patience "$PATIENCE" \
   --uni-backbone minilm --seed "$SEED" --threads "$THREADS" "$@"
 
-# Optional companion run (FULL_BASELINES=1): the eight baselines on ALL rows (no subsampling, minutes on CPU),
+# Optional companion run (FULL_BASELINES=1): the baselines on ALL rows (no subsampling, minutes on CPU),
 # to show how much the subsampling that Uni-CTR's CPU budget forces costs the baselines.
 if [ "${FULL_BASELINES:-0}" = 1 ]; then
   unictr benchmark --data "$WORK/amazon2018" --out "$WORK/amazon2018-baselines-full" \
-    --models deepfm,dcn,autoint,xdeepfm,shared_bottom,mmoe,ple,star --epochs "$EPOCHS" --seed "$SEED" \
+    --models deepfm,dcn,autoint,xdeepfm,pnn,shared_bottom,mmoe,ple,star --epochs "$EPOCHS" --seed "$SEED" \
     --batch-size "$BATCH" --patience "$PATIENCE" --threads "$THREADS" --quiet
 fi

@@ -16,7 +16,7 @@ def benchmark(
     data: Path = typer.Option(..., "--data", help="Dataset folder (train/valid/test.jsonl + dataset.yaml), e.g. "
                               "from `unictr data prepare movielens`."),
     models: Optional[str] = typer.Option(None, help="Comma-separated models: registered baselines (deepfm, dcn, "
-                                         "autoint, xdeepfm, shared_bottom, mmoe, ple, star, ...) and/or unictr. "
+                                         "autoint, xdeepfm, pnn, shared_bottom, mmoe, ple, star, ...) and/or unictr. "
                                          "Default: all of them."),
     out: Path = typer.Option(Path("benchmark-results"), help="Folder for benchmark.json, benchmark.txt and "
                              "benchmark.png (the PNG needs matplotlib)."),

@@ -1,11 +1,11 @@
-"""Built-in baselines: single-domain DeepFM, DCN, AutoInt, xDeepFM and multi-domain Shared-Bottom, MMoE, PLE,
-STAR. A third-party plugin adds its own the same way: ``register(name, factory)`` where
+"""Built-in baselines: single-domain DeepFM, DCN, AutoInt, xDeepFM, PNN and multi-domain Shared-Bottom, MMoE,
+PLE, STAR. A third-party plugin adds its own the same way: ``register(name, factory)`` where
 ``factory(spec, **hparams)`` returns a :class:`unictr_core.baselines.BaselineModel`."""
 
 from __future__ import annotations
 
 from unictr_core.baselines.multi_domain import MMoE, PLE, STAR, SharedBottom
-from unictr_core.baselines.single_domain import DCN, AutoInt, DeepFM, XDeepFM
+from unictr_core.baselines.single_domain import DCN, PNN, AutoInt, DeepFM, XDeepFM
 from unictr_core.hookspecs import hookimpl
 
 BUILTIN = {
@@ -13,6 +13,7 @@ BUILTIN = {
     "dcn": DCN,
     "autoint": AutoInt,
     "xdeepfm": XDeepFM,
+    "pnn": PNN,
     "shared_bottom": SharedBottom,
     "mmoe": MMoE,
     "ple": PLE,

@@ -1,4 +1,4 @@
-"""ID-feature CTR baselines (single-domain DeepFM, DCN, AutoInt, xDeepFM; multi-domain Shared-Bottom, MMoE,
+"""ID-feature CTR baselines (single-domain DeepFM, DCN, AutoInt, xDeepFM, PNN; multi-domain Shared-Bottom, MMoE,
 PLE, STAR), their feature encoder and the shared trainer. Models are registered through the
 ``register_baselines`` plugin hook (built-in: :mod:`unictr_plugins.baselines`)."""
 

@@ -8,6 +8,8 @@
   field embeddings with residual connections, flattened into a logistic layer.
 * xDeepFM (Lian et al. 2018): a Compressed Interaction Network (vector-wise
   explicit interactions, sum-pooled per feature map) + a DNN + linear terms.
+* PNN (Qu et al. 2016), the inner-product variant: the product layer feeds the
+  DNN with the field embeddings and every pairwise inner product.
 """
 
 from __future__ import annotations
@@ -136,3 +138,19 @@ class XDeepFM(_WithLinear):
         cin = self.cin_out(torch.cat(pooled, dim=1)).squeeze(1)
         deep = self.dnn_out(self.dnn(x0.flatten(1))).squeeze(1)
         return self.linear_term(fields, history) + cin + deep
+
+
+class PNN(_SingleDomain):
+    def __init__(self, spec: FeatureSpec, **kwargs):
+        super().__init__(spec, **kwargs)
+        rows, cols = torch.triu_indices(self.num_slots, self.num_slots, offset=1)
+        self.register_buffer("pair_rows", rows, persistent=False)
+        self.register_buffer("pair_cols", cols, persistent=False)
+        in_dim = self.flat_dim + rows.numel()
+        self.dnn = mlp(in_dim, self.hidden, self.dropout)
+        self.out = nn.Linear(out_dim(in_dim, self.hidden), 1)
+
+    def forward(self, fields, history, head):
+        emb = self.embedding(fields, history)                       # [N, S, D]
+        products = (emb[:, self.pair_rows] * emb[:, self.pair_cols]).sum(dim=2)
+        return self.out(self.dnn(torch.cat([emb.flatten(1), products], dim=1))).squeeze(1)
