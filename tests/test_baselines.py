@@ -25,15 +25,6 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _builtin_plugin_registered():
-    # Until the lead lists the module in BUILTIN_PLUGINS, register it here the way the manager would.
-    pm = get_plugin_manager()
-    if not pm.is_registered(builtin_baselines):
-        pm.register(builtin_baselines, name="unictr_plugins.baselines")
-    yield
-
-
 def make_samples(n_per_domain: int, seed: int, domains=("books", "music", "toys")) -> list[Sample]:
     """Clicks driven by a fixed hidden user/item quality plus a per-domain shift."""
     truth = np.random.default_rng(1234)
@@ -73,7 +64,7 @@ def test_registry_lists_the_eight_with_categories_and_accepts_third_party():
     found = baselines()
     assert set(EIGHT) <= set(found) and "pnn" in found and not found["pnn"].multi_domain
     assert {n for n in EIGHT if found[n].multi_domain} == {"shared_bottom", "mmoe", "ple", "star"}
-    assert found["deepfm"].plugin == "unictr_plugins.baselines"
+    assert found["deepfm"].plugin == "unictr_plugins.baselines"          # a built-in plugin (BUILTIN_PLUGINS)
 
     class ThirdParty:
         @hookimpl

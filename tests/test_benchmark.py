@@ -7,15 +7,12 @@ import json
 
 import pytest
 import torch
-import typer
 from typer.testing import CliRunner
 
-import unictr_plugins.baselines as builtin_baselines
-from unictr_cli.benchmark_cmd import benchmark
+from unictr_cli.main import app
 from unictr_core import metrics
 from unictr_core.benchmark import BenchmarkOptions, run_benchmark, subsample_per_domain
 from unictr_core.baselines import BaselineSettings
-from unictr_core.plugins import get_plugin_manager
 from unictr_core.synthetic import write_builtin_dataset
 from unictr_core.tiny import make_tiny_backbone
 
@@ -26,9 +23,6 @@ FAST = BaselineSettings(batch_size=64, lr=0.01, embed_dim=8, hidden=(16,))
 def _setup():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    pm = get_plugin_manager()
-    if not pm.is_registered(builtin_baselines):      # until the lead lists it in BUILTIN_PLUGINS
-        pm.register(builtin_baselines, name="unictr_plugins.baselines")
     yield
     torch.set_num_threads(before)
 
@@ -46,10 +40,7 @@ def backbone(tmp_path_factory):
 
 
 def _cli(*args: str):
-    app = typer.Typer()
-    app.command()(benchmark)
-    app.command("unused")(lambda: None)     # keeps "benchmark" a named sub-command
-    return CliRunner().invoke(app, ["benchmark", *args])
+    return CliRunner().invoke(app, ["benchmark", *args])      # the real `unictr` application
 
 
 @pytest.fixture(scope="module")
