@@ -25,7 +25,6 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # LoRA target modules by model_type where peft has no default.
 EXTRA_LORA_TARGETS = {
     "mpnet": ["q", "v"],
-    "gemma3": ["q_proj", "v_proj"],
 }
 
 

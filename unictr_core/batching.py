@@ -25,6 +25,12 @@ class Batch:
     domains: list[str]
     labels: Optional[torch.Tensor]
 
+    def to(self, device: torch.device) -> "Batch":
+        if device.type == "cpu":
+            return self
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.rows, self.input_ids.to(device), self.attention_mask.to(device), self.domains, labels)
+
 
 class EncodedSamples:
     def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int):

@@ -95,11 +95,11 @@ class UniCTRModel(nn.Module):
         mask = mask.bool()
         general = self.general(hidden_states, mask)
         dsn_logits = general
-        has_dsn = torch.zeros(len(domains), dtype=torch.bool)
+        has_dsn = torch.zeros(len(domains), dtype=torch.bool, device=mask.device)
         for domain in dict.fromkeys(domains):
             if domain not in self.dsns:
                 continue
-            rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long)
+            rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long, device=mask.device)
             sub_states = [None if h is None else h.index_select(0, rows) for h in hidden_states]
             logits = self.dsns[domain](sub_states, mask.index_select(0, rows))
             dsn_logits = dsn_logits.index_put((rows,), logits)

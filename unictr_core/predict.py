@@ -35,12 +35,14 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
     dsn = np.zeros(n, dtype=np.float64)
     general = np.zeros(n, dtype=np.float64)
     zero_shot = np.zeros(n, dtype=bool)
+    device = next(model.parameters()).device
     try:
         for batch in encoded.length_sorted_batches(batch_size):
+            batch = batch.to(device)
             out = model(batch.input_ids, batch.attention_mask, batch.domains)
-            dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().numpy()
-            general[batch.rows] = torch.sigmoid(out.general_logits).double().numpy()
-            zero_shot[batch.rows] = ~out.has_dsn.numpy()
+            dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
+            general[batch.rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
+            zero_shot[batch.rows] = ~out.has_dsn.cpu().numpy()
             if progress is not None:
                 progress.update(len(batch.rows))
     finally:

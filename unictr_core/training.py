@@ -208,18 +208,11 @@ def global_batch_loss(output: ModelOutput, labels: torch.Tensor, weights: torch.
     return loss
 
 
-def batch_to(batch: Batch, device: torch.device) -> Batch:
-    if device.type == "cpu":
-        return batch
-    labels = None if batch.labels is None else batch.labels.to(device)
-    return Batch(batch.rows, batch.input_ids.to(device), batch.attention_mask.to(device), batch.domains, labels)
-
-
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
                       optimizer, scheduler, max_grad_norm: float, ctx: DistContext) -> float:
     """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part."""
     mine, padding = distributed.shard_of_global_batch(rows, ctx)
-    batch = batch_to(encoded.batch(mine), ctx.device)
+    batch = encoded.batch(mine).to(ctx.device)
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
     part = global_batch_loss(net(batch.input_ids, batch.attention_mask, batch.domains), batch.labels, weights,
