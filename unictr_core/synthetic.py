@@ -11,8 +11,8 @@ a brand and a price.
 
 About 500 users each love one or two themes (weights from a Dirichlet draw),
 and that taste carries across domains. A user's events are spread over six
-months across all domains; P(click) = sigmoid(domain bias + strength * taste
-for the item's theme + small item quality - price effect + noise), and the
+months across all domains; P(click) = sigmoid(domain bias + user bias + strength
+* taste for the item's theme + item quality - price effect + noise), and the
 label is drawn from it. Histories are the titles of the user's last five
 positive items strictly earlier in time (see :mod:`unictr_core.history`), so a
 prompt reveals the user's taste to a language model that reads the titles.
@@ -33,7 +33,7 @@ from unictr_core.dataset import Dataset, domain_stats, split_by_time, write_data
 from unictr_core.history import attach_histories
 from unictr_core.schema import Sample
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 THEMES = ("space", "cooking", "sports", "romance", "history", "nature", "technology", "animals")
 HOLDOUT_DOMAINS = ("board_games",)
 HISTORY_LENGTH = 5
@@ -171,6 +171,7 @@ class User:
     user_id: str
     taste: tuple[float, ...]           # one weight per theme, sums to 1
     activity: float
+    bias: float                        # how readily this user clicks anything
 
 
 def _check_args(seed: int, scale: float) -> None:
@@ -198,7 +199,7 @@ def catalog(seed: int = 0) -> list[Item]:
                 title = spec.title_format.format(core=core, desc=rng.choice(spec.descriptors[theme]))
                 low, high = spec.price_range
                 drafts.append((theme, title, rng.choice(spec.brands), round(rng.uniform(low, high), 2),
-                               rng.gauss(0.0, 0.4)))
+                               rng.gauss(0.0, 0.8)))
         rng.shuffle(drafts)  # item ids must not give the theme away
         for number, (theme, title, brand, price, quality) in enumerate(drafts, start=1):
             items.append(Item(spec.name, f"{spec.name}_{number:04d}", theme, title, brand, price, quality))
@@ -216,7 +217,7 @@ def users(seed: int = 0, scale: float = 1.0) -> list[User]:
         taste = [0.0] * len(THEMES)
         for theme, weight in zip(favourites, weights):
             taste[theme] = weight / sum(weights)
-        out.append(User(f"u{number:04d}", tuple(taste), rng.lognormvariate(0.0, 0.6)))
+        out.append(User(f"u{number:04d}", tuple(taste), rng.lognormvariate(0.0, 0.6), rng.gauss(0.0, 0.8)))
     return out
 
 
@@ -245,7 +246,7 @@ def generate(seed: int = 0, scale: float = 1.0) -> list[Sample]:
                 theme = rng.choice(THEMES)
             item = rng.choice(by_theme[(spec.name, theme)])
             price_norm = (item.price - low) / (high - low) - 0.5
-            logit = (spec.bias + spec.taste_strength * user.taste[THEMES.index(theme)] + item.quality
+            logit = (spec.bias + user.bias + spec.taste_strength * user.taste[THEMES.index(theme)] + item.quality
                      - spec.price_weight * price_norm + rng.gauss(0.0, 0.5))
             label = int(rng.random() < _sigmoid(logit))
             events.append(Sample(domain=spec.name, user_id=user.user_id, item_id=item.item_id, label=label,
