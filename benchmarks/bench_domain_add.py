@@ -80,10 +80,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1, help="runs per mode, in alternating order; the fastest "
                         "run of each mode is reported (the CPU may be shared)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
+                        "on a CPU shared with other jobs, 1 thread avoids oversubscription stalls")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     import torch
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     from unictr_cli.model_cmds import subsample
     from unictr_core.domain_training import domain_splits
@@ -109,7 +114,8 @@ def main(argv=None) -> dict:
     print(f"speed-up of the cache: {speedup_total:.2f}x end to end (tokenising and model loading excluded), "
           f"{speedup_train:.2f}x for backbone passes + training + evaluation; "
           f"|test AUC difference| = {abs(cached['test_auc'] - live['test_auc']):.2e}")
-    report = {"domain": args.domain, "epochs": args.epochs, "batch_size": args.batch_size, "runs": runs,
+    report = {"domain": args.domain, "epochs": args.epochs, "batch_size": args.batch_size,
+              "threads": torch.get_num_threads(), "runs": runs,
               "all_runs": all_runs,
               "speedup_total": speedup_total, "speedup_train": speedup_train}
     if args.out is not None:
