@@ -55,10 +55,10 @@ def add(
                                             "with 'template:'). Default: the template the registry knows for NAME "
                                             "(shipped definition or package), else the core's default."),
     home: Optional[Path] = home_option(),
-    epochs: int = typer.Option(10, min=1, help="Maximum number of epochs."),
+    epochs: int = typer.Option(20, min=1, help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(32, min=1),
-    lr: float = typer.Option(1e-3, min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
-    patience: int = typer.Option(3, min=1, help="Stop after this many epochs without a better validation AUC."),
+    lr: float = typer.Option(3e-3, min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
+    patience: int = typer.Option(5, min=1, help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "

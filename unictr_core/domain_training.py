@@ -220,7 +220,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     On success the model holds the trained DSN (best validation epoch); on
     failure the new DSN is removed again and the model is as before.
     """
-    config = config or TrainConfig(epochs=10, patience=3)
+    config = config or TrainConfig(epochs=20, patience=5, head_lr=(3e-5, 3e-3))
     started = time.perf_counter()
     for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
         check_labelled(part, f"{what} data of '{name}'")
