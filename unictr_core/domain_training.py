@@ -107,10 +107,12 @@ class HiddenStateCache:
                  progress: bool = False, desc: str = "caching hidden states"):
         self.layers = sorted(set(layers))
         self.num_states = model.num_layers + 1
-        self.labels = _labels(encoded)
+        self.device = _device_of(model)
+        self.labels = _labels(encoded, self.device)
         self.states: list[list[torch.Tensor]] = [[] for _ in range(len(encoded))]
         with torch.no_grad(), tqdm(total=len(encoded), desc=desc, unit="sample", disable=not progress) as bar:
             for batch in encoded.length_sorted_batches(batch_size):
+                batch = batch.to(self.device)
                 hidden = model.encode(batch.input_ids, batch.attention_mask)
                 for i, row in enumerate(batch.rows):
                     length = len(encoded.token_ids[row])
@@ -128,13 +130,13 @@ class HiddenStateCache:
         """Hidden states (``None`` at layers not kept) and mask of ``rows``, padded to their longest sample."""
         lengths = [self.states[r][0].shape[0] for r in rows]
         longest = max(lengths)
-        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        mask = torch.zeros((len(rows), longest), dtype=torch.bool, device=self.device)
         for i, n in enumerate(lengths):
             mask[i, :n] = True
         states: States = [None] * self.num_states
         for k, layer in enumerate(self.layers):
             dim = self.states[rows[0]][k].shape[-1]
-            padded = torch.zeros((len(rows), longest, dim), dtype=self.states[rows[0]][k].dtype)
+            padded = torch.zeros((len(rows), longest, dim), dtype=self.states[rows[0]][k].dtype, device=self.device)
             for i, r in enumerate(rows):
                 padded[i, : lengths[i]] = self.states[r][k]
             states[layer] = padded
@@ -147,20 +149,25 @@ class LiveStates:
     def __init__(self, model: UniCTRModel, encoded: EncodedSamples):
         self.model = model
         self.encoded = encoded
-        self.labels = _labels(encoded)
+        self.device = _device_of(model)
+        self.labels = _labels(encoded, self.device)
 
     def __len__(self) -> int:
         return len(self.encoded)
 
     def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
-        batch = self.encoded.batch(rows)
+        batch = self.encoded.batch(rows).to(self.device)
         with torch.no_grad():
             hidden = self.model.encode(batch.input_ids, batch.attention_mask)
         return list(hidden), batch.attention_mask.bool()
 
 
-def _labels(encoded: EncodedSamples) -> torch.Tensor:
-    return torch.tensor([float(s.label) for s in encoded.samples], dtype=torch.float32)
+def _labels(encoded: EncodedSamples, device: torch.device) -> torch.Tensor:
+    return torch.tensor([float(s.label) for s in encoded.samples], dtype=torch.float32, device=device)
+
+
+def _device_of(model: UniCTRModel) -> torch.device:
+    return next(model.parameters()).device
 
 
 def estimate_cache_bytes(model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int]) -> int:
@@ -203,9 +210,9 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int) -> dict:
         rows = list(range(start, min(start + batch_size, len(source))))
         states, mask = source.batch(rows)
         out = model.heads(states, mask, [name] * len(rows))
-        dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().numpy()
-        general_probs[rows] = torch.sigmoid(out.general_logits).double().numpy()
-    y = source.labels.numpy().astype(np.int64)
+        dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
+        general_probs[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
+    y = source.labels.cpu().numpy().astype(np.int64)
     return {"rows": len(source), "positive_rate": float(y.mean()) if len(y) else None,
             "auc": metrics.auc(y, dsn_probs), "logloss": metrics.logloss(y, dsn_probs),
             "general_auc": metrics.auc(y, general_probs), "general_logloss": metrics.logloss(y, general_probs)}
