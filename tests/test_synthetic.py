@@ -43,7 +43,7 @@ def test_shape_of_the_builtin_dataset(builtin):
     everything = ds.train + ds.valid + ds.test
     sizes = Counter(s.domain for s in everything)
     assert sizes == {"books": 2000, "movies": 1000, "music": 350, "board_games": 500}
-    assert 400 <= len({s.user_id for s in everything}) <= 500
+    assert 180 <= len({s.user_id for s in everything}) <= 200
     for s in everything:
         assert re.fullmatch(r"u\d{4}", s.user_id) and re.fullmatch(rf"{s.domain}_\d{{4}}", s.item_id)
         assert s.title and s.brand and re.fullmatch(r"\d+\.\d\d", s.price) and len(s.history) <= 5
@@ -88,7 +88,7 @@ def _history_features(samples, theme_of):
     return np.array(rows)
 
 
-def test_signal_is_in_the_history_not_in_the_item_id(builtin):
+def test_main_signal_is_in_the_history_and_less_in_the_item_id(builtin):
     ds = load_dataset(builtin)
     theme_of = theme_of_titles(seed=0)
     train = [s for s in ds.train if s.domain in JOINT]
@@ -103,13 +103,15 @@ def test_signal_is_in_the_history_not_in_the_item_id(builtin):
     id_auc = roc_auc_score(y_test, id_model.predict_proba(encoder.transform([[s.item_id] for s in test]))[:, 1])
 
     print(f"history theme-match AUC {history_auc:.4f}, item-id AUC {id_auc:.4f}")
-    assert history_auc >= 0.70
-    assert id_auc <= 0.62 and history_auc - id_auc >= 0.15
+    assert history_auc >= 0.72
+    # item ids carry a real but clearly smaller signal (lasting item quality, popular items seen again)
+    assert 0.58 <= id_auc <= 0.68 and history_auc - id_auc >= 0.12
 
     # the held-out domain carries the same signal (what zero-shot transfer relies on)
     held = [s for s in ds.test if s.domain == "board_games"]
     held_auc = roc_auc_score([s.label for s in held],
                              history_model.predict_proba(_history_features(held, theme_of))[:, 1])
+    print(f"held-out board_games history AUC {held_auc:.4f}")
     assert held_auc >= 0.65
 
 

@@ -9,13 +9,21 @@ item has an English title that says its theme in the words of its domain
 "Cosmic Drift - synthwave album", "Nebula Conquest, a space strategy game"),
 a brand and a price.
 
-About 500 users each love one or two themes (weights from a Dirichlet draw),
-and that taste carries across domains. A user's events are spread over six
-months across all domains; P(click) = sigmoid(domain bias + user bias + strength
-* taste for the item's theme + item quality - price effect + noise), and the
-label is drawn from it. Histories are the titles of the user's last five
-positive items strictly earlier in time (see :mod:`unictr_core.history`), so a
-prompt reveals the user's taste to a language model that reads the titles.
+About 200 users (about 19 events each at ``scale=1``; activity is heavy-tailed)
+each love one or two themes (weights from a Dirichlet draw), and that taste
+carries across domains. A user's events are spread over six months across all
+domains. Exposure follows the user's taste half of the time; within a theme,
+items are shown in proportion to a log-normal popularity, so popular items come
+up again and again. P(click) = sigmoid(domain bias + user bias + strength *
+taste for the item's theme + item quality - price effect + noise), and the label
+is drawn from it. Histories are the titles of the user's last five positive
+items strictly earlier in time (see :mod:`unictr_core.history`), so a prompt
+reveals the user's taste to a language model that reads the titles.
+
+The taste, readable only from the text, is the main signal. The lasting user
+bias and item quality are a smaller one that ID-only models (user and item
+embeddings) can learn from repeat users and repeat items; ``tests/test_synthetic.py``
+checks that the text signal stays clearly ahead.
 
 Everything comes from Python's own ``random.Random`` seeded with a string, so
 the same seed gives byte-identical files on every platform.
@@ -33,13 +41,18 @@ from unictr_core.dataset import Dataset, domain_stats, split_by_time, write_data
 from unictr_core.history import attach_histories
 from unictr_core.schema import Sample
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 THEMES = ("space", "cooking", "sports", "romance", "history", "nature", "technology", "animals")
 HOLDOUT_DOMAINS = ("board_games",)
 HISTORY_LENGTH = 5
 START_TIME = 1_700_000_000          # 2023-11-14, seconds
 TIME_SPAN = 180 * 24 * 3600         # six months
-BASE_USERS = 500
+BASE_USERS = 200
+# What ID-only models can learn (weaker than the taste that the titles reveal, but real):
+USER_BIAS_SD = 1.0                  # a user's lasting readiness to click anything
+ITEM_QUALITY_SD = 1.2               # an item's lasting appeal, the same for every user
+POPULARITY_SIGMA = 1.2              # log-normal exposure weights: a few items are shown again and again
+ACTIVITY_SIGMA = 0.8                # log-normal activity: a few heavy users, many light ones
 
 # Words that name each theme, shared by every domain.
 KEYWORDS = {
@@ -95,7 +108,7 @@ DOMAINS = (
                         "an illustrated animal adventure for children"),
         },
         brands=("Oakridge House", "Penrose Books", "Maple Press", "Harbor Lane", "Bluefield Publishing"),
-        price_range=(6.0, 28.0), bias=-1.45, taste_strength=3.6, price_weight=0.0,
+        price_range=(6.0, 28.0), bias=-1.6, taste_strength=4.1, price_weight=0.0,
     ),
     DomainSpec(
         name="movies", base_rows=1000, items_per_theme=10,
@@ -113,7 +126,7 @@ DOMAINS = (
             "animals": ("animated family film about animals", "kids' animal cartoon", "talking-dog family comedy"),
         },
         brands=("Silver Screen Studios", "Northlight Pictures", "Red Canyon Films", "Paragon Studios"),
-        price_range=(3.0, 20.0), bias=-1.35, taste_strength=3.4, price_weight=0.0,
+        price_range=(3.0, 20.0), bias=-1.5, taste_strength=3.9, price_weight=0.0,
     ),
     DomainSpec(
         name="music", base_rows=350, items_per_theme=6,
@@ -131,7 +144,7 @@ DOMAINS = (
             "animals": ("children's sing-along songs", "nursery rhymes album", "kids' animal songs"),
         },
         brands=("Blue Note Hall", "Echo Valley Records", "Neon Tape", "Lantern Music"),
-        price_range=(5.0, 15.0), bias=-1.1, taste_strength=2.6, price_weight=0.0,
+        price_range=(5.0, 15.0), bias=-1.4, taste_strength=3.0, price_weight=0.0,
     ),
     DomainSpec(
         name="board_games", base_rows=500, items_per_theme=8,
@@ -150,7 +163,7 @@ DOMAINS = (
             "animals": ("a kids' animal matching game", "a family zoo game", "a farm animals game for children"),
         },
         brands=("Meeple Works", "Dice Tower Games", "Hexagon Play", "Kingfisher Games"),
-        price_range=(15.0, 60.0), bias=-1.0, taste_strength=3.2, price_weight=0.8,
+        price_range=(15.0, 60.0), bias=-1.3, taste_strength=3.7, price_weight=0.8,
     ),
 )
 
@@ -163,7 +176,8 @@ class Item:
     title: str
     brand: str
     price: float
-    quality: float
+    quality: float                     # click logit added for everyone (a well-made item)
+    popularity: float                  # relative exposure weight within its domain and theme
 
 
 @dataclass(frozen=True)
@@ -199,10 +213,10 @@ def catalog(seed: int = 0) -> list[Item]:
                 title = spec.title_format.format(core=core, desc=rng.choice(spec.descriptors[theme]))
                 low, high = spec.price_range
                 drafts.append((theme, title, rng.choice(spec.brands), round(rng.uniform(low, high), 2),
-                               rng.gauss(0.0, 0.8)))
+                               rng.gauss(0.0, ITEM_QUALITY_SD), rng.lognormvariate(0.0, POPULARITY_SIGMA)))
         rng.shuffle(drafts)  # item ids must not give the theme away
-        for number, (theme, title, brand, price, quality) in enumerate(drafts, start=1):
-            items.append(Item(spec.name, f"{spec.name}_{number:04d}", theme, title, brand, price, quality))
+        for number, draft in enumerate(drafts, start=1):
+            items.append(Item(spec.name, f"{spec.name}_{number:04d}", *draft))
     return items
 
 
@@ -217,7 +231,8 @@ def users(seed: int = 0, scale: float = 1.0) -> list[User]:
         taste = [0.0] * len(THEMES)
         for theme, weight in zip(favourites, weights):
             taste[theme] = weight / sum(weights)
-        out.append(User(f"u{number:04d}", tuple(taste), rng.lognormvariate(0.0, 0.6), rng.gauss(0.0, 0.8)))
+        out.append(User(f"u{number:04d}", tuple(taste), rng.lognormvariate(0.0, ACTIVITY_SIGMA),
+                        rng.gauss(0.0, USER_BIAS_SD)))
     return out
 
 
@@ -244,7 +259,8 @@ def generate(seed: int = 0, scale: float = 1.0) -> list[Sample]:
                 theme = rng.choices(THEMES, weights=user.taste)[0]
             else:
                 theme = rng.choice(THEMES)
-            item = rng.choice(by_theme[(spec.name, theme)])
+            pool = by_theme[(spec.name, theme)]
+            item = rng.choices(pool, weights=[i.popularity for i in pool])[0]   # popular items recur
             price_norm = (item.price - low) / (high - low) - 0.5
             logit = (spec.bias + user.bias + spec.taste_strength * user.taste[THEMES.index(theme)] + item.quality
                      - spec.price_weight * price_norm + rng.gauss(0.0, 0.5))
