@@ -50,7 +50,7 @@ def generate_command(
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed; the same seed gives byte-identical files."),
     scale: float = typer.Option(1.0, "--scale", min=0.01, max=50.0,
                                 help="Row-count multiplier (1.0: books 2000, movies 1000, music 350, "
-                                     "board_games 500 rows, about 500 users)."),
+                                     "board_games 500 rows, about 200 users)."),
 ) -> None:
     """Write the built-in synthetic multi-domain dataset (books, movies, music; board_games held out).
 
