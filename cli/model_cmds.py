@@ -174,7 +174,7 @@ def train(
     lora_r: int = typer.Option(8, min=1), lora_alpha: int = typer.Option(32, min=1),
     lora_dropout: float = typer.Option(0.05, min=0.0, max=0.99, help="Dropout on the LoRA path."),
     tower: str = typer.Option("512,256,128", help="Tower MLP widths."),
-    dropout: float = typer.Option(0.3, min=0.0, max=0.99),
+    dropout: float = typer.Option(0.1, min=0.0, max=0.99),
     patience: int = typer.Option(2, min=1, help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),

@@ -23,7 +23,7 @@ class ModelConfig:
     narrowed_ratio: float = 0.25
     ladder_heads: int = 2
     tower_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
-    dropout: float = 0.3
+    dropout: float = 0.1  # the paper uses 0.3 on millions of rows; 0.1 learns faster on small data
 
     def validate(self) -> None:
         if self.ladder_kind not in LADDER_KINDS:
@@ -54,8 +54,8 @@ class TrainConfig:
     epochs: int = 3
     batch_size: int = 32
     eval_batch_size: int = 64
-    backbone_lr: tuple[float, float] = (1e-6, 8e-5)  # cyclic LR range for the LoRA weights (paper)
-    head_lr: tuple[float, float] = (1e-5, 1e-3)  # cyclic LR range for the general network and DSNs
+    backbone_lr: tuple[float, float] = (1e-6, 2e-4)  # cyclic LR range for LoRA (paper: 1e-6..8e-5, far more data)
+    head_lr: tuple[float, float] = (1e-5, 2e-3)  # cyclic LR range for the general network and DSNs
     weight_decay: float = 0.01
     patience: int = 2  # epochs without a better validation AUC before stopping
     max_grad_norm: float = 1.0
