@@ -8,7 +8,9 @@ from typing import Optional
 
 import typer
 
+from unictr_cli import model_cmds
 from unictr_cli.common import home_option, resolve_home, user_errors
+from unictr_core import distributed
 from unictr_core.report import format_table
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
@@ -48,6 +50,7 @@ def _read_template(path: Path, name: str):
 @domain_app.command("add")
 @user_errors
 def add(
+    ctx: typer.Context,
     name: str = typer.Argument(..., help="Domain name: lowercase letters, digits, '_' or '-'."),
     data: Path = typer.Option(..., "--data", help="The domain's labelled rows: a .jsonl/.csv file (split 80/10/10 "
                               "by time) or a dataset folder (its train/valid/test rows of NAME)."),
@@ -66,8 +69,28 @@ def add(
     max_cache_gb: float = typer.Option(4.0, min=0.0, help="Refuse to cache more hidden states than this."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
+    nproc_per_node: Optional[int] = model_cmds.nproc_option(),
+    nnodes: Optional[str] = model_cmds.nnodes_option(),
+    node_rank: Optional[int] = model_cmds.node_rank_option(),
+    rdzv_endpoint: Optional[str] = model_cmds.rdzv_endpoint_option(),
+    rdzv_id: Optional[str] = model_cmds.rdzv_id_option(),
+    dist_timeout: Optional[float] = model_cmds.dist_timeout_option(),
 ) -> None:
-    """Train a DSN for a new domain against the frozen core and register it (atomically)."""
+    """Train a DSN for a new domain against the frozen core and register it (atomically).
+
+    With --nproc-per-node N the command relaunches itself under torchrun (as `unictr train` does); only rank 0
+    registers the bundle and prints.
+    """
+    launch = model_cmds.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    if launch is not None:
+        model_cmds.relaunch_under_torchrun(ctx, launch)
+    with model_cmds.process_group(dist_timeout) as group:
+        _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
+             max_cache_gb, replace, description)
+
+
+def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
+         replace, description) -> None:
     from unictr_cli.model_cmds import subsample
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
@@ -75,33 +98,39 @@ def add(
     from unictr_core.domain_training import domain_splits, train_domain
     from unictr_core.registry import Registry, RegistryError
 
-    validate_domain_name(name, "domain name")
-    home_dir = resolve_home(home)
-    registry = Registry(home_dir)
-    if registry.core_fingerprint is None:
-        raise RegistryError(f"no trained core in {home_dir}; run `unictr train` first")
-    entry = registry.get(name)
-    if entry is not None and entry.local and not replace:
-        raise RegistryError(f"domain '{name}' already has a local bundle ({entry.bundle}); use --replace")
-    if template is not None:
-        chosen_template, template_description = _read_template(template, name)
-    else:
-        chosen_template = entry.template if entry is not None else None
-        template_description = entry.description if entry is not None else ""
-    train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
+    echo = typer.echo if group.is_main else (lambda *a, **k: None)
+    secho = typer.secho if group.is_main else (lambda *a, **k: None)
+    with distributed.agreement(group, f"reading the core and the data of '{name}'"):
+        validate_domain_name(name, "domain name")
+        home_dir = resolve_home(home)
+        registry = Registry(home_dir)
+        if registry.core_fingerprint is None:
+            raise RegistryError(f"no trained core in {home_dir}; run `unictr train` first")
+        entry = registry.get(name)
+        if entry is not None and entry.local and not replace:
+            raise RegistryError(f"domain '{name}' already has a local bundle ({entry.bundle}); use --replace")
+        if template is not None:
+            chosen_template, template_description = _read_template(template, name)
+        else:
+            chosen_template = entry.template if entry is not None else None
+            template_description = entry.description if entry is not None else ""
+        train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
+        model = load_core(home_dir / CORE_DIR).to(group.device)
     for note in notes:
-        typer.echo(note)
+        echo(note)
     train_rows = subsample(train_rows, max_rows, seed)
     if entry is not None and entry.has_dsn and entry.compatible and not entry.local:
-        typer.secho(f"note: '{name}' is also provided by {entry.source}; the local bundle will take precedence",
-                    fg=typer.colors.YELLOW, err=True)
-    model = load_core(home_dir / CORE_DIR)
+        secho(f"note: '{name}' is also provided by {entry.source}; the local bundle will take precedence",
+              fg=typer.colors.YELLOW, err=True)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=(lr / 100, lr), patience=patience, seed=seed)
-    typer.echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
-               f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
-               f"hidden-state cache {'on' if cache else 'off'})")
+    processes = f"; {group.world_size} processes ({group.backend})" if group.is_distributed else ""
+    echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
+         f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
+         f"hidden-state cache {'on' if cache else 'off'}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb)
+                          max_cache_gb=max_cache_gb, dist_ctx=group)
+    if not group.is_main:
+        return
     extra = {"description": description or template_description,
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history), "hidden_state_cache": cache,

@@ -27,9 +27,10 @@ import torch
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from unictr_core import metrics
+from unictr_core import distributed, metrics
 from unictr_core.batching import EncodedSamples
 from unictr_core.config import TrainConfig
+from unictr_core.distributed import DistContext
 from unictr_core.model import UniCTRModel
 from unictr_core.predict import encode
 from unictr_core.prompts import PromptTemplate
@@ -195,15 +196,20 @@ class DomainTrainResult:
                 "valid_auc": self.valid_auc, "best_epoch": self.best_epoch}
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[list[int]]:
-    order = torch.randperm(n, generator=generator).tolist()
+def _batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
+    """The global batches of ``epoch`` (the same on every rank of a distributed run)."""
+    order = distributed.epoch_permutation(n, seed, epoch)
     for start in range(0, n, batch_size):
         yield order[start: start + batch_size]
 
 
 @torch.no_grad()
-def _evaluate(model: UniCTRModel, name: str, source, batch_size: int) -> dict:
-    """AUC / logloss of the new DSN and of the general network (zero-shot) on ``source``."""
+def _evaluate(model: UniCTRModel, name: str, source, batch_size: int, shard: Sequence[int], total: int,
+              labels: np.ndarray, ctx: DistContext) -> dict:
+    """AUC / logloss of the new DSN and of the general network (zero-shot) on a whole evaluation set.
+
+    ``source`` holds this rank's ``shard`` of its ``total`` rows; the predictions of all ranks are gathered.
+    """
     dsn_probs = np.zeros(len(source))
     general_probs = np.zeros(len(source))
     for start in range(0, len(source), batch_size):
@@ -212,8 +218,11 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int) -> dict:
         out = model.heads(states, mask, [name] * len(rows))
         dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
         general_probs[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
-    y = source.labels.cpu().numpy().astype(np.int64)
-    return {"rows": len(source), "positive_rate": float(y.mean()) if len(y) else None,
+    both = distributed.gather_rows(ctx, shard, np.column_stack([dsn_probs, general_probs]), total,
+                                   f"gathering the predictions of '{name}'")
+    dsn_probs, general_probs = both[:, 0], both[:, 1]
+    y = labels
+    return {"rows": total, "positive_rate": float(y.mean()) if len(y) else None,
             "auc": metrics.auc(y, dsn_probs), "logloss": metrics.logloss(y, dsn_probs),
             "general_auc": metrics.auc(y, general_probs), "general_logloss": metrics.logloss(y, general_probs)}
 
@@ -221,13 +230,20 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int) -> dict:
 def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: Sequence[Sample],
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
-                 max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True) -> DomainTrainResult:
+                 max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
+                 dist_ctx: Optional[DistContext] = None) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
 
     On success the model holds the trained DSN (best validation epoch); on
     failure the new DSN is removed again and the model is as before.
+
+    Under torchrun (``dist_ctx``, default: the process group of this process) every
+    rank holds the training rows' hidden states, computes its shard of each global
+    batch (DistributedDataParallel around the DSN) and its shard of the validation
+    and test rows; the result equals a single-process run's up to float rounding.
     """
     config = config or TrainConfig(epochs=20, patience=5, head_lr=(3e-5, 3e-3))
+    ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
     for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
         check_labelled(part, f"{what} data of '{name}'")
@@ -241,7 +257,10 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     try:
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
-        sets = [encode(model, part) for part in (train, valid, test)]
+        # training rows: all on every rank (any rank may get any row); valid / test: this rank's shard only
+        shards = [list(range(len(train)))] + [distributed.eval_shard(len(part), ctx) for part in (valid, test)]
+        sets = [encode(model, [part[i] for i in shard]) for part, shard in zip((train, valid, test), shards)]
+        truth = [np.array([int(s.label) for s in part], dtype=np.int64) for part in (valid, test)]
         seconds["encode"] = time.perf_counter() - tick
         layers = dsn.required_layers
         cache_bytes = 0
@@ -252,17 +271,22 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                 raise ValueError(f"caching the hidden states of '{name}' needs about {needed / 2**30:.1f} GiB "
                                  f"(limit {max_cache_gb:g} GiB); use fewer rows (--max-rows), raise the limit "
                                  "(--max-cache-gb) or train without the cache (--no-cache)")
-            sources = [HiddenStateCache(model, s, layers, config.eval_batch_size, progress, f"hidden states ({what})")
+            sources = [HiddenStateCache(model, s, layers, config.eval_batch_size, progress and ctx.is_main,
+                                        f"hidden states ({what})")
                        for s, what in zip(sets, ("train", "valid", "test"))]
             cache_bytes = sum(s.nbytes for s in sources)
         else:
             sources = [LiveStates(model, s) for s in sets]
         seconds["hidden_states"] = time.perf_counter() - tick
         train_src, valid_src, test_src = sources
+        net = dsn
+        if ctx.is_distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(dsn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
         steps_per_epoch = math.ceil(len(train_src) / config.batch_size)
         optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)
-        generator = torch.Generator().manual_seed(config.seed)
         best = (-math.inf, 0, trainable_state(model), None)
         history: list[dict] = []
         stale = steps = 0
@@ -272,12 +296,16 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             dsn.train()
             losses = []
             bar = tqdm(total=len(train_src), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
-                       disable=not progress)
-            for rows in _batches(len(train_src), config.batch_size, generator):
-                states, mask = train_src.batch(rows)
-                loss = F.binary_cross_entropy_with_logits(dsn(states, mask), train_src.labels[rows])
+                       disable=not (progress and ctx.is_main))
+            for rows in _batches(len(train_src), config.batch_size, config.seed, epoch):
+                mine, padding = distributed.shard_of_global_batch(rows, ctx)
+                states, mask = train_src.batch(mine)
+                bce = F.binary_cross_entropy_with_logits(net(states, mask), train_src.labels[mine], reduction="none")
+                # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
+                loss = bce.sum() * (0.0 if padding else 1.0) / len(rows)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                with distributed.collective(ctx, f"'{name}' training step {steps + 1}"):
+                    (loss * ctx.world_size).backward()
                 if config.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(dsn.parameters(), config.max_grad_norm)
                 optimizer.step()
@@ -290,26 +318,29 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                     break
             dsn.eval()
             eval_tick = time.perf_counter()
-            valid_metrics = _evaluate(model, name, valid_src, config.eval_batch_size)
+            valid_metrics = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid),
+                                      truth[0], ctx)
             eval_seconds += time.perf_counter() - eval_tick
             valid_auc = valid_metrics["auc"]
             bar.set_postfix(loss=f"{np.mean(losses):.4f}",
                             valid_auc="n/a" if valid_auc is None else f"{valid_auc:.4f}")
             bar.close()
-            history.append({"epoch": epoch, "train_loss": float(np.mean(losses)), "valid_auc": valid_auc})
-            score = valid_auc if valid_auc is not None else -float(np.mean(losses))
-            if score > best[0]:
+            train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the loss")[0] / len(losses)
+            history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc})
+            score = valid_auc if valid_auc is not None else -train_loss
+            improved = score > best[0]
+            stale = 0 if improved else stale + 1
+            stop = stale >= config.patience or (config.max_steps is not None and steps >= config.max_steps)
+            improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop), f"early stopping of '{name}'")
+            if improved:
                 best = (score, epoch, trainable_state(model), valid_auc)
-                stale = 0
-            else:
-                stale += 1
-            if stale >= config.patience or (config.max_steps is not None and steps >= config.max_steps):
+            if stop:
                 break
         seconds["train"] = time.perf_counter() - tick - eval_seconds
         restore_state(model, best[2])
         dsn.eval()
         tick = time.perf_counter()
-        test_metrics = _evaluate(model, name, test_src, config.eval_batch_size)
+        test_metrics = _evaluate(model, name, test_src, config.eval_batch_size, shards[2], len(test), truth[1], ctx)
         seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:
