@@ -18,21 +18,19 @@ place, so a crash leaves the previous artifact intact.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
 from unictr_core import __version__
+from unictr_core.atomic import atomic_directory
 from unictr_core.backbone import load_backbone
 from unictr_core.config import ModelConfig
 from unictr_core.model import UniCTRModel
@@ -54,27 +52,6 @@ class ArtifactError(RuntimeError):
 
 def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, "unictr-home")).expanduser()
-
-
-# --------------------------------------------------------------------------- atomic writes
-@contextlib.contextmanager
-def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``target``, on error it is removed."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    retired = None
-    if target.exists():
-        retired = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, retired)
-    os.replace(staging, target)
-    if retired is not None:
-        shutil.rmtree(retired, ignore_errors=True)
 
 
 def file_sha256(path: Path) -> str:

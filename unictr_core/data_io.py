@@ -20,10 +20,10 @@ import json
 import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
+from unictr_core.atomic import atomic_write_text
 from unictr_core.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
 
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
@@ -304,25 +304,6 @@ def _csv_text(samples: list[Sample]) -> str:
                 row.append(s.extra.get(name, ""))
         writer.writerow(row)
     return buffer.getvalue()
-
-
-def atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def write_samples(path: PathLike, samples: Iterable[Sample]) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import shutil
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import yaml
 
+from unictr_core.atomic import atomic_directory, atomic_write_text
 from unictr_core.data_io import to_jsonl_text, read_samples, validate_domain_name
 from unictr_core.schema import DataError, Sample
 
@@ -200,27 +199,11 @@ def write_dataset(directory: PathLike, train: Sequence[Sample], valid: Sequence[
         target.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise FileExistsError(f"{target}: cannot create its parent folder, a file is in the way") from None
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.new-"))
-    try:
+    with atomic_directory(target) as staging:
         for name, part in splits.items():
-            with open(staging / f"{name}.jsonl", "w", encoding="utf-8", newline="") as handle:
-                handle.write(to_jsonl_text(part))
-        with open(staging / META_FILE, "w", encoding="utf-8", newline="") as handle:
-            yaml.safe_dump(full_meta, handle, sort_keys=False, allow_unicode=True)
-        for child in staging.iterdir():
-            with open(child, "rb") as handle:
-                os.fsync(handle.fileno())
+            atomic_write_text(staging / f"{name}.jsonl", to_jsonl_text(part))
+        atomic_write_text(staging / META_FILE, yaml.safe_dump(full_meta, sort_keys=False, allow_unicode=True))
         os.chmod(staging, 0o755)
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
-            os.replace(target, retired / "previous")
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
