@@ -66,22 +66,6 @@ class EncodedSamples:
         label_tensor = None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.float32)
         return Batch(rows, input_ids, mask, [self.samples[r].domain for r in rows], label_tensor)
 
-    def shuffled_batches(self, batch_size: int, generator: torch.Generator, pool: int = 32) -> Iterator[Batch]:
-        """Random batches of similar-length prompts.
-
-        The samples are shuffled, cut into pools of ``pool`` batches, each pool is
-        sorted by length and cut into batches, and the batches are shuffled again:
-        every epoch differs, and little compute is spent on padding.
-        """
-        order = torch.randperm(len(self), generator=generator).tolist()
-        batches: list[list[int]] = []
-        span = batch_size * pool
-        for start in range(0, len(order), span):
-            chunk = sorted(order[start : start + span], key=lambda r: len(self.token_ids[r]))
-            batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
-        for index in torch.randperm(len(batches), generator=generator).tolist():
-            yield self.batch(batches[index])
-
     def length_sorted_batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches of similar length (less padding) for inference; ``Batch.rows`` maps results back."""
         order = sorted(range(len(self)), key=lambda r: (len(self.token_ids[r]), r))
