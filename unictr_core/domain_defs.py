@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 import yaml
 
@@ -56,11 +56,6 @@ def shipped_definitions() -> dict[str, DomainDefinition]:
         definition = read_definition(path)
         out[definition.name] = definition
     return out
-
-
-def shipped_template(name: str) -> Optional[PromptTemplate]:
-    definition = shipped_definitions().get(name)
-    return definition.template if definition else None
 
 
 def templates_for(domains: Sequence[str]) -> TemplateSet:
