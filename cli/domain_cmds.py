@@ -67,6 +67,10 @@ def add(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
                                "and reuse them every epoch (default), or run the backbone every epoch."),
     max_cache_gb: float = typer.Option(4.0, min=0.0, help="Refuse to cache more hidden states than this."),
+    residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
+                                  "the general network's zero-shot prediction and learns the domain's correction; "
+                                  "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
+                                  "validation than zero-shot. --standalone: the paper's DSN, trained from scratch."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
     nproc_per_node: Optional[int] = model_cmds.nproc_option(),
@@ -86,11 +90,11 @@ def add(
         model_cmds.relaunch_under_torchrun(ctx, launch)
     with model_cmds.process_group(dist_timeout) as group:
         _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
-             max_cache_gb, replace, description)
+             max_cache_gb, residual, replace, description)
 
 
 def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
-         replace, description) -> None:
+         residual, replace, description) -> None:
     from unictr_cli.model_cmds import subsample
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
@@ -126,14 +130,14 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
     processes = f"; {group.world_size} processes ({group.backend})" if group.is_distributed else ""
     echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
          f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
-         f"hidden-state cache {'on' if cache else 'off'}{processes})")
+         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb, dist_ctx=group)
+                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual)
     if not group.is_main:
         return
     extra = {"description": description or template_description,
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
-                          "epochs_run": len(result.history), "hidden_state_cache": cache,
+                          "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict()}}
     target = _commit(home_dir, model, name, registry.core_fingerprint, result.metrics(), extra, replace)
@@ -143,7 +147,8 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
         [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
          [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]))
     s = result.seconds
-    typer.echo(f"best epoch {result.best_epoch} of {len(result.history)}; {s['total']:.1f} s "
+    start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
+    typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}; {s['total']:.1f} s "
                f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
                f"evaluation {s['evaluate']:.1f} s)")
     typer.echo(f"domain '{name}' registered: {target}")

@@ -81,8 +81,9 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file
     core_before = digests(home / "core")
     kept_before = {d: digests(home / "domains" / d) for d in ("books", "movies")}
 
+    # standalone: a residual DSN may keep its untrained start (= the general network) after one epoch
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
-                                 "--epochs", "1"])
+                                 "--epochs", "1", "--standalone"])
     assert result.exit_code == 0, result.output
     assert "domain 'toys' registered" in result.output and "general network (zero-shot)" in result.output
     result = runner.invoke(app, ["domain", "remove", "music", "--home", str(home), "--yes"])
@@ -108,23 +109,58 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file
     assert {"test_auc", "zero_shot_auc", "test_rows"} <= set(record.metrics)
 
 
-def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home):
+@pytest.mark.parametrize("residual", [False, True])
+def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home, residual):
     data = toy_samples(60, seed=11, domains=("toys",))
     train, valid, test = data[:40], data[40:50], data[50:]
     config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3)
-    states = {}
+    states, losses = {}, {}
     for cache in (True, False):
         model, _ = load_model(home)
         frozen = {k: v.clone() for k, v in model.state_dict().items()}
-        result = train_domain(model, "toys", train, valid, test, config=config, cache=cache, progress=False)
+        result = train_domain(model, "toys", train, valid, test, config=config, cache=cache, progress=False,
+                              residual=residual)
         after = model.state_dict()
         assert all(torch.equal(after[k], v) for k, v in frozen.items()), "a frozen weight changed"
         states[cache] = {k: v for k, v in after.items() if k.startswith("dsn")}
+        losses[cache] = [h["train_loss"] for h in result.history]
         assert result.cache == cache and (result.cache_bytes > 0) == cache
         assert result.test["rows"] == 10 and result.test["general_auc"] is not None
+        assert [h["epoch"] for h in result.history] == [0, 1, 2] and result.history[0]["train_loss"] is None
     assert states[True].keys() == states[False].keys() and states[True]
     for key in states[True]:
         torch.testing.assert_close(states[True][key], states[False][key], atol=1e-5, rtol=1e-4)
+    # the same training run either way (the weights kept may be the untrained start: compare the losses too)
+    np.testing.assert_allclose(losses[True][1:], losses[False][1:], rtol=1e-4)
+    assert losses[True][1] != losses[True][2]
+
+
+def test_residual_dsn_starts_as_the_general_network_and_survives_a_round_trip(home, tmp_path):
+    model, _ = load_model(home)
+    dsn = model.add_domain("toys", residual=True)
+    samples = toy_samples(24, seed=5, domains=("toys",))
+    untrained = predict_samples(model, samples)
+    assert not untrained.zero_shot.any()
+    np.testing.assert_array_equal(untrained.probs, untrained.general_probs)  # exactly, before any training
+    with torch.no_grad():
+        for p in dsn.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    moved = predict_samples(model, samples)
+    assert not np.allclose(moved.probs, moved.general_probs)
+    artifact.save_domain_bundle(model, "toys", home / "domains" / "toys", model.core_fingerprint)
+    assert artifact.read_domain_record(home / "domains" / "toys")["dsn"] == {"residual": True}
+    reloaded, notes = load_model(home)
+    assert notes == [] and reloaded.dsns["toys"].residual and not reloaded.dsns["books"].residual
+    np.testing.assert_array_equal(predict_samples(reloaded, samples).probs, moved.probs)
+
+
+def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
+    model, _ = load_model(home)
+    data = toy_samples(60, seed=11, domains=("toys",))
+    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3, head_lr=(0.0, 0.0))  # nothing can improve
+    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config, progress=False)
+    assert result.best_epoch == 0 and result.valid_auc == result.history[0]["valid_auc"]
+    assert result.test["auc"] == result.test["general_auc"] and result.test["logloss"] == result.test["general_logloss"]
 
 
 def test_cache_keeps_only_the_dsn_layers_unpadded(home):

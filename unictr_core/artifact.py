@@ -181,6 +181,7 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
             "created": _now(),
             "core_fingerprint": core_fingerprint,
             "dsn_sha256": file_sha256(staging / DSN_WEIGHTS),
+            "dsn": {"residual": bool(model.dsns[domain].residual)},
             "template": template.to_dict() if template is not None else None,
             "metrics": metrics or {},
         }
@@ -209,7 +210,8 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
     if file_sha256(weights) != record["dsn_sha256"]:
         raise ArtifactError(f"DSN weights {weights} do not match the SHA-256 in {DOMAIN_FILE} (corrupted file?)")
     template = PromptTemplate.from_dict(record["template"], source=str(bundle_dir)) if record["template"] else None
-    dsn = model.add_domain(name, template)
+    residual = bool((record.get("dsn") or {}).get("residual", False))  # bundles written before residual DSNs have no "dsn"
+    dsn = model.add_domain(name, template, residual=residual)
     dsn.load_state_dict(load_file(str(weights)), strict=True)
     dsn.eval()
     return name

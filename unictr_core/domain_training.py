@@ -231,8 +231,14 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
                  max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
-                 dist_ctx: Optional[DistContext] = None) -> DomainTrainResult:
+                 dist_ctx: Optional[DistContext] = None, residual: bool = True) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
+
+    With ``residual`` (the default) the new DSN starts as the general network's
+    zero-shot predictor and learns the domain's correction to it. The untrained
+    DSN is scored on the validation part as epoch 0, so the kept DSN is never
+    worse on validation than what it started from (best epoch 0 = no correction
+    helped).
 
     On success the model holds the trained DSN (best validation epoch); on
     failure the new DSN is removed again and the model is as before.
@@ -253,7 +259,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     model.eval()
     model.freeze_core()
     seed_everything(config.seed)
-    dsn = model.add_domain(name, template)
+    dsn = model.add_domain(name, template, residual=residual)
     try:
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
@@ -287,11 +293,13 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
 
         steps_per_epoch = math.ceil(len(train_src) / config.batch_size)
         optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)
-        best = (-math.inf, 0, trainable_state(model), None)
-        history: list[dict] = []
+        tick = eval_tick = time.perf_counter()
+        start_auc = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid), truth[0],
+                              ctx)["auc"]
+        eval_seconds = time.perf_counter() - eval_tick
+        best = (-math.inf if start_auc is None else start_auc, 0, trainable_state(model), start_auc)
+        history: list[dict] = [{"epoch": 0, "train_loss": None, "valid_auc": start_auc}]
         stale = steps = 0
-        tick = time.perf_counter()
-        eval_seconds = 0.0
         for epoch in range(1, config.epochs + 1):
             dsn.train()
             losses = []
@@ -300,7 +308,10 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             for rows in _batches(len(train_src), config.batch_size, config.seed, epoch):
                 mine, padding = distributed.shard_of_global_batch(rows, ctx)
                 states, mask = train_src.batch(mine)
-                bce = F.binary_cross_entropy_with_logits(net(states, mask), train_src.labels[mine], reduction="none")
+                with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
+                    general_logits = model.general(states, mask)
+                bce = F.binary_cross_entropy_with_logits(net(states, mask, general_logits), train_src.labels[mine],
+                                                         reduction="none")
                 # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
                 loss = bce.sum() * (0.0 if padding else 1.0) / len(rows)
                 optimizer.zero_grad(set_to_none=True)

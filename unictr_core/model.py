@@ -68,13 +68,15 @@ class UniCTRModel(nn.Module):
     def domains(self) -> list[str]:
         return list(self.dsns.keys())
 
-    def new_dsn(self) -> DomainNetwork:
-        return DomainNetwork(self.config, self.hidden_size, self.num_layers)
+    def new_dsn(self, residual: bool = False) -> DomainNetwork:
+        return DomainNetwork(self.config, self.hidden_size, self.num_layers, residual=residual)
 
-    def add_domain(self, domain: str, template: Optional[PromptTemplate] = None) -> DomainNetwork:
+    def add_domain(self, domain: str, template: Optional[PromptTemplate] = None,
+                   residual: bool = False) -> DomainNetwork:
+        """A new DSN for ``domain`` (``residual``: it starts as the general network, see DomainNetwork)."""
         if domain in self.dsns:
             raise ValueError(f"domain '{domain}' already has a DSN")
-        self.dsns[domain] = self.new_dsn()
+        self.dsns[domain] = self.new_dsn(residual)
         if template is not None:
             self.templates.templates[domain] = template
         return self.dsns[domain]
@@ -101,7 +103,7 @@ class UniCTRModel(nn.Module):
                 continue
             rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long, device=mask.device)
             sub_states = [None if h is None else h.index_select(0, rows) for h in hidden_states]
-            logits = self.dsns[domain](sub_states, mask.index_select(0, rows))
+            logits = self.dsns[domain](sub_states, mask.index_select(0, rows), general.index_select(0, rows))
             dsn_logits = dsn_logits.index_put((rows,), logits)
             has_dsn[rows] = True
         return ModelOutput(general_logits=general, dsn_logits=dsn_logits, has_dsn=has_dsn)

@@ -118,11 +118,18 @@ class DomainNetwork(nn.Module):
     """DSN: ladder over the backbone's hidden states, gate (attention pooling over [h_L; lad_F]), tower.
 
     lad_1 = Ladder_1(h_freq); lad_f = Ladder_f(h_{f*freq} + lad_{f-1}).
+
+    A *residual* DSN adds its tower's output to the general network's logit
+    (which it does not train: the general logit comes in detached), and its
+    tower's last layer starts at zero, so before any training it predicts
+    exactly what the general network predicts zero-shot and learns only the
+    domain's correction. ``unictr domain add`` uses it by default.
     """
 
-    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int):
+    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int, residual: bool = False):
         super().__init__()
         self.num_layers = num_layers
+        self.residual = residual
         if config.ladder_kind == "none":
             self.freq = 0
             self.ladders = nn.ModuleList()
@@ -136,6 +143,10 @@ class DomainNetwork(nn.Module):
             )
         self.gate = AttentionPooling(hidden_size)
         self.tower = Tower(hidden_size, config.tower_dims, config.dropout)
+        if residual:
+            last = self.tower.mlp[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
 
     @property
     def required_layers(self) -> list[int]:
@@ -143,7 +154,11 @@ class DomainNetwork(nn.Module):
         ladder_layers = [(f + 1) * self.freq for f in range(len(self.ladders))]
         return sorted(set(ladder_layers + [self.num_layers]))
 
-    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
+                general_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The DSN's logits; a residual DSN needs the general network's logits of the same rows."""
+        if self.residual and general_logits is None:
+            raise ValueError("a residual DSN needs the general network's logits")
         last = hidden_states[self.num_layers]
         gate_input, gate_mask = last, mask
         if len(self.ladders):
@@ -153,7 +168,10 @@ class DomainNetwork(nn.Module):
                 ladder = block(h if ladder is None else h + ladder, mask)
             gate_input = torch.cat([last, ladder], dim=1)
             gate_mask = torch.cat([mask, mask], dim=1)
-        return self.tower(self.gate(gate_input, gate_mask))
+        logits = self.tower(self.gate(gate_input, gate_mask))
+        if self.residual:
+            logits = logits + general_logits.detach()
+        return logits
 
 
 class GeneralNetwork(nn.Module):
