@@ -46,7 +46,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.dataset import load_dataset
-    from unictr_core.domain_defs import templates_for
+    from unictr_core.registry import templates_for
     from unictr_core.predict import domain_metrics, mean_auc, predict_samples
     from unictr_core.tiny import make_tiny_backbone
     from unictr_core.training import train_unictr

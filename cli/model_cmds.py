@@ -19,9 +19,8 @@ from unictr_core.artifact import save_trained
 from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
-from unictr_core.domain_defs import templates_for
 from unictr_core.predict import predict_samples
-from unictr_core.registry import load_model
+from unictr_core.registry import load_model, templates_for
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
 
@@ -218,11 +217,11 @@ def train(
                        f"({sum(s.domain in chosen for s in train_rows)} training rows{processes})")
         from unictr_core.training import train_unictr
 
+        home_dir = resolve_home(home)
         result = train_unictr(train_rows, dataset.valid, model_config, train_config,
-                              templates=templates_for(chosen), dist_ctx=group)
+                              templates=templates_for(chosen, home_dir), dist_ctx=group)
         if not group.is_main:
             return
-        home_dir = resolve_home(home)
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
                     "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
                     "config": train_config.to_dict(), "distributed": result.distributed}

@@ -159,3 +159,43 @@ def test_remove_asks_for_confirmation_and_refuses_definitions(home):
     assert result.exit_code == 1 and "shipped definition" in result.output
     result = runner.invoke(app, ["domain", "remove", "../core", "--home", str(home), "--yes"])
     assert result.exit_code == 1 and (home / "core" / "manifest.yaml").exists()
+
+
+class TemplatePlugin:
+    """A package that ships only a template for a domain (no DSN yet)."""
+
+    def __init__(self, template):
+        self.template = template
+
+    @hookimpl
+    def register_domains(self, register):
+        register(DomainSpec(name="podcasts", template=self.template, description="podcasts from a package"))
+
+
+def test_training_takes_templates_from_the_registry_that_prediction_uses(tiny_bert, tmp_path):
+    from unictr_core.config import ModelConfig, TrainConfig
+    from unictr_core.prompts import PromptTemplate
+    from unictr_core.registry import templates_for
+    from unictr_core.training import train_unictr
+
+    template = PromptTemplate.from_dict({"domain": "podcasts", "display_name": "Podcast Shelf",
+                                         "parts": ["{domain_name}:", " The item is {title}."]})
+    plugins.get_plugin_manager().register(TemplatePlugin(template), name="template_plugin")
+    try:
+        home = tmp_path / "home"
+        chosen = templates_for(["podcasts", "books", "unknown_domain"], home)
+        assert chosen.templates["podcasts"] is template  # from the package plugin
+        assert "books" in chosen.templates  # shipped definition
+        assert "unknown_domain" not in chosen.templates  # the default template
+        samples = [s for s in toy_samples(40, domains=("podcasts",))]
+        config = ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64)
+        result = train_unictr(samples, samples[:10], config, TrainConfig(epochs=1, max_steps=1, batch_size=16),
+                              templates=chosen, progress=False)
+        from unictr_core.artifact import save_trained
+
+        save_trained(result.model, home)
+        model, notes = load_model(home)
+        assert notes == []
+        assert "Podcast Shelf" in model.templates.for_domain("podcasts").render(samples[0])
+    finally:
+        plugins.get_plugin_manager(reload=True)

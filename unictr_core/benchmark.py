@@ -156,7 +156,7 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
 
 def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.domain_defs import templates_for
+    from unictr_core.registry import templates_for
     from unictr_core.predict import predict_samples
     from unictr_core.training import train_unictr
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
-from unictr_core.prompts import PromptTemplate, TemplateSet
+from unictr_core.prompts import PromptTemplate
 
 
 @dataclass
@@ -56,9 +55,3 @@ def shipped_definitions() -> dict[str, DomainDefinition]:
         definition = read_definition(path)
         out[definition.name] = definition
     return out
-
-
-def templates_for(domains: Sequence[str]) -> TemplateSet:
-    """Shipped templates for the given domains; the default template for the others."""
-    known = shipped_definitions()
-    return TemplateSet({d: known[d].template for d in domains if d in known})

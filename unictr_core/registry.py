@@ -37,7 +37,7 @@ from unictr_core import plugins
 from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
                                   read_domain_record, read_manifest, save_domain_bundle)
 from unictr_core.data_io import validate_domain_name
-from unictr_core.prompts import PromptTemplate
+from unictr_core.prompts import PromptTemplate, TemplateSet
 from unictr_core.schema import DataError
 
 LOCK_FILE = ".registry.lock"
@@ -199,6 +199,23 @@ class Registry:
             known = ", ".join(self.entries) or "none"
             raise RegistryError(f"unknown domain '{name}' (known: {known})")
         return entry
+
+
+def templates_for(domains, home: Optional[Path] = None) -> TemplateSet:
+    """The template the domain registry knows for each of ``domains``; the default template for the others.
+
+    The one source of templates: training uses it, and prediction reads the same
+    entries (a bundle stores the template its DSN was trained with). Without a
+    ``home``, only plugins' and shipped definitions' templates count.
+    """
+    if home is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as empty:
+            return templates_for(domains, Path(empty))
+    registry = Registry(home)
+    known = {name: entry.template for name, entry in registry.entries.items() if entry.template is not None}
+    return TemplateSet({d: known[d] for d in domains if d in known})
 
 
 # --------------------------------------------------------------------------- loading a model
