@@ -184,10 +184,18 @@ def remove(
 def _entry_rows(registry) -> list[list]:
     rows = []
     for name, e in registry.entries.items():
-        auc = e.metrics.get("test_auc", e.metrics.get("auc"))
         rows.append([name, e.source, e.status, "-" if e.compatible is None else ("yes" if e.compatible else "no"),
-                     _human_size(e.size_bytes) if e.bundle is not None else "-", auc])
+                     _human_size(e.size_bytes) if e.bundle is not None else "-", *_stored_auc(e.metrics)])
     return rows
+
+
+def _stored_auc(metrics: dict) -> tuple:
+    """(AUC, where it was measured): `domain add` stores held-out test metrics, `unictr train` validation ones."""
+    if metrics.get("test_auc") is not None:
+        return metrics["test_auc"], f"test, {metrics.get('test_rows', '?')} rows"
+    if metrics.get("auc") is not None:
+        return metrics["auc"], f"valid, {metrics.get('rows', '?')} rows"
+    return "-", "-"
 
 
 @domain_app.command("list")
@@ -207,7 +215,8 @@ def list_domains(
         return
     typer.echo(f"core: {registry.core_fingerprint[:12] if registry.core_fingerprint else 'none'} "
                f"({registry.home})")
-    typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC"], _entry_rows(registry)))
+    typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC", "AUC measured on"],
+                            _entry_rows(registry)))
     typer.echo("status: ready = DSN for this core; zero-shot = template only, the general network predicts; "
                "incompatible = DSN of another core (predicted zero-shot)")
     for problem in registry.problems:
