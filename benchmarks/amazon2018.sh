@@ -7,8 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RAW=${RAW:-../shared/data/amazon2018}
 WORK=${WORK:-/tmp/unictr-bench}
-MAX_ROWS=${MAX_ROWS:-800}            # training rows per domain (2 training domains)
-MAX_EVAL_ROWS=${MAX_EVAL_ROWS:-300}  # validation and test rows per domain
+MAX_ROWS=${MAX_ROWS:-1500}           # training rows per domain (2 training domains)
+MAX_EVAL_ROWS=${MAX_EVAL_ROWS:-500}  # validation and test rows per domain
 EPOCHS=${EPOCHS:-30}                 # baseline epoch cap (early stopping on validation AUC)
 UNI_EPOCHS=${UNI_EPOCHS:-3}
 BATCH=${BATCH:-64}                   # baseline batch size (small subsamples need enough steps)

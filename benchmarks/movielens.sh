@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RAW=${RAW:-../shared/data/ml-100k}
 WORK=${WORK:-/tmp/unictr-bench}
-MAX_ROWS=${MAX_ROWS:-100}            # training rows per domain (15 training domains)
-MAX_EVAL_ROWS=${MAX_EVAL_ROWS:-50}   # validation and test rows per domain
+MAX_ROWS=${MAX_ROWS:-400}            # training rows per domain (15 training domains)
+MAX_EVAL_ROWS=${MAX_EVAL_ROWS:-200}  # validation and test rows per domain
 EPOCHS=${EPOCHS:-30}                 # baseline epoch cap (early stopping on validation AUC)
 UNI_EPOCHS=${UNI_EPOCHS:-3}
 BATCH=${BATCH:-64}                   # baseline batch size (small subsamples need enough steps)
