@@ -213,3 +213,27 @@ def test_add_refuses_bad_names_duplicates_and_missing_rows(home, toys_file, tmp_
     assert result.exit_code == 1 and "no rows of domain 'toys'" in result.output
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(tmp_path / "none")])
     assert result.exit_code == 1 and "unictr train" in result.output
+
+
+def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path):
+    from safetensors.torch import load_file
+
+    from unictr_core.artifact import CORE_DIR, load_core
+    from unictr_core.domain_training import domain_splits
+
+    api_home = tmp_path / "api-home"
+    shutil.copytree(home, api_home)
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                 "--epochs", "3", "--seed", "1", "--lr", "0.03"])
+    assert result.exit_code == 0, result.output
+    cli_weights = load_file(str(home / "domains" / "toys" / "dsn.safetensors"))
+
+    model = load_core(api_home / CORE_DIR)
+    train, valid, test, _ = domain_splits(toys_file, "toys", 1)
+    config = TrainConfig(epochs=3, patience=5, head_lr=(0.03 / 100, 0.03), seed=1)  # improves on epoch 0
+    api = train_domain(model, "toys", train, valid, test, config=config, progress=False)
+    assert api.best_epoch > 0 and f"best epoch {api.best_epoch} of 3" in result.output
+    api_weights = model.dsns["toys"].state_dict()
+    assert cli_weights.keys() == api_weights.keys()
+    for key, value in cli_weights.items():
+        assert torch.equal(value, api_weights[key]), key
