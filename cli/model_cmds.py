@@ -20,7 +20,7 @@ from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import predict_samples
-from unictr_core.registry import load_model, templates_for
+from unictr_core.registry import load_model, registry_lock, templates_for
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
 
@@ -225,7 +225,8 @@ def train(
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
                     "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
                     "config": train_config.to_dict(), "distributed": result.distributed}
-        fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics)
+        with registry_lock(home_dir):  # no `domain add/remove` writes into the home meanwhile
+            fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics)
         rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
         typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
         typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; core {fingerprint[:12]} and "

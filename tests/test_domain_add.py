@@ -237,3 +237,23 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path):
     assert cli_weights.keys() == api_weights.keys()
     for key, value in cli_weights.items():
         assert torch.equal(value, api_weights[key]), key
+
+
+def test_train_waits_for_the_registry_lock_and_writes_nothing_when_it_cannot_get_it(home, tiny_bert, tmp_path,
+                                                                                   monkeypatch):
+    from unictr_core import registry
+
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
+    monkeypatch.setattr(registry, "LOCK_TIMEOUT_S", 0.3)
+    before = digests(home)
+    train = ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert, "--epochs", "1",
+             "--max-steps", "1", "--tower", "16,8", "--max-length", "64"]
+    with registry_lock(home):  # e.g. a `domain add` committing its bundle
+        result = runner.invoke(app, train)
+    assert result.exit_code == 1 and "locked by another writer" in result.output
+    lock = "domains/.registry.lock"  # holds the holder's pid
+    assert {k: v for k, v in digests(home).items() if k != lock} == {k: v for k, v in before.items() if k != lock}
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert digests(home)["core/core.safetensors"] != before["core/core.safetensors"]

@@ -254,9 +254,16 @@ def load_model(home: Path, domains: Optional[list[str]] = None):
 
 
 # --------------------------------------------------------------------------- writing
+LOCK_TIMEOUT_S = 30.0
+
+
 @contextlib.contextmanager
-def registry_lock(home: Path, timeout: float = 30.0) -> Iterator[Path]:
-    """Exclusive lock on the home's registry; waits up to ``timeout`` seconds for another writer."""
+def registry_lock(home: Path, timeout: Optional[float] = None) -> Iterator[Path]:
+    """Exclusive lock on the home's registry; waits up to ``timeout`` (default LOCK_TIMEOUT_S) s for another writer.
+
+    Every writer of a home takes it: `unictr train` (core + bundles), `domain add` and `domain remove`.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
     domains_dir = Path(home) / DOMAINS_DIR
     domains_dir.mkdir(parents=True, exist_ok=True)
     path = domains_dir / LOCK_FILE
@@ -272,8 +279,9 @@ def registry_lock(home: Path, timeout: float = 30.0) -> Iterator[Path]:
                     raise
                 if time.monotonic() >= deadline:
                     holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                    raise RegistryError(f"the domain registry {domains_dir} is locked by another `unictr domain "
-                                        f"add/remove` ({holder}); try again when it has finished") from None
+                    raise RegistryError(f"the domain registry {domains_dir} is locked by another writer (`unictr "
+                                        f"train` or `domain add/remove`, {holder}); try again when it has "
+                                        "finished") from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
@@ -290,7 +298,7 @@ def _remove_stale_staging(domains_dir: Path, name: str) -> None:
 
 
 def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: Optional[dict] = None,
-                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: float = 30.0) -> Path:
+                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: Optional[float] = None) -> Path:
     """Write ``model``'s DSN for ``name`` into the home's registry, atomically and under the lock."""
     validate_domain_name(name, "domain name")
     home = Path(home)
@@ -308,7 +316,7 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
     return target
 
 
-def remove_domain(home: Path, name: str, lock_timeout: float = 30.0) -> DomainEntry:
+def remove_domain(home: Path, name: str, lock_timeout: Optional[float] = None) -> DomainEntry:
     """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions)."""
     home = Path(home)
     entry = removable_entry(Registry(home), name)
