@@ -210,7 +210,8 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
     if file_sha256(weights) != record["dsn_sha256"]:
         raise ArtifactError(f"DSN weights {weights} do not match the SHA-256 in {DOMAIN_FILE} (corrupted file?)")
     template = PromptTemplate.from_dict(record["template"], source=str(bundle_dir)) if record["template"] else None
-    residual = bool((record.get("dsn") or {}).get("residual", False))  # bundles written before residual DSNs have no "dsn"
+    # bundles written before residual DSNs have no "dsn" entry: they are standalone
+    residual = bool((record.get("dsn") or {}).get("residual", False))
     dsn = model.add_domain(name, template, residual=residual)
     dsn.load_state_dict(load_file(str(weights)), strict=True)
     dsn.eval()

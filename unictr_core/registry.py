@@ -31,7 +31,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Optional, Sequence
 
 from unictr_core import plugins
 from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
@@ -201,7 +201,7 @@ class Registry:
         return entry
 
 
-def templates_for(domains, home: Optional[Path] = None) -> TemplateSet:
+def templates_for(domains: Sequence[str], home: Optional[Path] = None) -> TemplateSet:
     """The template the domain registry knows for each of ``domains``; the default template for the others.
 
     The one source of templates: training uses it, and prediction reads the same
