@@ -74,6 +74,10 @@ def test_table_iii_marks_best_baselines_and_relaimpr_matches_json(full_run):
     row = next(line for line in output.splitlines() if line.startswith("single-domain") and f" {best_single} " in line)
     assert f"{models[best_single]['test']['books']['auc']:.4f}*" in row
     assert "Uni-CTR vs best single-domain" in output and "Uni-CTR vs best multi-domain" in output
+    general = models["unictr"]["test_general"]
+    assert set(general) == set(domains) and all(0.0 <= general[d]["auc"] <= 1.0 for d in domains)
+    line = next(x for x in output.splitlines() if x.startswith("Uni-CTR's general network on the same test rows"))
+    assert f"books {general['books']['auc']:.4f}" in line and f"mean {models['unictr']['mean_general_auc']:.4f}" in line
 
 
 def test_zero_shot_uses_validation_chosen_heads_and_the_general_network(full_run):
