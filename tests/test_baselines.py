@@ -62,7 +62,6 @@ def test_every_baseline_learns(name, data):
     assert len(fitted.models) == (1 if info.multi_domain else 3)
 
 
-
 @pytest.fixture(scope="module")
 def builtin_joint():
     """The built-in data (seed 0; scale 2 so that music has 70 test rows), joint domains only, split by time."""
@@ -85,6 +84,7 @@ def test_every_registered_baseline_learns_the_builtin_data(name, builtin_joint):
     aucs = {domain: round(score.auc, 4) for domain, score in scores.items()}
     assert np.mean(list(aucs.values())) >= 0.62, (name, aucs)
     assert min(aucs.values()) >= 0.53, (name, aucs)
+
 
 def test_registry_lists_the_eight_with_categories_and_accepts_third_party():
     found = baselines()

@@ -31,7 +31,6 @@ def atomic_write_text(path: PathLike, text: str) -> None:
         raise
 
 
-
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``target``, on error it is removed."""

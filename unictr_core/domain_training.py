@@ -308,8 +308,10 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             for rows in _batches(len(train_src), config.batch_size, config.seed, epoch):
                 mine, padding = distributed.shard_of_global_batch(rows, ctx)
                 states, mask = train_src.batch(mine)
-                with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
-                    general_logits = model.general(states, mask)
+                general_logits = None
+                if dsn.residual:
+                    with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
+                        general_logits = model.general(states, mask)
                 bce = F.binary_cross_entropy_with_logits(net(states, mask, general_logits), train_src.labels[mine],
                                                          reduction="none")
                 # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
