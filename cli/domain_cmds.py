@@ -209,9 +209,7 @@ def list_domains(
 
     registry = Registry(resolve_home(home))
     if as_json:
-        typer.echo(json.dumps({"home": str(registry.home), "core_fingerprint": registry.core_fingerprint,
-                               "domains": [e.to_dict() for e in registry.entries.values()],
-                               "problems": registry.problems}, indent=2))
+        typer.echo(json.dumps(registry.to_dict(), indent=2))
         return
     typer.echo(f"core: {registry.core_fingerprint[:12] if registry.core_fingerprint else 'none'} "
                f"({registry.home})")

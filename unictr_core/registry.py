@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
 import time
@@ -34,8 +35,9 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from unictr_core import plugins
-from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
-                                  read_domain_record, read_manifest, save_domain_bundle)
+from unictr_core.artifact import (CORE_DIR, CORE_WEIGHTS, DOMAIN_FILE, DOMAINS_DIR, DSN_WEIGHTS, MANIFEST,
+                                  ArtifactError, load_core, load_domain_bundle, read_domain_record, read_manifest,
+                                  save_domain_bundle)
 from unictr_core.data_io import validate_domain_name
 from unictr_core.prompts import PromptTemplate, TemplateSet
 from unictr_core.schema import DataError
@@ -192,6 +194,11 @@ class Registry:
     def get(self, name: str) -> Optional[DomainEntry]:
         return self.entries.get(name)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What `unictr domain list --json` prints (and the server's ``GET /v1/domains``)."""
+        return {"home": str(self.home), "core_fingerprint": self.core_fingerprint,
+                "domains": [e.to_dict() for e in self.entries.values()], "problems": list(self.problems)}
+
     def require(self, name: str) -> DomainEntry:
         validate_domain_name(name, "domain name")
         entry = self.entries.get(name)
@@ -219,18 +226,20 @@ def templates_for(domains: Sequence[str], home: Optional[Path] = None) -> Templa
 
 
 # --------------------------------------------------------------------------- loading a model
-def load_model(home: Path, domains: Optional[list[str]] = None):
+def load_model(home: Path, domains: Optional[list[str]] = None, core=None, registry: Optional[Registry] = None):
     """The home's core with every compatible DSN the registry serves; returns (model, notes).
 
     Domains without a usable DSN keep the template the registry knows for them
     (shipped definition or package), and the general network predicts them
-    (zero-shot). ``domains`` limits which domains are attached.
+    (zero-shot). ``domains`` limits which domains are attached. ``core``: an
+    already loaded core without DSNs to attach them to (default: load it);
+    ``registry``: the snapshot to resolve domains with (default: a new one).
     """
     home = Path(home)
     if not (home / CORE_DIR / MANIFEST).exists():
         raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
-    registry = Registry(home)
-    model = load_core(home / CORE_DIR)
+    registry = Registry(home) if registry is None else registry
+    model = load_core(home / CORE_DIR) if core is None else core
     notes = list(registry.problems)
     for name, entry in registry.entries.items():
         if domains is not None and name not in domains:
@@ -251,6 +260,38 @@ def load_model(home: Path, domains: Optional[list[str]] = None):
         if entry.template is not None:
             model.templates.templates[name] = entry.template
     return model, notes
+
+
+# --------------------------------------------------------------------------- watching
+def _stat_key(path: Path) -> str:
+    try:
+        st = path.stat()
+    except OSError:
+        return f"{path.name}:-"
+    return f"{path.name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def state_token(home: Path) -> str:
+    """A short string that changes whenever a `train`, `domain add`, replace or remove has committed to ``home``.
+
+    Cheap (a few ``stat`` calls, no weight reads), so a server can poll it. Over today's layout it hashes
+    the core manifest's and weights' identity (inode, size, mtime: every write renames a new folder into
+    place, so they change) and, for every committed bundle folder in ``<home>/domains`` (temporary
+    ``.``-folders of writes in progress are skipped), its name and its files' identities. Domains of
+    installed packages are not watched (they change with ``pip install``, not with a commit).
+    """
+    home = Path(home)
+    parts = [_stat_key(home / CORE_DIR / MANIFEST), _stat_key(home / CORE_DIR / CORE_WEIGHTS)]
+    domains_dir = home / DOMAINS_DIR
+    try:
+        bundles = sorted((e for e in os.scandir(domains_dir) if e.is_dir() and not e.name.startswith(".")),
+                         key=lambda e: e.name)
+    except OSError:
+        bundles = []
+    for bundle in bundles:
+        folder = Path(bundle.path)
+        parts.append(f"{bundle.name}/{_stat_key(folder / DOMAIN_FILE)}/{_stat_key(folder / DSN_WEIGHTS)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- writing

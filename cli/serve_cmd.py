@@ -1,0 +1,62 @@
+"""``unictr serve``: the online prediction server."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from unictr_cli.common import home_option, resolve_home, user_errors
+
+
+def _api_key(env_name: Optional[str]) -> Optional[str]:
+    if env_name is None:
+        return None
+    key = os.environ.get(env_name, "")
+    if not key.strip():
+        raise ValueError(f"--api-key-env {env_name}: the environment variable {env_name} is not set or empty")
+    return key
+
+
+@user_errors
+def serve(
+    home: Optional[Path] = home_option(),
+    host: str = typer.Option("127.0.0.1", help="Address to bind. 127.0.0.1 serves this machine only; 0.0.0.0 "
+                             "every interface (put it behind a proxy with TLS, and use --api-key-env)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
+    max_batch_size: int = typer.Option(64, min=1, help="Dynamic batching: most rows per backbone batch (the rows "
+                                       "of concurrent requests are merged up to this)."),
+    max_wait_ms: float = typer.Option(2.0, min=0.0, help="Dynamic batching: how long the first waiting request "
+                                      "may wait for others to join its batch, in milliseconds."),
+    max_body_bytes: int = typer.Option(1 << 20, min=1024, help="Largest request body (bytes); larger: 413."),
+    max_rows: int = typer.Option(256, min=1, help="Most samples per request; more: 413."),
+    request_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a prediction may take before the "
+                                          "request is answered 504."),
+    poll_interval: float = typer.Option(0.5, min=0.01, help="Seconds between checks of the home for commits "
+                                        "(`domain add/remove`, `train`), which are then loaded without a restart."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of an environment variable holding "
+                                              "an API key: /v1/* and /metrics then need 'Authorization: Bearer "
+                                              "<key>' (/healthz and /readyz stay open)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)."),
+    log_level: str = typer.Option("info", help="Log level: critical, error, warning, info, debug."),
+) -> None:
+    """Serve predictions over HTTP: POST /v1/predict, GET /v1/domains, /healthz, /readyz, /metrics.
+
+    Domains added, replaced or removed (and a re-trained core) in the home by other processes are picked up
+    live; requests in flight finish on the state they started with. Needs the optional extra 'serve' of the
+    unictr package (FastAPI, uvicorn, prometheus-client), which scripts/install.sh installs.
+    """
+    try:
+        from unictr_core.serving.app import ServeSettings, serve as run
+    except ImportError as exc:
+        raise ValueError(f"`unictr serve` needs the extra 'serve' ({exc.name} is missing): "
+                         "pip install 'unictr[serve]' or scripts/install.sh") from None
+    settings = ServeSettings(home=resolve_home(home), host=host, port=port, max_batch_size=max_batch_size,
+                             max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_rows=max_rows,
+                             request_timeout_s=request_timeout, poll_interval_s=poll_interval,
+                             api_key=_api_key(api_key_env), threads=threads, log_level=log_level)
+    settings.validate()
+    typer.echo(f"serving {settings.home} on http://{host}:{port} (Ctrl-C to stop)")
+    run(settings)

@@ -1,0 +1,207 @@
+"""The HTTP API of `unictr serve` (FastAPI on uvicorn).
+
+==========================  ================================================================
+``POST /v1/predict``        ``{"samples": [...], "domain": optional}`` -> one prediction per row
+``GET /v1/domains``         the registry being served (as `unictr domain list --json`) + reload state
+``GET /healthz``            200 while the process runs
+``GET /readyz``             200 once a core is loaded, else 503
+``GET /metrics``            Prometheus text format
+==========================  ================================================================
+
+Errors are JSON ``{"error": "<one line>"}`` with a 4xx/5xx status, never a traceback. With an API
+key, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>``; the probes stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
+from unictr_core.predict import prediction_records
+from unictr_core.serving.batcher import DynamicBatcher
+from unictr_core.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
+from unictr_core.serving.requests import RequestError, parse_predict_body
+from unictr_core.serving.state import LiveRegistry, ServingState
+
+log = logging.getLogger("unictr.serve")
+PROTECTED_PREFIXES = ("/v1/", "/metrics")
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@dataclass
+class ServeSettings:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_body_bytes: int = 1 << 20
+    max_rows: int = 256
+    request_timeout_s: float = 30.0
+    poll_interval_s: float = 0.5
+    api_key: Optional[str] = None
+    threads: Optional[int] = None
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        checks = [(self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
+                  (self.max_wait_ms >= 0, "--max-wait-ms must be 0 or more"),
+                  (self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
+                  (self.max_rows >= 1, "--max-rows must be at least 1"),
+                  (self.request_timeout_s > 0, "--request-timeout must be more than 0 s"),
+                  (self.poll_interval_s > 0, "--poll-interval must be more than 0 s"),
+                  (0 <= self.port <= 65535, "--port must be between 0 and 65535"),
+                  (self.api_key is None or self.api_key.strip() != "", "the API key must not be empty"),
+                  (self.log_level in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body: {declared} bytes, more than the limit of {limit} (--max-body-bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise RequestError(413, f"request body: more than the limit of {limit} bytes (--max-body-bytes)")
+    return bytes(body)
+
+
+def create_app(settings: ServeSettings):
+    """The FastAPI application serving ``settings.home``; the registry watcher and batcher run during its lifespan."""
+    settings.validate()
+    metrics = ServerMetrics()
+    live = LiveRegistry(settings.home, settings.poll_interval_s,
+                        on_change=lambda state: metrics.generation.set(state.generation))
+    batcher = DynamicBatcher(settings.max_batch_size, settings.max_wait_ms, on_batch=metrics.batch_size.observe)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        batcher.start()
+        live.start()
+        log.info("serving %s (max batch %d rows, max wait %.1f ms)", settings.home, settings.max_batch_size,
+                 settings.max_wait_ms)
+        try:
+            yield
+        finally:
+            live.stop()
+            batcher.stop()
+
+    app = FastAPI(title="UniCTR", description="Online click-through-rate prediction (Uni-CTR).",
+                  lifespan=lifespan)
+    app.state.live = live
+
+    def error(status: int, message: str, headers: Optional[dict] = None):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestError)
+    async def request_error(request, exc: RequestError):
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.middleware("http")
+    async def measure_and_authorise(request: Request, call_next):
+        started = time.perf_counter()
+        path = request.url.path
+        if settings.api_key is not None and path.startswith(PROTECTED_PREFIXES) and not _authorised(request):
+            response = error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                             {"WWW-Authenticate": "Bearer"})
+        else:
+            try:
+                response = await call_next(request)
+            except Exception as exc:  # noqa: BLE001 - one line to the client, the traceback to the log
+                log.exception("unexpected error on %s", path)
+                response = error(500, f"internal error: {type(exc).__name__}: {exc}")
+        route = request.scope.get("route")
+        metrics.observe_request(getattr(route, "path", "(unmatched)"), response.status_code,
+                                time.perf_counter() - started)
+        return response
+
+    def _authorised(request) -> bool:
+        given = request.headers.get("authorization", "")
+        return hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode())
+
+    def current_state() -> ServingState:
+        state = live.state
+        if state is None:
+            reason = live.last_error or "the core is still loading"
+            raise RequestError(503, f"not ready: {reason}")
+        return state
+
+    @app.post("/v1/predict")
+    async def predict(request: Request):
+        """Click probabilities; each row says whether its domain's DSN or the general network (zero-shot) answered."""
+        body = await _read_body(request, settings.max_body_bytes)
+        samples, _ = parse_predict_body(body, settings.max_rows)
+        state = current_state()  # this request finishes on this state, whatever reloads meanwhile
+        future = batcher.submit(state, samples)
+        try:
+            predictions = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"prediction took longer than {settings.request_timeout_s:g} s "
+                                    "(--request-timeout)") from None
+        records = prediction_records(samples, predictions)
+        for record in records:
+            record["core_fingerprint"] = state.core_fingerprint
+        metrics.observe_rows(records, state.registry.entries)
+        return {"generation": state.generation, "core_fingerprint": state.core_fingerprint, "predictions": records}
+
+    @app.get("/v1/domains")
+    async def domains():
+        """The registry being served, as `unictr domain list --json` shows it, plus the reload state."""
+        state = current_state()
+        return {**state.registry.to_dict(), "serving": live.to_dict()}
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz():
+        state = live.state
+        if state is None:
+            return JSONResponse({"ready": False, "reason": live.last_error or "the core is still loading"},
+                                status_code=503)
+        return {"ready": True, "generation": state.generation, "core_fingerprint": state.core_fingerprint}
+
+    @app.get("/metrics")
+    async def prometheus_metrics():
+        metrics.reload_failures.set(live.reload_failures)
+        metrics.ready.set(0 if live.state is None else 1)
+        return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def serve(settings: ServeSettings) -> None:
+    """Run the server until it is stopped (Ctrl-C / SIGTERM); requests in flight finish first."""
+    import torch
+    import uvicorn
+
+    settings.validate()
+    if settings.threads is not None:
+        torch.set_num_threads(settings.threads)
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)-9s %(message)s"))
+        log.addHandler(handler)
+    log.setLevel(settings.log_level.upper())
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, workers=1, timeout_graceful_shutdown=30)
+    uvicorn.Server(config).run()
