@@ -128,9 +128,8 @@ def create_app(settings: ServeSettings):
             except Exception as exc:  # noqa: BLE001 - one line to the client, the traceback to the log
                 log.exception("unexpected error on %s", path)
                 response = error(500, f"internal error: {type(exc).__name__}: {exc}")
-        route = request.scope.get("route")
-        metrics.observe_request(getattr(route, "path", "(unmatched)"), response.status_code,
-                                time.perf_counter() - started)
+        known = path in {getattr(route, "path", None) for route in app.routes}  # bounded label values
+        metrics.observe_request(path if known else "(unmatched)", response.status_code, time.perf_counter() - started)
         return response
 
     def _authorised(request) -> bool:
