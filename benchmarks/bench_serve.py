@@ -4,7 +4,8 @@ Starts `unictr serve` as a subprocess on a free 127.0.0.1 port, on a copy of ``-
 never written), and in the same run:
 
 1. scores the same rows the way `unictr predict` does (``predict_samples``, batch 64, the model loaded
-   beforehand; loading is not timed) as the reference;
+   beforehand; loading is not timed) as the reference, once before and once after the serving levels (the
+   server idle meanwhile), and takes the mean as 100% (on a shared CPU the speed drifts);
 2. sends exactly those rows to ``POST /v1/predict`` in requests of ``--rows-per-request`` rows from 1, 8 and
    32 concurrent clients (threads, one keep-alive connection each), and prints throughput, p50/p95/p99
    latency and the mean backbone batch the server formed (from its /metrics);
@@ -297,6 +298,7 @@ def main(argv=None) -> dict:
             wait_ready(port, server)
             run_level(port, requests[:4], 1)  # warm-up, untimed
             levels = [run_level(port, requests, int(c)) for c in args.clients.split(",")]
+            reference_after = reference_predict(home, samples)  # the server idles meanwhile
             live = None
             if args.add_domain is not None:
                 if args.add_data is None:
@@ -310,8 +312,12 @@ def main(argv=None) -> dict:
     print(f"{len(samples)} rows, {k} rows per request, {args.threads} torch thread(s) per process, "
           f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms; {platform.machine()}, "
           f"{os.cpu_count()} CPUs (shared: clients, server and other jobs run on the same cores)")
-    rows = [["unictr predict (in-process, batch 64)", "-", reference["rows"], "-", round(reference["seconds"], 2),
-             round(reference["rows_per_s"], 1), "100%", "-", "-", "-", "-", "-"]]
+    both = [reference, reference_after]
+    reference = {"rows": len(samples), "seconds": float(np.mean([r["seconds"] for r in both])),
+                 "rows_per_s": float(np.mean([r["rows_per_s"] for r in both])), "runs": both}
+    rows = [[f"unictr predict ({label})", "-", r["rows"], "-", round(r["seconds"], 2), round(r["rows_per_s"], 1),
+             f"{100 * r['rows_per_s'] / reference['rows_per_s']:.0f}%", "-", "-", "-", "-", "-"]
+            for label, r in (("before serving", both[0]), ("after serving", both[1]), ("mean = 100%", reference))]
     for lv in levels:
         rows.append([f"unictr serve, {lv['clients']} client(s)", lv["clients"], lv["rows"], lv["requests"],
                      round(lv["seconds"], 2), round(lv["rows_per_s"], 1),
