@@ -277,7 +277,7 @@ def main(argv=None) -> dict:
 
     torch.set_num_threads(args.threads)
     from unictr_core.data_io import read_samples
-    from unictr_core.report import format_table
+    from unictr_core.report import format_table, write_json
 
     samples = read_samples(args.rows)[: args.max_rows]
     payload = [s.to_dict() for s in samples]
@@ -344,7 +344,7 @@ def main(argv=None) -> dict:
     report = {"rows": len(samples), "rows_per_request": k, "threads": args.threads, "reference": reference,
               "levels": levels, "live": live}
     if args.out is not None:
-        args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(args.out, report)
     return report
 
 

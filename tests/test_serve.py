@@ -25,9 +25,9 @@ pytest.importorskip("fastapi", reason="needs the extra 'serve' (scripts/install.
 import uvicorn  # noqa: E402
 
 from conftest import toy_samples  # noqa: E402
-from test_domain_add import build_home  # noqa: E402
+from test_domain_add import home, toys_file, trained_home  # noqa: E402,F401 - shared fixtures
 from unictr_cli.main import app as cli_app  # noqa: E402
-from unictr_core.data_io import read_samples, write_samples  # noqa: E402
+from unictr_core.data_io import read_samples  # noqa: E402
 from unictr_core.predict import predict_samples  # noqa: E402
 from unictr_core.registry import Registry, load_model, state_token  # noqa: E402
 from unictr_core.serving.app import ServeSettings, create_app  # noqa: E402
@@ -35,25 +35,6 @@ from unictr_core.serving.batcher import DynamicBatcher  # noqa: E402
 from unictr_core.serving.state import LiveRegistry  # noqa: E402
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def trained_home(tiny_bert, tmp_path_factory) -> Path:
-    return build_home(tiny_bert, tmp_path_factory.mktemp("serve-home") / "home")
-
-
-@pytest.fixture
-def home(trained_home, tmp_path) -> Path:
-    copy = tmp_path / "home"
-    shutil.copytree(trained_home, copy)
-    return copy
-
-
-@pytest.fixture(scope="module")
-def toys_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("serve-data") / "toys.jsonl"
-    write_samples(path, toy_samples(60, seed=3, domains=("toys",)))
-    return path
 
 
 def free_port() -> int:
