@@ -25,7 +25,7 @@ pytest.importorskip("fastapi", reason="needs the extra 'serve' (scripts/install.
 import uvicorn  # noqa: E402
 
 from conftest import toy_samples  # noqa: E402
-from test_domain_add import home, toys_file, trained_home  # noqa: E402,F401 - shared fixtures
+from test_domain_add import build_home, home, toys_file, trained_home  # noqa: E402,F401 - fixtures
 from unictr_cli.main import app as cli_app  # noqa: E402
 from unictr_core.data_io import read_samples  # noqa: E402
 from unictr_core.predict import predict_samples  # noqa: E402
@@ -215,6 +215,18 @@ def test_requests_keep_their_state_and_a_broken_bundle_or_core_keeps_the_old_one
     assert live.changed() and not live.reload()
     assert live.state is third and "core manifest" in live.last_error
     assert not live.changed()  # the same broken commit is not retried at every poll
+
+
+def test_a_retrained_core_is_loaded_live(home, tiny_bert):
+    live = LiveRegistry(home)
+    assert live.reload()
+    first = live.state
+    build_home(tiny_bert, home, seed=1)  # `unictr train` again: a new core and new bundles
+    assert live.changed() and live.reload()
+    second = live.state
+    assert second.core_fingerprint == Registry(home).core_fingerprint != first.core_fingerprint
+    assert sorted(second.model.dsns) == ["books", "movies", "music"] and second.notes == ()
+    assert second.model.general is not first.model.general
 
 
 def test_dynamic_batcher_merges_concurrent_requests(home):
