@@ -4,11 +4,11 @@ Starts `unictr serve` as a subprocess on a free 127.0.0.1 port, on a copy of ``-
 never written), and in the same run:
 
 1. scores the same rows the way `unictr predict` does (``predict_samples``, batch 64, the model loaded
-   beforehand; loading is not timed) as the reference, once before and once after the serving levels (the
-   server idle meanwhile), and takes the mean as 100% (on a shared CPU the speed drifts);
+   beforehand; loading is not timed) as the reference (the server idle meanwhile);
 2. sends exactly those rows to ``POST /v1/predict`` in requests of ``--rows-per-request`` rows from 1, 8 and
    32 concurrent clients (threads, one keep-alive connection each), and prints throughput, p50/p95/p99
-   latency and the mean backbone batch the server formed (from its /metrics);
+   latency and the mean backbone batch the server formed (from its /metrics); steps 1 and 2 alternate
+   ``--repeats`` times and the fastest round of each is reported (a shared CPU's speed drifts);
 3. keeps ``--live-clients`` clients sending requests while another process runs `unictr domain add` and
    then `unictr domain remove` on the served home, and counts failed requests and how long after each
    command finished the server answered with the new state.
@@ -262,6 +262,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--rows-per-request", type=int, default=4)
     parser.add_argument("--clients", default="1,8,32", help="concurrency levels")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of every process")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of predict and the serving "
+                        "levels; the fastest round of each is reported (the CPU may be shared)")
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument("--add-domain", default=None, help="domain to add and remove during the live phase "
@@ -287,7 +289,6 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory(prefix="unictr-bench-serve-") as tmp:
         home = Path(tmp) / "home"
         shutil.copytree(args.home, home)
-        reference = reference_predict(home, samples)
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "unictr_cli.main", "serve", "--home", str(home), "--port", str(port),
@@ -297,8 +298,12 @@ def main(argv=None) -> dict:
         try:
             wait_ready(port, server)
             run_level(port, requests[:4], 1)  # warm-up, untimed
-            levels = [run_level(port, requests, int(c)) for c in args.clients.split(",")]
-            reference_after = reference_predict(home, samples)  # the server idles meanwhile
+            references, runs = [], []
+            for _ in range(args.repeats):  # alternating, so both modes see the same drift of a shared CPU
+                references.append(reference_predict(home, samples))  # the server idles meanwhile
+                runs.append([run_level(port, requests, int(c)) for c in args.clients.split(",")])
+            reference = max(references, key=lambda r: r["rows_per_s"])
+            levels = [max(same, key=lambda lv: lv["rows_per_s"]) for same in zip(*runs)]
             live = None
             if args.add_domain is not None:
                 if args.add_data is None:
@@ -312,12 +317,12 @@ def main(argv=None) -> dict:
     print(f"{len(samples)} rows, {k} rows per request, {args.threads} torch thread(s) per process, "
           f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms; {platform.machine()}, "
           f"{os.cpu_count()} CPUs (shared: clients, server and other jobs run on the same cores)")
-    both = [reference, reference_after]
-    reference = {"rows": len(samples), "seconds": float(np.mean([r["seconds"] for r in both])),
-                 "rows_per_s": float(np.mean([r["rows_per_s"] for r in both])), "runs": both}
-    rows = [[f"unictr predict ({label})", "-", r["rows"], "-", round(r["seconds"], 2), round(r["rows_per_s"], 1),
-             f"{100 * r['rows_per_s'] / reference['rows_per_s']:.0f}%", "-", "-", "-", "-", "-"]
-            for label, r in (("before serving", both[0]), ("after serving", both[1]), ("mean = 100%", reference))]
+    rounds = {"predict": [r["rows_per_s"] for r in references]}
+    rounds.update({f"{lv['clients']} client(s)": [run[i]["rows_per_s"] for run in runs] for i, lv in enumerate(levels)})
+    print(f"best of {args.repeats} alternating rounds per mode; rows/s of every round: "
+          + "; ".join(f"{mode} " + ", ".join(f"{v:.1f}" for v in values) for mode, values in rounds.items()))
+    rows = [["unictr predict (batch 64)", "-", reference["rows"], "-", round(reference["seconds"], 2),
+             round(reference["rows_per_s"], 1), "100%", "-", "-", "-", "-", "-"]]
     for lv in levels:
         rows.append([f"unictr serve, {lv['clients']} client(s)", lv["clients"], lv["rows"], lv["requests"],
                      round(lv["seconds"], 2), round(lv["rows_per_s"], 1),
@@ -342,7 +347,7 @@ def main(argv=None) -> dict:
     if "Traceback" in log_text:
         print("server log has a traceback:\n" + log_text[-3000:])
     report = {"rows": len(samples), "rows_per_request": k, "threads": args.threads, "reference": reference,
-              "levels": levels, "live": live}
+              "levels": levels, "live": live, "rounds": {"predict": references, "serve": runs}}
     if args.out is not None:
         write_json(args.out, report)
     return report
