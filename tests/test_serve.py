@@ -217,6 +217,22 @@ def test_requests_keep_their_state_and_a_broken_bundle_or_core_keeps_the_old_one
     assert not live.changed()  # the same broken commit is not retried at every poll
 
 
+def test_a_home_without_core_is_not_ready_and_is_left_untouched(tmp_path):
+    empty = tmp_path / "nothing-here"
+    live = LiveRegistry(empty)
+    assert not live.reload()
+    assert live.state is None and "no trained core" in live.last_error
+    assert not live.changed()  # reported once, retried only when the home changes
+    assert not empty.exists()
+
+
+def test_a_slow_prediction_gets_504(home):
+    with running(home, request_timeout_s=1e-4) as base:
+        status, answer = call(f"{base}/v1/predict", {"samples": rows(toy_samples(3))})
+        assert call(f"{base}/healthz")[0] == 200  # the server goes on
+    assert status == 504 and "--request-timeout" in answer["error"]
+
+
 def test_a_retrained_core_is_loaded_live(home, tiny_bert):
     live = LiveRegistry(home)
     assert live.reload()

@@ -28,7 +28,7 @@ from typing import Callable, Optional
 
 from torch import nn
 
-from unictr_core.artifact import CORE_DIR, ArtifactError, load_core
+from unictr_core.artifact import CORE_DIR, MANIFEST, ArtifactError, load_core
 from unictr_core.model import UniCTRModel
 from unictr_core.prompts import TemplateSet
 from unictr_core.registry import Registry, RegistryError, load_model, registry_lock, state_token
@@ -73,12 +73,12 @@ def _bundle_broken(registry: Registry, name: str, model: UniCTRModel) -> bool:
     return entry.has_dsn and bool(entry.compatible) and name not in model.dsns
 
 
-def build_state(home: Path, generation: int, previous: Optional[ServingState] = None) -> ServingState:
-    """A new state for ``home``; the caller holds the registry lock. Reuses ``previous``'s core when unchanged."""
-    token = state_token(home)
+def build_state(home: Path, generation: int, token: str, previous: Optional[ServingState] = None) -> ServingState:
+    """A new state for ``home`` at ``token``; the caller holds the registry lock. Reuses ``previous``'s core
+    when it is unchanged."""
     registry = Registry(home)
     if registry.core_fingerprint is None:
-        raise ArtifactError(f"no trained core in {home}; run `unictr train`")
+        raise ArtifactError(f"no trained core in {home}; run `unictr train`")  # removed after the check above
     same_core = previous is not None and previous.core_fingerprint == registry.core_fingerprint
     core = previous.model if same_core else load_core(Path(home) / CORE_DIR)
     model, notes = load_model(home, core=model_view(core), registry=registry)
@@ -116,14 +116,19 @@ class LiveRegistry:
         """Build a new state under the registry lock and swap it in; False (old state kept) on failure."""
         previous = self.state
         generation = 1 if previous is None else previous.generation + 1
+        if not (self.home / CORE_DIR / MANIFEST).exists():  # nothing to load; taking the lock would create folders
+            self._fail(f"no trained core in {self.home}; run `unictr train`", token=state_token(self.home))
+            return False
+        token = None
         try:
             with registry_lock(self.home, self.lock_timeout_s):
-                state = build_state(self.home, generation, previous)
-        except RegistryError as exc:  # locked for longer than the timeout: try again at the next poll
-            self._fail(str(exc), token=None)
+                token = state_token(self.home)
+                state = build_state(self.home, generation, token, previous)
+        except RegistryError as exc:  # locked for longer than the timeout (token None): try again at the next poll
+            self._fail(str(exc), token=token)
             return False
         except Exception as exc:  # noqa: BLE001 - whatever breaks, the old state keeps serving
-            self._fail(f"{type(exc).__name__}: {exc}", token=state_token(self.home))
+            self._fail(f"{type(exc).__name__}: {exc}", token=token)
             return False
         self.state = state
         self.last_error = None
