@@ -44,9 +44,11 @@ def serve(
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, GET /v1/domains, /healthz, /readyz, /metrics.
 
-    Domains added, replaced or removed (and a re-trained core) in the home by other processes are picked up
-    live; requests in flight finish on the state they started with. Needs the optional extra 'serve' of the
-    unictr package (FastAPI, uvicorn, prometheus-client), which scripts/install.sh installs.
+    Domains added, replaced or removed (and a re-trained core) by other processes are picked up live.
+
+    Requests in flight finish on the state they started with.
+
+    Needs the optional extra 'serve' (FastAPI, uvicorn, prometheus-client); scripts/install.sh installs it.
     """
     try:
         from unictr_core.serving.app import ServeSettings, serve as run
