@@ -102,7 +102,6 @@ def create_app(settings: ServeSettings):
 
     app = FastAPI(title="UniCTR", description="Online click-through-rate prediction (Uni-CTR).",
                   lifespan=lifespan)
-    app.state.live = live
 
     def error(status: int, message: str, headers: Optional[dict] = None):
         return JSONResponse({"error": message}, status_code=status, headers=headers)
