@@ -18,21 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import uvicorn  # the extra 'serve', part of the 'test' extra
 from typer.testing import CliRunner
 
-pytest.importorskip("fastapi", reason="needs the extra 'serve' (scripts/install.sh installs it)")
-
-import uvicorn  # noqa: E402
-
-from conftest import toy_samples  # noqa: E402
-from test_domain_add import build_home, home, toys_file, trained_home  # noqa: E402,F401 - fixtures
-from unictr_cli.main import app as cli_app  # noqa: E402
-from unictr_core.data_io import read_samples  # noqa: E402
-from unictr_core.predict import predict_samples  # noqa: E402
-from unictr_core.registry import Registry, load_model, state_token  # noqa: E402
-from unictr_core.serving.app import ServeSettings, create_app  # noqa: E402
-from unictr_core.serving.batcher import DynamicBatcher  # noqa: E402
-from unictr_core.serving.state import LiveRegistry  # noqa: E402
+from conftest import toy_samples
+from test_domain_add import build_home, home, toys_file, trained_home  # noqa: F401 - shared fixtures
+from unictr_cli.main import app as cli_app
+from unictr_core.data_io import read_samples
+from unictr_core.predict import predict_samples
+from unictr_core.registry import Registry, load_model, state_token
+from unictr_core.serving.app import ServeSettings, create_app
+from unictr_core.serving.batcher import DynamicBatcher
+from unictr_core.serving.state import LiveRegistry
 
 runner = CliRunner()
 
