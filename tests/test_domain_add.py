@@ -86,6 +86,9 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file
                                  "--epochs", "1", "--standalone"])
     assert result.exit_code == 0, result.output
     assert "domain 'toys' registered" in result.output and "general network (zero-shot)" in result.output
+    assert "floor: user_rate (train part)" in result.output and "floor: item_rate (train part)" in result.output
+    stored = Registry(home).get("toys").metrics
+    assert 0 <= stored["user_rate_test_auc"] <= 1 and 0 <= stored["item_rate_test_auc"] <= 1
     result = runner.invoke(app, ["domain", "remove", "music", "--home", str(home), "--yes"])
     assert result.exit_code == 0, result.output
 

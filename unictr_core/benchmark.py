@@ -4,7 +4,8 @@ Every model is trained on the same training rows (the dataset's joint
 domains: all but the holdout ones), with the same seed, early-stopped on the
 same validation rows and scored on the same test rows. The report holds:
 
-* Table III of the paper: test AUC per domain for every model, the best
+* Table III of the paper: test AUC per domain for every model (the count-rule
+  floors of :mod:`unictr_core.baselines.floors` first), the best
   single-domain and best multi-domain baseline marked per domain, and
   Uni-CTR's RelaImpr over every baseline;
 * the zero-shot table: each held-out domain scored by models that never saw
@@ -30,6 +31,7 @@ import torch
 
 from unictr_core import metrics
 from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
+from unictr_core.baselines.floors import FLOOR
 from unictr_core.baselines.trainer import check_labels
 from unictr_core.dataset import load_dataset
 from unictr_core.report import fmt, format_table, write_json
@@ -37,7 +39,7 @@ from unictr_core.schema import Sample
 
 UNICTR = "unictr"
 SINGLE, MULTI, LLM = "single-domain", "multi-domain", "LLM-based multi-domain"
-CATEGORY_ORDER = (SINGLE, MULTI, LLM)
+CATEGORY_ORDER = (FLOOR, SINGLE, MULTI, LLM)
 MARKS = {SINGLE: "*", MULTI: "+"}
 
 
@@ -138,7 +140,7 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
         zero_shot[held] = {"head": chosen, "valid_auc": picked.get("valid_auc"), "auc": picked.get("test_auc"),
                            "logloss": picked.get("test_logloss"), "n": len(test_h), "heads": heads}
     return {
-        "category": MULTI if fitted.multi_domain else SINGLE,
+        "category": info.category,
         "plugin": info.plugin,
         "settings": asdict(settings),
         "features": fitted.encoder.describe(),
