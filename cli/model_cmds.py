@@ -16,7 +16,7 @@ from unictr_cli.common import USER_ERRORS, fail, home_option, resolve_home, spli
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.artifact import save_trained
-from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
+from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import predict_samples
@@ -174,6 +174,10 @@ def train(
     lora_dropout: float = typer.Option(0.05, min=0.0, max=0.99, help="Dropout on the LoRA path."),
     tower: str = typer.Option("512,256,128", help="Tower MLP widths."),
     dropout: float = typer.Option(0.1, min=0.0, max=0.99),
+    dsn: str = typer.Option(TrainConfig.dsn, "--dsn", help=f"DSN kind ({', '.join(DSN_KINDS)}). residual: each "
+                            "DSN's logit is the general network's plus a learned correction that starts at zero, "
+                            "as `domain add` does, so a DSN starts as good as the general network. standalone: "
+                            "the paper's DSN, its own prediction from scratch."),
     patience: int = typer.Option(2, min=1, help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
@@ -208,13 +212,14 @@ def train(
                                        ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
                                        dropout=dropout)
             model_config.validate()
-        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                   domains=chosen, max_steps=max_steps)
+            train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                                       domains=chosen, max_steps=max_steps, dsn=dsn)
+            train_config.validate()
         train_rows = subsample(dataset.train, max_rows, seed)
         if group.is_main:
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
-                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes})")
+                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs)")
         from unictr_core.training import train_unictr
 
         home_dir = resolve_home(home)

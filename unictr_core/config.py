@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
+DSN_KINDS = ("residual", "standalone")
 
 
 @dataclass
@@ -62,6 +63,13 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
+    # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
+    # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
+    dsn: str = "standalone"
+
+    def validate(self) -> None:
+        if self.dsn not in DSN_KINDS:
+            raise ValueError(f"dsn must be one of {', '.join(DSN_KINDS)}, got '{self.dsn}'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,7 +41,7 @@ def ctr_loss(output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
 
 class UniCTRModel(nn.Module):
     def __init__(self, backbone: Backbone, config: ModelConfig, domains: Iterable[str] = (),
-                 templates: Optional[TemplateSet] = None):
+                 templates: Optional[TemplateSet] = None, residual_dsns: bool = False):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -61,7 +61,7 @@ class UniCTRModel(nn.Module):
         self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
         self.dsns = nn.ModuleDict()
         for domain in domains:
-            self.add_domain(domain)
+            self.add_domain(domain, residual=residual_dsns)
 
     # ----------------------------------------------------------------- domains
     @property

@@ -67,10 +67,10 @@ def check_labelled(samples: Sequence[Sample], what: str) -> None:
 
 
 def build_model(model_config: ModelConfig, domains: Sequence[str], templates: Optional[TemplateSet] = None,
-                seed: int = 0) -> UniCTRModel:
+                seed: int = 0, residual_dsns: bool = False) -> UniCTRModel:
     backbone = load_backbone(model_config.backbone)
     torch.manual_seed(seed)  # LoRA and head initialisation
-    return UniCTRModel(backbone, model_config, domains, templates)
+    return UniCTRModel(backbone, model_config, domains, templates, residual_dsns=residual_dsns)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -109,6 +109,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     """
     ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
+    train_config.validate()
     with distributed.agreement(ctx, "preparing the model and the data"):
         train = select_domains(train, train_config.domains)
         check_labelled(train, "training data")
@@ -116,7 +117,8 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         valid = [s for s in select_domains(valid, domains)]
         check_labelled(valid, "validation data")
         seed_everything(train_config.seed)
-        model = build_model(model_config, domains, templates, seed=train_config.seed).to(ctx.device)
+        model = build_model(model_config, domains, templates, seed=train_config.seed,
+                            residual_dsns=train_config.dsn == "residual").to(ctx.device)
         train_set = encode(model, train)
         valid_rows = distributed.eval_shard(len(valid), ctx)
         valid_set = encode(model, [valid[i] for i in valid_rows])
