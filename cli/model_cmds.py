@@ -179,6 +179,11 @@ def train(
                             "as `domain add` does, so a DSN starts as good as the general network. standalone: "
                             "the paper's DSN, its own prediction from scratch."),
     patience: int = typer.Option(2, min=1, help="Stop after this many epochs without a better validation AUC."),
+    ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
+                            "dsn (each DSN also reads learned, hashed embeddings of the user, the item and the "
+                            "categorical fields; its tables live in its bundle) or all (the general network too; "
+                            "its tables are part of the frozen core). Unseen IDs embed to zero."),
+    id_buckets: int = typer.Option(ModelConfig.id_buckets, min=2, help="Hash buckets of the ID embedding tables."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
@@ -210,7 +215,7 @@ def train(
             model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r,
                                        lora_alpha=lora_alpha, lora_dropout=lora_dropout, ladder_kind=ladder,
                                        ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
-                                       dropout=dropout)
+                                       dropout=dropout, ids=ids, id_buckets=id_buckets)
             model_config.validate()
             train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                        domains=chosen, max_steps=max_steps, dsn=dsn)
@@ -219,7 +224,7 @@ def train(
         if group.is_main:
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
-                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs)")
+                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs; IDs: {ids})")
         from unictr_core.training import train_unictr
 
         home_dir = resolve_home(home)

@@ -217,8 +217,8 @@ def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: Encoded
     batch = encoded.batch(mine).to(ctx.device)
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
-    part = global_batch_loss(net(batch.input_ids, batch.attention_mask, batch.domains), batch.labels, weights,
-                             len(rows), dsn_rows)
+    output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids)
+    part = global_batch_loss(output, batch.labels, weights, len(rows), dsn_rows)
     # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
     # result the gradient of the sum of the parts, i.e. of the global batch loss
     apply_gradients(part * ctx.world_size, model, optimizer, scheduler, max_grad_norm)
@@ -236,7 +236,7 @@ def apply_gradients(loss: torch.Tensor, model: torch.nn.Module, optimizer, sched
 
 def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
     """One single-process optimiser step on ``batch`` with :func:`ctr_loss`."""
-    loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains), batch.labels)
+    loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids), batch.labels)
     apply_gradients(loss, model, optimizer, scheduler, max_grad_norm)
     return float(loss.detach())
 
