@@ -29,7 +29,7 @@ def build_home(backbone: str, home: Path, seed: int = 0) -> Path:
     """A tiny trained core with DSNs for books, movies and music, saved as a UniCTR home."""
     config = ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64)
     train_config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=3,
-                               seed=seed)
+                               seed=seed, dsn="standalone")   # the paper's joint DSNs, next to residual added ones
     result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config, train_config, progress=False)
     save_trained(result.model, home, domain_metrics=result.valid_metrics)
     return home
