@@ -4,13 +4,13 @@ Every variant is trained by ``unictr benchmark``'s own code on the same rows,
 split, label, seed and settings, next to the floors (``user_rate``,
 ``item_rate``) and PLE from the same run. The dataset is a dataset folder
 (e.g. ``unictr data prepare movielens --out /tmp/ml``), optionally narrowed to
-a few domains and to the users with the most validation and test rows (among
-those with training rows), so that on a
-CPU budget each user still has several training rows (the situation where user
-embeddings can pay off) and the held-out domain's users are known to the core::
+a few domains (``--domains``), to users with training rows (``--known-users``:
+the situation where user embeddings can pay off; MovieLens is split by time,
+so most later rows come from new users) or to the ``--top-users`` N of them
+with the most validation and test rows::
 
-    python benchmarks/ids_ablation.py --data /tmp/ml --domains action,comedy,drama --holdout horror \\
-        --top-users 100 --max-rows 150 --max-eval-rows 60 --epochs 2 --max-length 64 --threads 1
+    python benchmarks/ids_ablation.py --data /tmp/ml --domains action,comedy,drama --holdout horror --known-users \\
+        --max-rows 150 --max-eval-rows 60 --epochs 2 --max-length 64 --dsn residual --threads 1
 
 Prints one table (mean test AUC over the trained domains with the DSNs and with
 the general network, zero-shot AUC per held-out domain, training seconds) and
@@ -32,8 +32,10 @@ sys.path.insert(0, str(ROOT))
 MODES = {"none": "text only (the paper)", "dsn": "IDs in the DSNs only", "all": "IDs in DSNs + general network"}
 
 
-def narrowed(data: Path, domains: list[str], holdout: list[str], top_users: int, out: Path) -> Path:
-    """``data`` restricted to ``domains`` + ``holdout`` and to the ``top_users`` most active training users."""
+def narrowed(data: Path, domains: list[str], holdout: list[str], top_users: int, known_users: bool,
+             out: Path) -> Path:
+    """``data`` restricted to ``domains`` + ``holdout`` and, with ``known_users``, to users with training rows
+    (with ``top_users``, only the N of them with the most valid + test rows)."""
     from unictr_core.dataset import load_dataset, write_dataset
 
     dataset = load_dataset(data)
@@ -49,11 +51,13 @@ def narrowed(data: Path, domains: list[str], holdout: list[str], top_users: int,
     users = {u for u, _ in counts.most_common(top_users)} if top_users else trained
 
     def keep(part):
-        return [s for s in part if s.domain in keep_domains and s.user_id in users]
+        return [s for s in part
+                if s.domain in keep_domains and (not (known_users or top_users) or s.user_id in users)]
 
+    who = (f"the {len(users)} users with the most valid + test rows among those with training rows" if top_users
+           else "users with training rows" if known_users else "all users")
     meta = {"name": f"{dataset.meta.get('name') or data.name} (narrowed)", "holdout_domains": list(holdout),
-            "provenance": f"{data}: domains {sorted(keep_domains)}, the {len(users)} users with the most valid + "
-                          "test rows among those with training rows"}
+            "provenance": f"{data}: domains {sorted(keep_domains)}, {who}"}
     write_dataset(out, keep(dataset.train), keep(dataset.valid), keep(dataset.test), meta)
     return out
 
@@ -65,6 +69,8 @@ def main() -> None:
     parser.add_argument("--holdout", default=None, help="comma-separated held-out domains (default: the dataset's)")
     parser.add_argument("--top-users", type=int, default=0, help="keep only N users, those with the most valid + test "
                         "rows (0: all)")
+    parser.add_argument("--known-users", action="store_true", help="keep only users with training rows in the "
+                        "training domains (valid / test rows of users the models never saw are dropped)")
     parser.add_argument("--modes", default="none,dsn,all", help="ID modes to compare (none, dsn, all)")
     parser.add_argument("--dsn", default=None, help="DSN kind: residual or standalone (default: unictr train's)")
     parser.add_argument("--max-rows", type=int, default=None, help="training rows per domain")
@@ -93,12 +99,12 @@ def main() -> None:
         raise SystemExit(f"--modes: unknown {', '.join(bad)}; known: {', '.join(MODES)}")
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data
-        if args.domains or args.top_users:
+        if args.domains or args.top_users or args.known_users:
             source = load_dataset(args.data)
             domains = args.domains.split(",") if args.domains else \
                 [d for d in source.domains if d not in source.holdout_domains]
             holdout = args.holdout.split(",") if args.holdout else source.holdout_domains
-            data = narrowed(args.data, domains, holdout, args.top_users, Path(tmp) / "data")
+            data = narrowed(args.data, domains, holdout, args.top_users, args.known_users, Path(tmp) / "data")
         rows, reports = [], {}
         for mode in modes:
             options = BenchmarkOptions(models=["user_rate", "item_rate", "ple", "unictr"], max_rows=args.max_rows,
