@@ -9,6 +9,7 @@ import typer
 
 from unictr_cli.common import split_csv, user_errors
 from unictr_core.baselines import BaselineSettings
+from unictr_core.config import ModelConfig, TrainConfig
 
 
 @user_errors
@@ -30,6 +31,10 @@ def benchmark(
     uni_batch_size: int = typer.Option(32, min=1),
     uni_max_length: int = typer.Option(128, min=8, help="Uni-CTR prompt length cap in tokens."),
     uni_max_steps: Optional[int] = typer.Option(None, min=1, help="Stop Uni-CTR training after N steps."),
+    uni_dsn: str = typer.Option(TrainConfig.dsn, help="Uni-CTR's DSN kind in joint training: residual (the "
+                                "general network's logit + a learned correction) or standalone (the paper's)."),
+    uni_ids: str = typer.Option(ModelConfig.ids, help="Uni-CTR's ID embeddings: none (text only, the paper's), dsn "
+                                "(in the DSNs) or all (DSNs and general network); see `unictr train --ids`."),
     holdout: Optional[str] = typer.Option(None, help="Comma-separated held-out domains for the zero-shot table "
                                           "(excluded from training). Default: the dataset's holdout_domains."),
     seed: int = typer.Option(0, help="One seed for every model and for the subsampling."),
@@ -52,7 +57,7 @@ def benchmark(
     options = BenchmarkOptions(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
-        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, seed=seed,
+        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_ids=uni_ids, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )

@@ -135,17 +135,22 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
                           max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual)
     if not group.is_main:
         return
+    from unictr_core.baselines.floors import floor_scores
+
+    floors = floor_scores(train_rows, valid_rows, test_rows)
     extra = {"description": description or template_description,
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict()}}
-    target = _commit(home_dir, model, name, registry.core_fingerprint, result.metrics(), extra, replace)
+    stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
+    target = _commit(home_dir, model, name, registry.core_fingerprint, stored, extra, replace)
     test = result.test
     typer.echo(format_table(
         ["held-out rows", "predicted by", "AUC", "logloss"],
         [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
-         [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]))
+         [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]
+        + [[test["rows"], f"floor: {floor} (train part)", m["auc"], m["logloss"]] for floor, m in floors.items()]))
     s = result.seconds
     start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
     typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}; {s['total']:.1f} s "

@@ -16,7 +16,7 @@ from unictr_cli.common import USER_ERRORS, fail, home_option, resolve_home, spli
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.artifact import save_trained
-from unictr_core.config import LADDER_KINDS, ModelConfig, TrainConfig
+from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import prediction_records, predict_samples
@@ -174,7 +174,16 @@ def train(
     lora_dropout: float = typer.Option(0.05, min=0.0, max=0.99, help="Dropout on the LoRA path."),
     tower: str = typer.Option("512,256,128", help="Tower MLP widths."),
     dropout: float = typer.Option(0.1, min=0.0, max=0.99),
+    dsn: str = typer.Option(TrainConfig.dsn, "--dsn", help=f"DSN kind ({', '.join(DSN_KINDS)}). residual: each "
+                            "DSN's logit is the general network's plus a learned correction that starts at zero, "
+                            "as `domain add` does, so a DSN starts as good as the general network. standalone: "
+                            "the paper's DSN, its own prediction from scratch."),
     patience: int = typer.Option(2, min=1, help="Stop after this many epochs without a better validation AUC."),
+    ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
+                            "dsn (each DSN also reads learned, hashed embeddings of the user, the item and the "
+                            "categorical fields; its tables live in its bundle) or all (the general network too; "
+                            "its tables are part of the frozen core). Unseen IDs embed to zero."),
+    id_buckets: int = typer.Option(ModelConfig.id_buckets, min=2, help="Hash buckets of the ID embedding tables."),
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
@@ -206,15 +215,16 @@ def train(
             model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r,
                                        lora_alpha=lora_alpha, lora_dropout=lora_dropout, ladder_kind=ladder,
                                        ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
-                                       dropout=dropout)
+                                       dropout=dropout, ids=ids, id_buckets=id_buckets)
             model_config.validate()
-        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                   domains=chosen, max_steps=max_steps)
+            train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+                                       domains=chosen, max_steps=max_steps, dsn=dsn)
+            train_config.validate()
         train_rows = subsample(dataset.train, max_rows, seed)
         if group.is_main:
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
-                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes})")
+                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs; IDs: {ids})")
         from unictr_core.training import train_unictr
 
         home_dir = resolve_home(home)

@@ -46,7 +46,7 @@ def _cli(*args: str):
 @pytest.fixture(scope="module")
 def full_run(dataset, backbone, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    result = _cli("--data", str(dataset), "--out", str(out), "--models", "deepfm,dcn,shared_bottom,star,unictr",
+    result = _cli("--data", str(dataset), "--out", str(out), "--models", "deepfm,dcn,shared_bottom,star,user_rate,unictr",
                   "--epochs", "2", "--uni-epochs", "1", "--uni-backbone", str(backbone), "--uni-max-length", "64",
                   "--embed-dim", "8", "--lr", "0.01", "--patience", "1", "--threads", "1", "--quiet")
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -57,8 +57,13 @@ def test_table_iii_marks_best_baselines_and_relaimpr_matches_json(full_run):
     output, report, out = full_run
     assert "Table III" in output and (out / "benchmark.txt").read_text().startswith("Table III")
     models = report["models"]
-    assert list(models) == ["deepfm", "dcn", "shared_bottom", "star", "unictr"]
+    assert list(models) == ["deepfm", "dcn", "shared_bottom", "star", "user_rate", "unictr"]
     assert models["deepfm"]["category"] == "single-domain" and models["star"]["category"] == "multi-domain"
+    assert models["user_rate"]["category"] == "floor (count rule)" and models["user_rate"]["parameters"] == 0
+    floor_row = next(line for line in output.splitlines() if line.startswith("floor (count rule)"))
+    assert f"{models['user_rate']['test']['books']['auc']:.4f} " in floor_row  # first rows, never marked best
+    assert report["rela_impr"]["user_rate"]["mean"] == pytest.approx(
+        metrics.rela_impr(models["unictr"]["mean_auc"], models["user_rate"]["mean_auc"]))
     domains = report["dataset"]["joint_domains"]
     assert domains == ["books", "movies", "music"] and report["dataset"]["holdout_domains"] == ["board_games"]
     for domain in domains:

@@ -29,7 +29,7 @@ def build_home(backbone: str, home: Path, seed: int = 0) -> Path:
     """A tiny trained core with DSNs for books, movies and music, saved as a UniCTR home."""
     config = ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64)
     train_config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=3,
-                               seed=seed)
+                               seed=seed, dsn="standalone")   # the paper's joint DSNs, next to residual added ones
     result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config, train_config, progress=False)
     save_trained(result.model, home, domain_metrics=result.valid_metrics)
     return home
@@ -86,6 +86,9 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file
                                  "--epochs", "1", "--standalone"])
     assert result.exit_code == 0, result.output
     assert "domain 'toys' registered" in result.output and "general network (zero-shot)" in result.output
+    assert "floor: user_rate (train part)" in result.output and "floor: item_rate (train part)" in result.output
+    stored = Registry(home).get("toys").metrics
+    assert 0 <= stored["user_rate_test_auc"] <= 1 and 0 <= stored["item_rate_test_auc"] <= 1
     result = runner.invoke(app, ["domain", "remove", "music", "--home", str(home), "--yes"])
     assert result.exit_code == 0, result.output
 

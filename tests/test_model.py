@@ -37,9 +37,9 @@ def test_mixed_batch_runs_each_dsn_only_on_its_rows(tiny_config, monkeypatch):
     for domain, dsn in model.dsns.items():
         original = dsn.forward
 
-        def spy(states, mask, general_logits=None, _d=domain, _f=original):
+        def spy(states, mask, general_logits=None, _d=domain, _f=original, **kwargs):
             seen[_d] = mask.shape[0]
-            return _f(states, mask, general_logits)
+            return _f(states, mask, general_logits, **kwargs)
 
         monkeypatch.setattr(dsn, "forward", spy)
     samples = [s for s in toy_samples(40) if s.domain in ("books", "movies")][:10]

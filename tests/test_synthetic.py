@@ -42,7 +42,7 @@ def test_shape_of_the_builtin_dataset(builtin):
     assert ds.holdout_domains == ["board_games"] and ds.joint_domains == list(JOINT)
     everything = ds.train + ds.valid + ds.test
     sizes = Counter(s.domain for s in everything)
-    assert sizes == {"books": 2000, "movies": 1000, "music": 350, "board_games": 500}
+    assert sizes == {"books": 2000, "movies": 1000, "music": 350, "board_games": 1000}
     assert 180 <= len({s.user_id for s in everything}) <= 200
     for s in everything:
         assert re.fullmatch(r"u\d{4}", s.user_id) and re.fullmatch(rf"{s.domain}_\d{{4}}", s.item_id)
@@ -56,6 +56,42 @@ def test_shape_of_the_builtin_dataset(builtin):
                                for u in {s.user_id for s in everything})
     assert sum(n for k, n in domains_per_user.items() if k >= 2) > 0.7 * sum(domains_per_user.values())
     assert ds.meta["domains"]["music"]["test"]["rows"] == 35
+    held = ds.meta["domains"]["board_games"]
+    assert (held["train"]["rows"], held["valid"]["rows"], held["test"]["rows"]) == (500, 100, 400)
+
+
+# sha256 of the books / movies / music rows of generator version 3, before board_games grew (issue 12)
+VERSION_3_DIGESTS = {
+    "events 0 1.0": "cd48024522af88936d34562e12249724bb5478aa70155d4f5280aa1baad36263",
+    "events 2 0.3": "a6734ac3abad2263f252b194f876fb9c650666183109796f01e5e54ad496593c",
+    "train": "0516797f00a69a04519cc9ba5f1a7cc11dda1c175313759cacd3e2c73fa1afb0",
+    "valid": "1d2088780ce05b944b6c3b9b243e0e0ed6d3ccfbf59e9f6542d026e642833353",
+    "test": "1e6bc56494d8956fa01db4dc818f58c7f412942fe429fef44275989eda1d0d44",
+}
+
+
+def _joint_digest(samples) -> str:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for s in samples:
+        if s.domain != "board_games":
+            digest.update(json.dumps(s.to_dict(), sort_keys=True).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def test_only_board_games_grew_every_other_row_is_as_in_version_3(builtin):
+    """README numbers on books / movies / music stay valid: their rows (histories included) did not move."""
+    ds = load_dataset(builtin)
+    got = {"events 0 1.0": _joint_digest(generate(0, 1.0)), "events 2 0.3": _joint_digest(generate(2, 0.3)),
+           **{part: _joint_digest(getattr(ds, part)) for part in ("train", "valid", "test")}}
+    assert got == VERSION_3_DIGESTS
+    # the held-out domain's first six months are version 3's 500 rows; the next six are new and later
+    held = sorted((s for s in generate(0, 1.0) if s.domain == "board_games"), key=lambda s: s.timestamp)
+    last_joint = max(s.timestamp for s in generate(0, 1.0) if s.domain != "board_games")
+    assert sum(s.timestamp > last_joint for s in held) == 500
+    assert max(s.timestamp for s in ds.train if s.domain == "board_games") <= last_joint
 
 
 def test_titles_are_unique_and_speak_their_domain():
@@ -124,7 +160,7 @@ def test_bad_arguments(kwargs):
 
 def test_scale_changes_row_counts():
     sizes = Counter(s.domain for s in generate(seed=0, scale=0.2))
-    assert sizes == {"books": 400, "movies": 200, "music": 70, "board_games": 100}
+    assert sizes == {"books": 400, "movies": 200, "music": 70, "board_games": 200}
 
 
 # ----------------------------------------------------------------------------- the CLI command

@@ -13,6 +13,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
+from unictr_core.ids import id_slots, id_tensor
 from unictr_core.prompts import TemplateSet
 from unictr_core.schema import Sample
 
@@ -24,17 +25,24 @@ class Batch:
     attention_mask: torch.Tensor
     domains: list[str]
     labels: Optional[torch.Tensor]
+    ids: Optional[torch.Tensor] = None  # [B, S] hashed ID slots (unictr_core.ids) for an ID-aware model
 
     def to(self, device: torch.device) -> "Batch":
         if device.type == "cpu":
             return self
         labels = None if self.labels is None else self.labels.to(device)
-        return Batch(self.rows, self.input_ids.to(device), self.attention_mask.to(device), self.domains, labels)
+        ids = None if self.ids is None else self.ids.to(device)
+        return Batch(self.rows, self.input_ids.to(device), self.attention_mask.to(device), self.domains, labels,
+                     ids)
 
 
 class EncodedSamples:
-    def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int):
+    def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int,
+                 id_buckets: Optional[int] = None):
         self.samples = list(samples)
+        # hashed ID slots per sample, for an ID-aware model (ModelConfig.ids); None for the text-only model
+        self.id_slots: Optional[list[list[int]]] = (None if id_buckets is None
+                                                    else [id_slots(s, id_buckets) for s in self.samples])
         self.pad_id = int(tokenizer.pad_token_id)
         texts = [templates.render(s) for s in self.samples]
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
@@ -64,7 +72,11 @@ class EncodedSamples:
             mask[i, : len(ids)] = 1
         labels = [self.samples[r].label for r in rows]
         label_tensor = None if any(v is None for v in labels) else torch.tensor(labels, dtype=torch.float32)
-        return Batch(rows, input_ids, mask, [self.samples[r].domain for r in rows], label_tensor)
+        return Batch(rows, input_ids, mask, [self.samples[r].domain for r in rows], label_tensor, self.ids(rows))
+
+    def ids(self, rows: Sequence[int]) -> Optional[torch.Tensor]:
+        """The [B, S] ID slots of ``rows`` (None for a text-only model)."""
+        return None if self.id_slots is None else id_tensor([self.id_slots[r] for r in rows])
 
     def length_sorted_batches(self, batch_size: int) -> Iterator[Batch]:
         """Batches of similar length (less padding) for inference; ``Batch.rows`` maps results back."""

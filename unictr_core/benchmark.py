@@ -4,7 +4,8 @@ Every model is trained on the same training rows (the dataset's joint
 domains: all but the holdout ones), with the same seed, early-stopped on the
 same validation rows and scored on the same test rows. The report holds:
 
-* Table III of the paper: test AUC per domain for every model, the best
+* Table III of the paper: test AUC per domain for every model (the count-rule
+  floors of :mod:`unictr_core.baselines.floors` first), the best
   single-domain and best multi-domain baseline marked per domain, and
   Uni-CTR's RelaImpr over every baseline;
 * the zero-shot table: each held-out domain scored by models that never saw
@@ -30,6 +31,8 @@ import torch
 
 from unictr_core import metrics
 from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
+from unictr_core.baselines.floors import FLOOR
+from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.baselines.trainer import check_labels
 from unictr_core.dataset import load_dataset
 from unictr_core.report import fmt, format_table, write_json
@@ -37,7 +40,7 @@ from unictr_core.schema import Sample
 
 UNICTR = "unictr"
 SINGLE, MULTI, LLM = "single-domain", "multi-domain", "LLM-based multi-domain"
-CATEGORY_ORDER = (SINGLE, MULTI, LLM)
+CATEGORY_ORDER = (FLOOR, SINGLE, MULTI, LLM)
 MARKS = {SINGLE: "*", MULTI: "+"}
 
 
@@ -52,6 +55,8 @@ class BenchmarkOptions:
     uni_batch_size: int = 32
     uni_max_length: int = 128
     uni_max_steps: Optional[int] = None
+    uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
+    uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     seed: int = 0
     holdout: Optional[list[str]] = None         # None: the dataset's holdout_domains
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
@@ -138,7 +143,7 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
         zero_shot[held] = {"head": chosen, "valid_auc": picked.get("valid_auc"), "auc": picked.get("test_auc"),
                            "logloss": picked.get("test_logloss"), "n": len(test_h), "heads": heads}
     return {
-        "category": MULTI if fitted.multi_domain else SINGLE,
+        "category": info.category,
         "plugin": info.plugin,
         "settings": asdict(settings),
         "features": fitted.encoder.describe(),
@@ -155,15 +160,15 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
 
 
 def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
-    from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.registry import templates_for
     from unictr_core.predict import predict_samples
     from unictr_core.training import train_unictr
 
-    model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length)
+    model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids)
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
-                               seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps)
+                               seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
+                               dsn=options.uni_dsn)
     started = time.perf_counter()
     result = train_unictr(data["train"], data["valid"], model_config, train_config,
                           templates=templates_for(data["joint"]), progress=progress)
@@ -403,7 +408,7 @@ def _format_used(report: dict[str, Any]) -> list[str]:
     ]
     if UNICTR in report["models"]:
         lines.append(f"  Uni-CTR: backbone {o['uni_backbone']}, at most {o['uni_epochs']} epochs, batch "
-                     f"{o['uni_batch_size']}, max length {o['uni_max_length']}"
+                     f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs, IDs {o['uni_ids']}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))
     lines.append(f"  machine: torch {env['torch']}, {env['threads']} threads, {env['machine']}")
     return lines

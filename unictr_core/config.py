@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
+DSN_KINDS = ("residual", "standalone")
 
 
 @dataclass
@@ -24,6 +25,12 @@ class ModelConfig:
     ladder_heads: int = 2
     tower_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     dropout: float = 0.1  # the paper uses 0.3 on millions of rows; 0.1 learns faster on small data
+    # ID-aware Uni-CTR (unictr_core.ids): "none" = the paper's text-only model; "dsn" = each DSN also reads
+    # hashed embeddings of user, item and categorical fields (its own tables, in its bundle); "all" = the
+    # general network too (its tables are part of the frozen core)
+    ids: str = "none"
+    id_buckets: int = 16384
+    id_dim: int = 16
 
     def validate(self) -> None:
         if self.ladder_kind not in LADDER_KINDS:
@@ -34,6 +41,12 @@ class ModelConfig:
             raise ValueError(f"narrowed_ratio must be in (0, 1], got {self.narrowed_ratio}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        from unictr_core.ids import ID_MODES
+
+        if self.ids not in ID_MODES:
+            raise ValueError(f"ids must be one of {', '.join(ID_MODES)}, got '{self.ids}'")
+        if self.id_buckets < 2 or self.id_dim < 1:
+            raise ValueError(f"id_buckets must be >= 2 and id_dim >= 1, got {self.id_buckets} and {self.id_dim}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -62,6 +75,13 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
+    # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
+    # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
+    dsn: str = "residual"   # chosen by measurement (README, "Residual DSNs in joint training")
+
+    def validate(self) -> None:
+        if self.dsn not in DSN_KINDS:
+            raise ValueError(f"dsn must be one of {', '.join(DSN_KINDS)}, got '{self.dsn}'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -110,6 +110,7 @@ class HiddenStateCache:
         self.num_states = model.num_layers + 1
         self.device = _device_of(model)
         self.labels = _labels(encoded, self.device)
+        self.encoded = encoded
         self.states: list[list[torch.Tensor]] = [[] for _ in range(len(encoded))]
         with torch.no_grad(), tqdm(total=len(encoded), desc=desc, unit="sample", disable=not progress) as bar:
             for batch in encoded.length_sorted_batches(batch_size):
@@ -143,6 +144,11 @@ class HiddenStateCache:
             states[layer] = padded
         return states, mask
 
+    def ids(self, rows: Sequence[int]) -> Optional[torch.Tensor]:
+        """The ID slots of ``rows`` for an ID-aware model (None for a text-only one)."""
+        ids = self.encoded.ids(rows)
+        return None if ids is None else ids.to(self.device)
+
 
 class LiveStates:
     """The same interface as :class:`HiddenStateCache`, running the frozen backbone on every call."""
@@ -161,6 +167,8 @@ class LiveStates:
         with torch.no_grad():
             hidden = self.model.encode(batch.input_ids, batch.attention_mask)
         return list(hidden), batch.attention_mask.bool()
+
+    ids = HiddenStateCache.ids
 
 
 def _labels(encoded: EncodedSamples, device: torch.device) -> torch.Tensor:
@@ -215,7 +223,7 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int, shard: Seq
     for start in range(0, len(source), batch_size):
         rows = list(range(start, min(start + batch_size, len(source))))
         states, mask = source.batch(rows)
-        out = model.heads(states, mask, [name] * len(rows))
+        out = model.heads(states, mask, [name] * len(rows), source.ids(rows))
         dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
         general_probs[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
     both = distributed.gather_rows(ctx, shard, np.column_stack([dsn_probs, general_probs]), total,
@@ -308,12 +316,13 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             for rows in _batches(len(train_src), config.batch_size, config.seed, epoch):
                 mine, padding = distributed.shard_of_global_batch(rows, ctx)
                 states, mask = train_src.batch(mine)
+                ids = train_src.ids(mine)
                 general_logits = None
                 if dsn.residual:
                     with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
-                        general_logits = model.general(states, mask)
-                bce = F.binary_cross_entropy_with_logits(net(states, mask, general_logits), train_src.labels[mine],
-                                                         reduction="none")
+                        general_logits = model.general(states, mask, ids)
+                bce = F.binary_cross_entropy_with_logits(net(states, mask, general_logits, ids),
+                                                         train_src.labels[mine], reduction="none")
                 # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
                 loss = bce.sum() * (0.0 if padding else 1.0) / len(rows)
                 optimizer.zero_grad(set_to_none=True)

@@ -41,7 +41,7 @@ def ctr_loss(output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
 
 class UniCTRModel(nn.Module):
     def __init__(self, backbone: Backbone, config: ModelConfig, domains: Iterable[str] = (),
-                 templates: Optional[TemplateSet] = None):
+                 templates: Optional[TemplateSet] = None, residual_dsns: bool = False):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
@@ -61,7 +61,7 @@ class UniCTRModel(nn.Module):
         self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
         self.dsns = nn.ModuleDict()
         for domain in domains:
-            self.add_domain(domain)
+            self.add_domain(domain, residual=residual_dsns)
 
     # ----------------------------------------------------------------- domains
     @property
@@ -91,11 +91,16 @@ class UniCTRModel(nn.Module):
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return tuple(out.hidden_states)
 
+    @property
+    def id_buckets(self) -> Optional[int]:
+        """Hash buckets of the ID embeddings when any network reads IDs (batches then carry ids), else None."""
+        return None if self.config.ids == "none" else self.config.id_buckets
+
     def heads(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
-              domains: Sequence[str]) -> ModelOutput:
-        """General network on every row; each domain's DSN on its own rows only."""
+              domains: Sequence[str], ids: Optional[torch.Tensor] = None) -> ModelOutput:
+        """General network on every row; each domain's DSN on its own rows only (``ids``: see id_buckets)."""
         mask = mask.bool()
-        general = self.general(hidden_states, mask)
+        general = self.general(hidden_states, mask, ids)
         dsn_logits = general
         has_dsn = torch.zeros(len(domains), dtype=torch.bool, device=mask.device)
         for domain in dict.fromkeys(domains):
@@ -103,13 +108,16 @@ class UniCTRModel(nn.Module):
                 continue
             rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long, device=mask.device)
             sub_states = [None if h is None else h.index_select(0, rows) for h in hidden_states]
-            logits = self.dsns[domain](sub_states, mask.index_select(0, rows), general.index_select(0, rows))
+            sub_ids = None if ids is None else ids.index_select(0, rows)
+            logits = self.dsns[domain](sub_states, mask.index_select(0, rows), general.index_select(0, rows),
+                                       ids=sub_ids)
             dsn_logits = dsn_logits.index_put((rows,), logits)
             has_dsn[rows] = True
         return ModelOutput(general_logits=general, dsn_logits=dsn_logits, has_dsn=has_dsn)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, domains: Sequence[str]) -> ModelOutput:
-        return self.heads(self.encode(input_ids, attention_mask), attention_mask, domains)
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, domains: Sequence[str],
+                ids: Optional[torch.Tensor] = None) -> ModelOutput:
+        return self.heads(self.encode(input_ids, attention_mask), attention_mask, domains, ids)
 
     # ----------------------------------------------------------------- weights
     def lora_state(self) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unictr_core.config import ModelConfig
+from unictr_core.ids import IdEmbedding, check_ids
 
 
 def narrowed_width(hidden_size: int, ratio: float, heads: int) -> int:
@@ -142,7 +143,8 @@ class DomainNetwork(nn.Module):
                 block(hidden_size, width, config.ladder_heads, config.dropout) for _ in range(count)
             )
         self.gate = AttentionPooling(hidden_size)
-        self.tower = Tower(hidden_size, config.tower_dims, config.dropout)
+        self.id_embedding = IdEmbedding(config.id_buckets, config.id_dim) if config.ids in ("dsn", "all") else None
+        self.tower = Tower(hidden_size + _id_width(self.id_embedding), config.tower_dims, config.dropout)
         if residual:
             last = self.tower.mlp[-1]
             nn.init.zeros_(last.weight)
@@ -155,10 +157,12 @@ class DomainNetwork(nn.Module):
         return sorted(set(ladder_layers + [self.num_layers]))
 
     def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
-                general_logits: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The DSN's logits; a residual DSN needs the general network's logits of the same rows."""
+                general_logits: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The DSN's logits; a residual DSN needs the general network's logits of the same rows, an ID-aware
+        one the rows' ids (:func:`unictr_core.ids.id_tensor`)."""
         if self.residual and general_logits is None:
             raise ValueError("a residual DSN needs the general network's logits")
+        check_ids("DSN", self.id_embedding, ids)
         last = hidden_states[self.num_layers]
         gate_input, gate_mask = last, mask
         if len(self.ladders):
@@ -168,7 +172,7 @@ class DomainNetwork(nn.Module):
                 ladder = block(h if ladder is None else h + ladder, mask)
             gate_input = torch.cat([last, ladder], dim=1)
             gate_mask = torch.cat([mask, mask], dim=1)
-        logits = self.tower(self.gate(gate_input, gate_mask))
+        logits = self.tower(_with_ids(self.gate(gate_input, gate_mask), self.id_embedding, ids))
         if self.residual:
             logits = logits + general_logits.detach()
         return logits
@@ -181,11 +185,23 @@ class GeneralNetwork(nn.Module):
         super().__init__()
         self.num_layers = num_layers
         self.pool = AttentionPooling(hidden_size)
-        self.tower = Tower(hidden_size, config.tower_dims, config.dropout)
+        self.id_embedding = IdEmbedding(config.id_buckets, config.id_dim) if config.ids == "all" else None
+        self.tower = Tower(hidden_size + _id_width(self.id_embedding), config.tower_dims, config.dropout)
 
     @property
     def required_layers(self) -> list[int]:
         return [self.num_layers]
 
-    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor) -> torch.Tensor:
-        return self.tower(self.pool(hidden_states[self.num_layers], mask))
+    def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
+                ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        check_ids("general network", self.id_embedding, ids)
+        return self.tower(_with_ids(self.pool(hidden_states[self.num_layers], mask), self.id_embedding, ids))
+
+
+def _id_width(embedding: Optional[IdEmbedding]) -> int:
+    return 0 if embedding is None else embedding.out_dim
+
+
+def _with_ids(pooled: torch.Tensor, embedding: Optional[IdEmbedding], ids: Optional[torch.Tensor]) -> torch.Tensor:
+    """The pooled text representation, followed by the ID embeddings when the network reads them."""
+    return pooled if embedding is None else torch.cat([pooled, embedding(ids)], dim=1)

@@ -22,7 +22,8 @@ class Predictions:
 
 
 def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
-    return EncodedSamples(samples, model.templates, model.backbone_info.tokenizer, model.config.max_length)
+    return EncodedSamples(samples, model.templates, model.backbone_info.tokenizer, model.config.max_length,
+                          id_buckets=model.id_buckets)
 
 
 @torch.no_grad()
@@ -39,7 +40,7 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
     try:
         for batch in encoded.length_sorted_batches(batch_size):
             batch = batch.to(device)
-            out = model(batch.input_ids, batch.attention_mask, batch.domains)
+            out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids)
             dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
             general[batch.rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
             zero_shot[batch.rows] = ~out.has_dsn.cpu().numpy()

@@ -67,10 +67,10 @@ def check_labelled(samples: Sequence[Sample], what: str) -> None:
 
 
 def build_model(model_config: ModelConfig, domains: Sequence[str], templates: Optional[TemplateSet] = None,
-                seed: int = 0) -> UniCTRModel:
+                seed: int = 0, residual_dsns: bool = False) -> UniCTRModel:
     backbone = load_backbone(model_config.backbone)
     torch.manual_seed(seed)  # LoRA and head initialisation
-    return UniCTRModel(backbone, model_config, domains, templates)
+    return UniCTRModel(backbone, model_config, domains, templates, residual_dsns=residual_dsns)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -109,6 +109,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     """
     ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
+    train_config.validate()
     with distributed.agreement(ctx, "preparing the model and the data"):
         train = select_domains(train, train_config.domains)
         check_labelled(train, "training data")
@@ -116,7 +117,8 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         valid = [s for s in select_domains(valid, domains)]
         check_labelled(valid, "validation data")
         seed_everything(train_config.seed)
-        model = build_model(model_config, domains, templates, seed=train_config.seed).to(ctx.device)
+        model = build_model(model_config, domains, templates, seed=train_config.seed,
+                            residual_dsns=train_config.dsn == "residual").to(ctx.device)
         train_set = encode(model, train)
         valid_rows = distributed.eval_shard(len(valid), ctx)
         valid_set = encode(model, [valid[i] for i in valid_rows])
@@ -215,8 +217,8 @@ def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: Encoded
     batch = encoded.batch(mine).to(ctx.device)
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
-    part = global_batch_loss(net(batch.input_ids, batch.attention_mask, batch.domains), batch.labels, weights,
-                             len(rows), dsn_rows)
+    output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids)
+    part = global_batch_loss(output, batch.labels, weights, len(rows), dsn_rows)
     # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
     # result the gradient of the sum of the parts, i.e. of the global batch loss
     apply_gradients(part * ctx.world_size, model, optimizer, scheduler, max_grad_norm)
@@ -234,7 +236,7 @@ def apply_gradients(loss: torch.Tensor, model: torch.nn.Module, optimizer, sched
 
 def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
     """One single-process optimiser step on ``batch`` with :func:`ctr_loss`."""
-    loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains), batch.labels)
+    loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids), batch.labels)
     apply_gradients(loss, model, optimizer, scheduler, max_grad_norm)
     return float(loss.detach())
 

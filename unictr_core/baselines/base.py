@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -19,10 +19,15 @@ class BaselineModel(nn.Module):
     single-domain models (``multi_domain = False``) ignore it, and the trainer
     builds one of them per domain. Multi-domain models have one head per
     training domain.
+
+    A model with a ``fit_counts(data)`` method is fitted by it (one pass of
+    counting, see :mod:`unictr_core.baselines.floors`) instead of by gradient
+    descent.
     """
 
     multi_domain: bool = False
     dropped_fields: tuple[str, ...] = ()   # fields this model does not embed
+    category: Optional[str] = None         # None: single- or multi-domain, from ``multi_domain``
 
     def __init__(self, spec: FeatureSpec, embed_dim: int = 16, hidden: Sequence[int] = (128, 64),
                  dropout: float = 0.1):

@@ -22,7 +22,8 @@ class BaselineInfo:
 
     @property
     def category(self) -> str:
-        return "multi-domain" if self.multi_domain else "single-domain"
+        declared = getattr(self.factory, "category", None)   # e.g. the count-rule floors
+        return declared or ("multi-domain" if self.multi_domain else "single-domain")
 
 
 def baselines() -> dict[str, BaselineInfo]:

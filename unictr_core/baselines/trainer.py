@@ -140,7 +140,16 @@ def fit_baseline(name: str, factory: Callable[..., BaselineModel], train: Sequen
     torch.manual_seed(settings.seed)
     probe = factory(spec, **settings.model_kwargs())
     fitted = FittedBaseline(name, bool(probe.multi_domain), encoder, {}, settings)
-    if fitted.multi_domain:
+    if hasattr(probe, "fit_counts"):          # a count rule (the floors): one pass, no epochs
+        if not fitted.multi_domain:
+            raise TypeError(f"{name}: a model fitted by fit_counts must be multi_domain")
+        probe.fit_counts(train_data)
+        probe.eval()
+        fitted.models[ALL_DOMAINS] = probe
+        fitted.epochs_run[ALL_DOMAINS] = 0
+        fitted.best_valid_auc[ALL_DOMAINS] = _valid_score(probe, valid_data, valid_data.domain,
+                                                          settings.batch_size * 4)
+    elif fitted.multi_domain:
         fitted.models[ALL_DOMAINS], epochs, best = _train(probe, train_data, train_data.domain,
                                                           valid_data, valid_data.domain, settings, log, name)
         fitted.epochs_run[ALL_DOMAINS], fitted.best_valid_auc[ALL_DOMAINS] = epochs, best

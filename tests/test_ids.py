@@ -1,0 +1,120 @@
+"""ID-aware Uni-CTR (`--ids dsn|all`): hashed ID embeddings, in the core or the DSN's bundle, unseen IDs neutral."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import toy_samples
+from unictr_core.artifact import save_trained
+from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.domain_training import train_domain
+from unictr_core.ids import bucket, id_slots, id_tensor
+from unictr_core.model import ctr_loss
+from unictr_core.predict import encode, predict_samples
+from unictr_core.registry import commit_bundle, load_model
+from unictr_core.schema import Sample
+from unictr_core.training import build_model, train_unictr
+
+FAST = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=4)
+
+
+def config(tiny_bert, ids: str) -> ModelConfig:
+    return ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64, ids=ids, id_buckets=4096, id_dim=4)
+
+
+def test_slots_are_stable_hashes_of_field_and_value():
+    s = Sample("books", "u1", "i9", brand="acme", extra={"genre": "Comedy", "plot": "x" * 200})
+    slots = id_slots(s, 4096)
+    assert slots == [bucket("user_id", "u1", 4096), bucket("item_id", "i9", 4096), bucket("brand", "acme", 4096),
+                     bucket("extra:genre", "Comedy", 4096)]              # free text (> 64 chars) left out
+    assert bucket("user_id", "u1", 4096) == 3022 and bucket("item_id", "u1", 4096) != 3022   # fixed, salted
+    assert all(1 <= b < 4096 for b in slots)
+    batch = id_tensor([slots, id_slots(Sample("books", "u2", "i1"), 4096)])
+    assert batch.shape == (2, 4) and batch[1, 2:].tolist() == [0, 0]
+
+
+def test_text_only_model_has_no_tables_and_the_modes_place_them(tiny_bert):
+    text = build_model(config(tiny_bert, "none"), ["books"])
+    assert text.id_buckets is None and encode(text, toy_samples(3)).batch([0]).ids is None
+    assert not any("id_embedding" in k for k in text.state_dict())
+    dsn_only = build_model(config(tiny_bert, "dsn"), ["books"])
+    assert dsn_only.general.id_embedding is None and dsn_only.dsns["books"].id_embedding is not None
+    both = build_model(config(tiny_bert, "all"), ["books"])
+    assert "general.id_embedding.table.weight" in both.core_state()
+    with pytest.raises(ValueError, match="ids must be one of none, dsn, all"):
+        ModelConfig(ids="users").validate()
+
+
+def test_a_samples_id_gradient_reaches_only_its_buckets_and_its_own_dsn(tiny_bert):
+    model = build_model(config(tiny_bert, "all"), ["books", "movies"])
+    model.train()
+    samples = [s for s in toy_samples(40) if s.domain == "books"][:6]
+    batch = encode(model, samples).batch(range(len(samples)))
+    ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids), batch.labels).backward()
+    used = set(batch.ids.flatten().tolist()) - {0}
+    for table in (model.general.id_embedding.table, model.dsns["books"].id_embedding.table):
+        touched = set(torch.nonzero(table.weight.grad.abs().sum(dim=1)).flatten().tolist())
+        assert touched and touched <= used
+    other = model.dsns["movies"].id_embedding.table.weight.grad
+    assert other is None or torch.count_nonzero(other) == 0
+
+
+@pytest.fixture(scope="module")
+def id_home(tiny_bert, tmp_path_factory):
+    result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config(tiny_bert, "all"),
+                          dataclasses.replace(FAST, dsn="residual"), progress=False)
+    home = tmp_path_factory.mktemp("ids") / "home"
+    save_trained(result.model, home)
+    return home, result.model
+
+
+def test_tables_live_in_the_core_and_in_each_bundle_and_unseen_ids_stay_zero(id_home):
+    home, trained = id_home
+    assert "general.id_embedding.table.weight" in load_file(str(home / "core" / "core.safetensors"))
+    assert "id_embedding.table.weight" in load_file(str(home / "domains" / "books" / "dsn.safetensors"))
+    seen = {b for s in toy_samples(60) for b in id_slots(s, 4096)}
+    unseen = bucket("user_id", "never-seen-user", 4096)
+    assert unseen not in seen
+    table = trained.general.id_embedding.table.weight
+    assert torch.count_nonzero(table[unseen]) == 0 and torch.count_nonzero(table[sorted(seen)]) > 0
+    model, notes = load_model(home)
+    samples = toy_samples(20, seed=5)
+    np.testing.assert_allclose(predict_samples(model, samples).probs, predict_samples(trained, samples).probs,
+                               rtol=1e-6)
+
+
+def test_unseen_domain_with_unseen_ids_is_answered_zero_shot(id_home):
+    home, _ = id_home
+    model, _ = load_model(home)
+    garden = [Sample("garden", f"stranger{k}", f"plant{k}", title="space robot adventure") for k in range(5)]
+    predictions = predict_samples(model, garden)
+    assert predictions.zero_shot.all() and np.isfinite(predictions.probs).all()
+
+
+def test_domain_add_with_id_tables_leaves_every_other_domain_bit_identical(id_home, tmp_path):
+    import shutil
+
+    home = tmp_path / "home"
+    shutil.copytree(id_home[0], home)
+    samples = toy_samples(60, seed=7)
+
+    def per_domain():
+        model, _ = load_model(home)
+        return {d: predict_samples(model, [s for s in samples if s.domain == d]).probs for d in ("books", "movies")}
+
+    before = per_domain()
+    model, _ = load_model(home)
+    toys = toy_samples(60, seed=3, domains=("toys",))
+    result = train_domain(model, "toys", toys[:40], toys[40:50], toys[50:],
+                          config=TrainConfig(epochs=2, batch_size=16, patience=5), progress=False)
+    assert model.dsns["toys"].id_embedding is not None and result.rows["train"] == 40
+    commit_bundle(home, model, "toys", model.core_fingerprint, result.metrics())
+    assert "id_embedding.table.weight" in load_file(str(home / "domains" / "toys" / "dsn.safetensors"))
+    after = per_domain()
+    for domain in ("books", "movies"):
+        np.testing.assert_array_equal(after[domain], before[domain])

@@ -1,0 +1,80 @@
+"""Learned ID embeddings for ID-aware Uni-CTR (``ModelConfig.ids``): the sample's categorical fields, hashed.
+
+Every sample gives a row of bucket indices: its user, its item, then a bag of
+its other categorical fields (brand and the ``extra`` fields). Each value is
+hashed with its field name (BLAKE2b, stable across processes and machines)
+into ``1 .. buckets - 1``; ``0`` means "no value" and embeds to the zero
+vector. Nothing is fitted: a user or item never seen in training (a new
+domain's items, say) lands in a bucket no training row touched, whose
+embedding is still its initial zero, i.e. "no ID information", unless it
+collides with a trained value (with 16,384 buckets and a few thousand values,
+rarely). The tables belong to the network that reads them: the general
+network's are part of the frozen core, a DSN's part of its bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from unictr_core.schema import Sample
+
+ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
+NO_VALUE = 0
+MAX_VALUE_LENGTH = 64               # longer extra values are free text, not categories: left out
+
+
+def bucket(field: str, value: str, buckets: int) -> int:
+    """The bucket (1 .. buckets - 1) of ``field = value``."""
+    digest = hashlib.blake2b(f"{field}\x1f{value}".encode("utf-8"), digest_size=8).digest()
+    return 1 + int.from_bytes(digest, "little") % (buckets - 1)
+
+
+def id_slots(sample: Sample, buckets: int) -> list[int]:
+    """[user, item, brand and extra fields ...] as bucket indices; absent values are left out of the bag."""
+    slots = [bucket("user_id", sample.user_id, buckets) if sample.user_id else NO_VALUE,
+             bucket("item_id", sample.item_id, buckets) if sample.item_id else NO_VALUE]
+    if sample.brand:
+        slots.append(bucket("brand", sample.brand, buckets))
+    for name in sorted(sample.extra):
+        value = sample.extra[name]
+        if value is not None and 0 < len(str(value)) <= MAX_VALUE_LENGTH:
+            slots.append(bucket(f"extra:{name}", str(value), buckets))
+    return slots
+
+
+def id_tensor(rows: Sequence[Sequence[int]], device: Optional[torch.device] = None) -> torch.Tensor:
+    """The slot rows of a batch as one [B, S] tensor (S >= 3), the bags padded with :data:`NO_VALUE`."""
+    width = max(3, max((len(r) for r in rows), default=0))
+    out = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out if device is None else out.to(device)
+
+
+class IdEmbedding(nn.Module):
+    """One hashed table for every field: [user; item; mean of the bag] -> [B, 3 * dim].
+
+    Rows start at zero (so does the padding row, which never trains): an ID
+    contributes only what training taught its bucket.
+    """
+
+    def __init__(self, buckets: int, dim: int):
+        super().__init__()
+        self.table = nn.Embedding(buckets, dim, padding_idx=NO_VALUE)
+        nn.init.zeros_(self.table.weight)
+        self.out_dim = 3 * dim
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        emb = self.table(ids)                                         # [B, S, dim]
+        bag = ids[:, 2:]
+        count = (bag != NO_VALUE).sum(dim=1, keepdim=True).clamp(min=1).to(emb.dtype)
+        return torch.cat([emb[:, 0], emb[:, 1], emb[:, 2:].sum(dim=1) / count], dim=1)
+
+
+def check_ids(network: str, embedding: Optional[IdEmbedding], ids: Optional[torch.Tensor]) -> None:
+    if embedding is not None and ids is None:
+        raise ValueError(f"this {network} reads ID embeddings (ModelConfig.ids): pass the batch's ids")
