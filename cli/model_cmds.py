@@ -222,7 +222,7 @@ def train(
         home_dir = resolve_home(home)
         templates = templates_for(chosen, home_dir, dataset.template)
         if group.is_main:
-            echo_field_usage(field_usage(templates, train_rows))
+            echo_field_usage(field_usage(templates, [s for s in train_rows if s.domain in chosen]))
         result = train_unictr(train_rows, dataset.valid, model_config, train_config,
                               templates=templates, dist_ctx=group)
         if not group.is_main:
