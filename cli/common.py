@@ -51,3 +51,11 @@ def split_csv(value: Optional[str]) -> Optional[list[str]]:
         return None
     items = [v.strip() for v in value.split(",") if v.strip()]
     return items or None
+
+
+def echo_field_usage(usage) -> None:
+    """Print which sample fields the prompt templates render and which they ignore, per group of domains
+    (``usage``: :func:`unictr_core.prompts.field_usage`)."""
+    for domains, used, ignored in usage:
+        typer.echo(f"prompt fields ({', '.join(domains)}): uses {', '.join(used) or 'none'}; "
+                   f"ignores {', '.join(ignored) or 'none'}")

@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 
 from unictr_cli import model_cmds
-from unictr_cli.common import home_option, resolve_home, user_errors
+from unictr_cli.common import echo_field_usage, home_option, resolve_home, user_errors
 from unictr_core import distributed
+from unictr_core.prompts import TemplateSet, field_usage
 from unictr_core.report import format_table
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
@@ -56,7 +57,8 @@ def add(
                               "by time) or a dataset folder (its train/valid/test rows of NAME)."),
     template: Optional[Path] = typer.Option(None, "--template", help="Prompt template YAML (or a domain definition "
                                             "with 'template:'). Default: the template the registry knows for NAME "
-                                            "(shipped definition or package), else the core's default."),
+                                            "(shipped definition or package), else the template in --data's "
+                                            "dataset.yaml, else the core's default."),
     home: Optional[Path] = home_option(),
     epochs: int = typer.Option(20, min=1, help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(32, min=1),
@@ -99,6 +101,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
     from unictr_core.data_io import validate_domain_name
+    from unictr_core.dataset import dataset_template
     from unictr_core.domain_training import domain_splits, train_domain
     from unictr_core.registry import Registry, RegistryError
 
@@ -116,13 +119,16 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
         if template is not None:
             chosen_template, template_description = _read_template(template, name)
         else:
-            chosen_template = entry.template if entry is not None else None
+            chosen_template = entry.template if entry is not None else dataset_template(data)
             template_description = entry.description if entry is not None else ""
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
         model = load_core(home_dir / CORE_DIR).to(group.device)
     for note in notes:
         echo(note)
     train_rows = subsample(train_rows, max_rows, seed)
+    if group.is_main:
+        echo_field_usage(field_usage(TemplateSet({name: chosen_template} if chosen_template else {},
+                                                 default=model.templates.default), train_rows))
     if entry is not None and entry.has_dsn and entry.compatible and not entry.local:
         secho(f"note: '{name}' is also provided by {entry.source}; the local bundle will take precedence",
               fg=typer.colors.YELLOW, err=True)

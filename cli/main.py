@@ -10,6 +10,7 @@ from unictr_cli.backbones_cmd import backbones
 from unictr_cli.benchmark_cmd import benchmark
 from unictr_cli.data_cmd import data_app
 from unictr_cli.prepare_cmd import prepare_app
+from unictr_cli.prompts_cmd import prompts
 from unictr_cli.serve_cmd import serve
 
 app = typer.Typer(
@@ -24,6 +25,7 @@ app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)
 app.command()(benchmark)
+app.command()(prompts)
 app.command()(backbones)
 app.command()(serve)
 

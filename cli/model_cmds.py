@@ -12,7 +12,8 @@ from typing import Iterator, Optional
 import typer
 from tqdm.auto import tqdm
 
-from unictr_cli.common import USER_ERRORS, fail, home_option, resolve_home, split_csv, user_errors
+from unictr_cli.common import (USER_ERRORS, echo_field_usage, fail, home_option, resolve_home, split_csv,
+                               user_errors)
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.artifact import save_trained
@@ -20,6 +21,7 @@ from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import prediction_records, predict_samples
+from unictr_core.prompts import field_usage
 from unictr_core.registry import load_model, registry_lock, templates_for
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
@@ -228,8 +230,11 @@ def train(
         from unictr_core.training import train_unictr
 
         home_dir = resolve_home(home)
+        templates = templates_for(chosen, home_dir, dataset.template)
+        if group.is_main:
+            echo_field_usage(field_usage(templates, [s for s in train_rows if s.domain in chosen]))
         result = train_unictr(train_rows, dataset.valid, model_config, train_config,
-                              templates=templates_for(chosen, home_dir), dist_ctx=group)
+                              templates=templates, dist_ctx=group)
         if not group.is_main:
             return
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,

@@ -63,7 +63,8 @@ def _print(report: PrepareReport) -> None:
 @user_errors
 def amazon2018(
     raw: Path = typer.Option(DEFAULT_DATA / "amazon2018", "--raw", help="Folder with <Category>_5.json.gz review "
-                             "files and optional meta_<Category>.json.gz metadata files."),
+                             "files (2014 release: reviews_<Category>_5.json.gz) and optional "
+                             "meta_<Category>.json.gz metadata files (JSON lines, or the 2014 Python-literal lines)."),
     out: Path = typer.Option(..., "--out", help="Dataset folder to write (created or replaced)."),
     categories: Optional[List[str]] = typer.Option(None, "--categories", "-c", help="Categories to include, by raw "
                                                    "name (Gift_Cards) or domain name (gift_cards); repeat or "
@@ -76,10 +77,12 @@ def amazon2018(
                                                 "default all_beauty when present."),
     seed: int = typer.Option(0, "--seed", help="Recorded in dataset.yaml."),
 ) -> None:
-    """Amazon Review Data 2018: one domain per category, label = overall > 3.
+    """Amazon Review Data 2018 (or 2014): one domain per category, label = overall > 3.
 
-    Drops duplicate (user, item, time) rows; item text from the metadata file
-    where one exists, else from the asin and the review 'style' attributes.
+    Drops duplicate (user, item, time) rows. Item text comes from the metadata file where one exists
+    (HTML cleaned; a missing or junk title falls back to the description's first sentence, the last
+    category level, then the brand; counts in dataset.yaml) plus the review's 'style' attributes.
+    dataset.yaml carries a prompt template that renders every field (see `unictr prompts`).
     """
     from unictr_core.adapters.amazon2018 import prepare_amazon2018
 

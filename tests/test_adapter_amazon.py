@@ -99,7 +99,7 @@ def test_label_rule_matches_the_raw_rating(sliced):
 def test_histories_hold_only_strictly_earlier_positive_items(sliced):
     _, ds, raw = sliced
     samples = _all(ds)
-    text_of = {(s.domain, s.user_id, s.item_id, s.timestamp): s.title for s in samples}
+    text_of = {(s.domain, s.user_id, s.item_id, s.timestamp): amazon2018.history_text(s) for s in samples}
     positives = defaultdict(list)  # user -> [(time, text)] from the raw rows
     for domain, rows in raw.items():
         for r in rows:
@@ -132,12 +132,15 @@ def test_item_text_from_metadata_or_style(sliced):
     _, ds, _ = sliced
     assert ds.meta["domains_without_metadata"] == ["all_beauty", "fashion"]
     gift = [s for s in _all(ds) if s.domain == "gift_cards"]
-    assert all(s.extra["text_source"] in ("metadata", "asin") for s in gift)
+    assert all("text_source" not in s.extra and "category" not in s.extra for s in _all(ds))
     assert any(s.brand == "Amazon" and "Gift Card" in (s.title or "") for s in gift)
     assert any(s.price and s.price.replace(".", "").isdigit() for s in gift)
+    assert any(s.extra.get("category_path", "").startswith("Gift Cards") for s in gift)
+    sources = ds.meta["categories"]["gift_cards"]["title_source"]
+    assert sum(sources.values()) == len(gift) and sources["title"] > 0
     fashion = [s for s in _all(ds) if s.domain == "fashion"]
-    assert all(s.title.startswith(s.item_id) and s.brand is None for s in fashion)
-    assert any("Size: " in s.title for s in fashion)
+    assert all(s.title is None and s.brand is None for s in fashion)  # no metadata: no title
+    assert any("Size: " in s.extra.get("style", "") for s in fashion)
 
 
 def test_price_bins_fitted_on_train_rows_only(sliced, tmp_path, monkeypatch):
@@ -197,8 +200,8 @@ def test_exact_histories_across_categories_and_train_only_bins(tmp_path):
     u1 = {s.item_id: s for s in [*ds.train, *ds.valid, *ds.test] if s.user_id == "u1"}
     assert u1["G0"].history == []
     assert u1["F1"].history == ["Card 0"]
-    assert u1["G1"].history == ["Card 0", "F1 (Size: L)"]
-    assert u1["G2"].history == ["Card 0", "F1 (Size: L)"]  # G1 was negative; F2 has the same time
+    assert u1["G1"].history == ["Card 0", "F1"]  # no fashion metadata: the asin stands for the item
+    assert u1["G2"].history == ["Card 0", "F1"]  # G1 was negative; F2 has the same time
     # oldest first; the same-time F2 (t=30) and G2 (t=30) are ordered by domain name
     assert u1["F3"].history == ["F2", "Card 2"]
     assert u1["F4"].history == ["F2", "Card 2"]  # F3 (rating 3) is not positive
@@ -208,7 +211,7 @@ def test_exact_histories_across_categories_and_train_only_bins(tmp_path):
     assert edges and max(edges) < 999  # fitted on all rows, half of them at 999 would move the edges
     big = [s for s in ds.test if s.item_id == "GX"]
     assert big and all(s.extra["price_bin"] == f"q{len(edges)}" for s in big)
-    assert all(s.extra["price_bin"] == "unknown" for s in ds.test if s.domain == "fashion")
+    assert all("price_bin" not in s.extra for s in ds.test if s.domain == "fashion")  # no price, no bin
 
 
 def test_categories_filter_and_unknown_category(tmp_path):

@@ -99,6 +99,22 @@ def lora_targets_for(model_type: str, model: torch.nn.Module) -> list[str]:
     )
 
 
+def _tokenizer(directory: Path):
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise BackboneError(f"tokenizer in {directory} has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = "right"
+    return tokenizer
+
+
+def load_tokenizer(reference: str):
+    """The tokenizer of a backbone (set up for padding exactly as :func:`load_backbone` does), without its weights."""
+    return _tokenizer(resolve_directory(reference))
+
+
 def load_backbone(reference: str) -> Backbone:
     directory = resolve_directory(reference)
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
@@ -107,16 +123,10 @@ def load_backbone(reference: str) -> Backbone:
     hf_logging.disable_progress_bar()
     try:
         model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     finally:
         hf_logging.set_verbosity(verbosity)
+    tokenizer = _tokenizer(directory)
     decoder = _is_decoder(config)
-    if tokenizer.pad_token is None:
-        fallback = tokenizer.eos_token or tokenizer.unk_token
-        if fallback is None:
-            raise BackboneError(f"tokenizer in {directory} has no pad, eos or unk token to pad with")
-        tokenizer.pad_token = fallback
-    tokenizer.padding_side = "right"
     text_config = getattr(config, "text_config", None) or config
     logging.getLogger(__name__).debug("loaded backbone %s from %s", reference, directory)
     return Backbone(

@@ -171,7 +171,8 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
                                dsn=options.uni_dsn)
     started = time.perf_counter()
     result = train_unictr(data["train"], data["valid"], model_config, train_config,
-                          templates=templates_for(data["joint"]), progress=progress)
+                          templates=templates_for(data["joint"], default=data["template"]),
+                          progress=progress)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
     predictions = predict_samples(result.model, data["test"], batch_size=train_config.eval_batch_size)
@@ -223,7 +224,7 @@ def prepare_data(dataset_dir: Path, options: BenchmarkOptions) -> tuple[dict, di
     for name, part in (("train", train), ("valid", valid_all), ("test", test_all)):
         check_labels(part, f"{Path(dataset_dir) / (name + '.jsonl')} (after subsampling)")
     data = {
-        "joint": joint, "holdout": holdout, "train": train,
+        "joint": joint, "holdout": holdout, "train": train, "template": dataset.template,
         "valid": _only(valid_all, joint), "test": _only(test_all, joint),
         "holdout_valid": {d: _only(valid_all, [d]) for d in holdout},
         "holdout_test": {d: _only(test_all, [d]) for d in holdout},

@@ -4,7 +4,11 @@ A dataset folder holds ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one
 ``Sample.to_dict()`` per line) and ``dataset.yaml``: name, description, per
 domain and split the row count and positive rate, ``holdout_domains`` (meant
 for zero-shot / ``domain add``, left out of joint training by default),
-provenance and what was fitted on the training split only.
+provenance and what was fitted on the training split only. An optional
+``template`` (a prompt template mapping, see :mod:`unictr_core.prompts`) is the
+dataset's own template: adapters write one that renders every field they
+create; training uses it for every domain the registry has no template for and
+stores it as the core's default template (see :func:`dataset_template`).
 
 ``split_by_time`` and ``split_random`` split per domain.
 ``write_dataset`` writes a folder atomically; ``load_dataset`` reads it back.
@@ -24,6 +28,7 @@ import yaml
 
 from unictr_core.atomic import atomic_directory, atomic_write_text
 from unictr_core.data_io import to_jsonl_text, read_samples, validate_domain_name
+from unictr_core.prompts import PromptTemplate
 from unictr_core.schema import DataError, Sample
 
 SPLITS = ("train", "valid", "test")
@@ -125,6 +130,11 @@ class Dataset:
         return list(self.meta.get("holdout_domains") or [])
 
     @property
+    def template(self) -> Optional[PromptTemplate]:
+        """The dataset's own prompt template (``template`` in dataset.yaml), or ``None``."""
+        return _template_of(self.meta, META_FILE)
+
+    @property
     def joint_domains(self) -> list[str]:
         """Domains meant for joint training (all but the held-out ones)."""
         held = set(self.holdout_domains)
@@ -207,12 +217,25 @@ def write_dataset(directory: PathLike, train: Sequence[Sample], valid: Sequence[
     return target
 
 
-def load_dataset(directory: PathLike) -> Dataset:
-    """Read a dataset folder back (every row validated, labels required)."""
+def _template_of(meta: dict[str, Any], source: str) -> Optional[PromptTemplate]:
+    data = meta.get("template")
+    if data is None:
+        return None
+    try:
+        return PromptTemplate.from_dict(data, source=f"{source}, field 'template'")
+    except ValueError as exc:
+        raise DataError(str(source), None, "template", str(exc)) from None
+
+
+def dataset_template(directory: PathLike) -> Optional[PromptTemplate]:
+    """The prompt template a dataset folder's ``dataset.yaml`` carries (``None``: none, or not a folder)."""
     folder = Path(directory)
-    if not folder.is_dir():
-        raise DataError(str(folder), None, None, "dataset folder not found")
-    meta_path = folder / META_FILE
+    if not (folder / META_FILE).is_file():
+        return None
+    return _template_of(_read_meta(folder / META_FILE), str(folder / META_FILE))
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise DataError(str(meta_path), None, None, f"missing {META_FILE}; is this a dataset folder?")
     try:
@@ -222,6 +245,17 @@ def load_dataset(directory: PathLike) -> Dataset:
         raise DataError(str(meta_path), mark.line + 1 if mark else None, None, f"invalid YAML: {exc}") from None
     if not isinstance(meta, dict):
         raise DataError(str(meta_path), None, None, "expected a mapping at the top level")
+    return meta
+
+
+def load_dataset(directory: PathLike) -> Dataset:
+    """Read a dataset folder back (every row validated, labels required)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise DataError(str(folder), None, None, "dataset folder not found")
+    meta_path = folder / META_FILE
+    meta = _read_meta(meta_path)
+    _template_of(meta, str(meta_path))  # a broken template fails here, before any training
     holdout = meta.get("holdout_domains") or []
     if not isinstance(holdout, list) or not all(isinstance(d, str) for d in holdout):
         raise DataError(str(meta_path), None, "holdout_domains", f"expected a list of domain names, got {holdout!r}")

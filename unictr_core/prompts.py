@@ -17,18 +17,24 @@ YAML form::
       - ", the title is '{title}'"
       - "."
     history_item: "product '{text}'"
+
+The placeholder ``{extras}`` renders every ``extra`` field of the sample that
+no other part names, one short clause each with a readable name, e.g.
+``", the age band is 25-34, the occupation is writer"``. The default template
+ends with it, so a user's own columns are never silently dropped.
 """
 
 from __future__ import annotations
 
+import re
 import string
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import yaml
 
-from unictr_core.schema import Sample
+from unictr_core.schema import CORE_FIELDS, Sample
 
 DEFAULT_PARTS = [
     "{domain_name}:",
@@ -37,9 +43,25 @@ DEFAULT_PARTS = [
     ", the title is '{title}'",
     ", the brand is '{brand}'",
     ", the price is {price}",
+    "{extras}",
     ".",
 ]
 EMPTY_HISTORY = "nothing"
+EXTRAS = "extras"
+#: fields a template computes itself (not read from the sample)
+COMPUTED = ("domain_name", "history", EXTRAS)
+#: longest text of one generic ``{extras}`` clause value
+EXTRA_VALUE_CHARS = 80
+
+
+def readable_name(name: str) -> str:
+    """``"age_band"`` -> ``"age band"``, ``"releaseYear"`` -> ``"release year"``."""
+    text = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", str(name))
+    return " ".join(re.sub(r"[^0-9A-Za-z]+", " ", text).lower().split()) or str(name)
+
+
+def _short(value: str, limit: int = EXTRA_VALUE_CHARS) -> str:
+    return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
 def display_name_of(domain: str) -> str:
@@ -66,6 +88,26 @@ class PromptTemplate:
         if "{text}" not in self.history_item:
             raise ValueError(f"history_item must contain '{{text}}', got {self.history_item!r}")
 
+    @property
+    def named_fields(self) -> list[str]:
+        """The sample fields the parts name (in order, without the computed ones)."""
+        seen = [n for names in self._fields for n in names if n not in COMPUTED]
+        return list(dict.fromkeys(seen))
+
+    @property
+    def renders_extras(self) -> bool:
+        return any(EXTRAS in names for names in self._fields)
+
+    def extras_text(self, sample: Sample) -> str:
+        """The generic clauses for the sample's extra fields no part names (``""`` when none)."""
+        named = set(self.named_fields)
+        clauses = []
+        for name in sorted(sample.extra):
+            value = sample.field_value(name) if name not in named else None
+            if value is not None:
+                clauses.append(f", the {readable_name(name)} is {_short(value)}")
+        return "".join(clauses)
+
     def render(self, sample: Sample, history: Optional[list[str]] = None) -> str:
         """Render ``sample``; ``history`` overrides ``sample.history`` (used to shorten long prompts)."""
         items = sample.history if history is None else history
@@ -73,6 +115,8 @@ class PromptTemplate:
             "domain_name": self.display_name or display_name_of(sample.domain),
             "history": self.history_separator.join(self.history_item.format(text=t) for t in items) or EMPTY_HISTORY,
         }
+        if self.renders_extras:
+            values[EXTRAS] = self.extras_text(sample)
         pieces = []
         for part, names in zip(self.parts, self._fields):
             for name in names:
@@ -129,3 +173,51 @@ class TemplateSet:
 
     def render(self, sample: Sample) -> str:
         return self.for_domain(sample.domain).render(sample)
+
+
+# ----------------------------------------------------------------------------
+# which fields a template uses
+# ----------------------------------------------------------------------------
+
+#: sample fields that are never prompt input (the target)
+NOT_INPUT = ("label",)
+
+
+def present_fields(samples: Iterable[Sample]) -> list[str]:
+    """Input fields that hold a value in at least one of ``samples`` (core fields first, then extras, sorted)."""
+    core, extra = set(), set()
+    for s in samples:
+        for name in ("domain", "user_id", "item_id", "timestamp", "title", "brand", "price"):
+            if s.field_value(name) is not None:
+                core.add(name)
+        if s.history:
+            core.add("history")
+        extra.update(k for k in s.extra if s.field_value(k) is not None)
+    order = ("domain", "user_id", "item_id", "history", "title", "brand", "price", "timestamp")
+    return [n for n in order if n in core] + sorted(extra - set(order))
+
+
+def used_fields(template: PromptTemplate, fields: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split ``fields`` into those ``template`` renders and those it ignores."""
+    named = set(template.named_fields)
+    computed = {n for names in template._fields for n in names if n in COMPUTED}
+    used, ignored = [], []
+    for name in fields:
+        renders = (name in named or (name == "domain" and "domain_name" in computed)
+                   or (name == "history" and "history" in computed)
+                   or (template.renders_extras and name not in CORE_FIELDS))
+        (used if renders else ignored).append(name)
+    return used, ignored
+
+
+def field_usage(templates: TemplateSet, samples: Sequence[Sample]) -> list[tuple[list[str], list[str], list[str]]]:
+    """Per group of domains sharing one template: ``(domains, fields used, fields ignored)``."""
+    by_domain: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_domain.setdefault(s.domain, []).append(s)
+    groups: dict[tuple, list[str]] = {}
+    for domain in sorted(by_domain):
+        template = templates.for_domain(domain)
+        used, ignored = used_fields(template, present_fields(by_domain[domain]))
+        groups.setdefault((id(template), tuple(used), tuple(ignored)), []).append(domain)
+    return [(domains, list(key[1]), list(key[2])) for key, domains in groups.items()]

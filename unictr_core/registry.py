@@ -208,21 +208,25 @@ class Registry:
         return entry
 
 
-def templates_for(domains: Sequence[str], home: Optional[Path] = None) -> TemplateSet:
-    """The template the domain registry knows for each of ``domains``; the default template for the others.
+def templates_for(domains: Sequence[str], home: Optional[Path] = None,
+                  default: Optional[PromptTemplate] = None) -> TemplateSet:
+    """The template the domain registry knows for each of ``domains``; ``default`` for the others.
 
     The one source of templates: training uses it, and prediction reads the same
     entries (a bundle stores the template its DSN was trained with). Without a
-    ``home``, only plugins' and shipped definitions' templates count.
+    ``home``, only plugins' and shipped definitions' templates count. ``default``
+    (a dataset's own template, see :func:`unictr_core.dataset.dataset_template`;
+    else the built-in default) becomes the core's default template, which renders
+    every domain without a template of its own, zero-shot ones included.
     """
     if home is None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as empty:
-            return templates_for(domains, Path(empty))
+            return templates_for(domains, Path(empty), default)
     registry = Registry(home)
     known = {name: entry.template for name, entry in registry.entries.items() if entry.template is not None}
-    return TemplateSet({d: known[d] for d in domains if d in known})
+    return TemplateSet({d: known[d] for d in domains if d in known}, default=default)
 
 
 # --------------------------------------------------------------------------- loading a model

@@ -1,8 +1,13 @@
-"""Amazon Review Data 2018 -> a UniCTR dataset folder.
+"""Amazon Review Data (2018 or 2014 release) -> a UniCTR dataset folder.
 
-Input (``raw_dir``): one gzip JSON-lines review file per category, named
-``<Category>_5.json.gz`` (5-core) or ``<Category>.json.gz``, and optionally a
-metadata file ``meta_<Category>.json.gz`` next to it.
+Input (``raw_dir``): one gzip review file per category, named
+``<Category>_5.json.gz`` (5-core) or ``<Category>.json.gz`` (2018 release) or
+``reviews_<Category>_5.json.gz`` / ``reviews_<Category>.json.gz`` (2014
+release), and optionally a metadata file ``meta_<Category>.json.gz`` next to it.
+Lines are JSON objects; the 2014 metadata lines are Python literals (single
+quotes), read with ``ast.literal_eval`` (never ``eval``). The 2014 metadata
+has ``categories`` (a list of category paths) where the 2018 one has
+``category`` (one path); both are read.
 
 What :func:`prepare_amazon2018` does, in order:
 
@@ -10,32 +15,44 @@ What :func:`prepare_amazon2018` does, in order:
    ``unixReviewTime``, optional ``style``), validating each line;
 2. drops duplicate (user, item, time) rows per category, keeping the first,
    and counts them;
-3. item text: from the metadata (title, brand, price ``"$25.00"`` -> ``"25.00"``)
-   where the category has a metadata file; otherwise the title is built from the
-   asin and the review row's ``style`` attributes, e.g.
-   ``"B000K2PJ4K (Size: Large, Color: Black)"`` (recorded in ``dataset.yaml``);
+3. item text: from the metadata where the category has a metadata file: title,
+   brand, price (``"$25.00"`` -> ``"25.00"``) and ``extra["category_path"]``
+   (``"Gift Cards > Gift Card Accessories"``); every value is cleaned
+   (:mod:`unictr_core.adapters.text`: HTML entities and tags removed,
+   markup-only values dropped, whitespace normalised, length capped). When the
+   title is missing or junk, it falls back, in this order, to the first sentence
+   of ``description``, the last level of the category path, the brand; how many
+   rows used each source is recorded in ``dataset.yaml`` (``title_source``).
+   The review row's ``style`` attributes go to ``extra["style"]``
+   (``"Size: Large, Color: Black"``); without metadata an item has no title (its
+   history text is its asin);
 4. label = ``overall > 3``;
 5. history = the user's last ``history_k`` positively rated items strictly
    earlier in time, across all categories, oldest first;
 6. splits every domain by time (80/10/10 by default);
 7. fits price quartile bins per domain on the TRAIN rows only and stores the bin
-   in ``extra["price_bin"]`` (``"unknown"`` when a row has no price);
-8. writes the folder with :func:`unictr_core.dataset.write_dataset`.
+   in ``extra["price_bin"]`` (absent when a row has no price);
+8. writes the folder with :func:`unictr_core.dataset.write_dataset`, with
+   :data:`TEMPLATE`, a prompt template that renders every field above, in
+   ``dataset.yaml``.
 
 Domain names are the snake_case category (``AMAZON_FASHION`` -> ``fashion``).
 """
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import re
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 from unictr_core.adapters import PrepareReport, build_report, drop_duplicates, snake_case
+from unictr_core.adapters.text import cap, clean_text, first_sentence
 from unictr_core.schema import DataError, Sample
 
 PathLike = Union[str, Path]
@@ -45,8 +62,30 @@ DOMAIN_ALIASES = {"AMAZON_FASHION": "fashion"}
 #: Domain used for zero-shot evaluation when present (excluded from joint training by default).
 DEFAULT_HOLDOUT = ("all_beauty",)
 REVIEW_SUFFIXES = ("_5.json.gz", ".json.gz")
+REVIEW_PREFIX_2014 = "reviews_"
 META_PREFIX = "meta_"
 PRICE_BIN_COUNT = 4
+#: caps (characters) of the item texts; history items are titles, so they stay short
+TITLE_CHARS, BRAND_CHARS, CATEGORY_CHARS, STYLE_CHARS, HISTORY_CHARS = 100, 40, 100, 80, 48
+#: where a title may come from, in order of preference
+TITLE_SOURCES = ("title", "description", "category", "brand")
+#: the dataset's prompt template: every field the baselines see, in words
+TEMPLATE = {
+    "parts": [
+        "{domain_name}:",
+        " The user ID is {user_id}, who clicked {history} recently.",
+        " The ID of the current product is {item_id}",
+        ", the title is '{title}'",
+        ", the brand is '{brand}'",
+        ", the price is {price}$",
+        " (quartile {price_bin})",
+        ", the category is '{category_path}'",
+        ", the style is '{style}'",
+        ".",
+    ],
+    "history_item": "'{text}'",
+    "history_separator": ", ",
+}
 
 PROVENANCE = (
     "Amazon Review Data (2018), Ni, Li and McAuley, EMNLP 2019 (research use); "
@@ -72,6 +111,8 @@ class ItemMeta:
     title: Optional[str]
     brand: Optional[str]
     price: Optional[str]
+    category_path: Optional[str] = None
+    title_source: Optional[str] = None  # one of TITLE_SOURCES, None when no title
 
 
 # ----------------------------------------------------------------------------
@@ -98,14 +139,16 @@ def find_category_files(raw_dir: PathLike, categories: Optional[Sequence[str]] =
         name = path.name
         if name.startswith(META_PREFIX) or not path.is_file():
             continue
+        if name.startswith(REVIEW_PREFIX_2014):  # the 2014 release: reviews_<Category>[_5].json.gz
+            name = name[len(REVIEW_PREFIX_2014):]
         for suffix in REVIEW_SUFFIXES:
-            if name.endswith(suffix):
+            if name.endswith(suffix) and len(name) > len(suffix):
                 category = name[: -len(suffix)]
                 # prefer the 5-core file when both exist
                 found.setdefault(category, path)
                 break
     if not found:
-        raise FileNotFoundError(f"no review files (*_5.json.gz or *.json.gz) in {raw}")
+        raise FileNotFoundError(f"no review files (*_5.json.gz, *.json.gz, reviews_*.json.gz) in {raw}")
     if categories:
         by_domain = {domain_name(c): c for c in found}
         chosen = []
@@ -127,8 +170,23 @@ def find_category_files(raw_dir: PathLike, categories: Optional[Sequence[str]] =
 # readers
 # ----------------------------------------------------------------------------
 
+def parse_line(line: str, path: Path, line_no: int) -> object:
+    """One line as JSON, else (the 2014 metadata) as a Python literal, read safely with ``ast.literal_eval``."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        error = f"invalid JSON ({exc.msg} at column {exc.colno})"
+    if line.lstrip().startswith("{"):
+        try:
+            return ast.literal_eval(line.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+            error += f", and not a Python literal either ({type(exc).__name__})"
+    raise DataError(str(path), line_no, None, error)
+
+
 def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[int, dict]]:
-    """Yield (1-based line number, object) for the non-blank lines of a gzip JSON-lines file."""
+    """Yield (1-based line number, object) for the non-blank lines of a gzip JSON-lines file
+    (or Python-literal lines, as in the 2014 metadata)."""
     count = 0
     line_no = 0
     try:
@@ -138,10 +196,7 @@ def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[in
                     continue
                 if max_rows is not None and count >= max_rows:
                     return
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(str(path), line_no, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                obj = parse_line(line, path, line_no)
                 if not isinstance(obj, dict):
                     raise DataError(str(path), line_no, None, f"expected a JSON object, got {type(obj).__name__}")
                 count += 1
@@ -154,25 +209,17 @@ def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[in
                         f"cannot read as gzip-compressed UTF-8 JSON lines ({type(exc).__name__}: {exc})") from None
 
 
-def _clean(value: object) -> Optional[str]:
-    if not isinstance(value, str):
-        return None
-    text = re.sub(r"<[^>]*>", " ", value)
-    text = " ".join(text.split())
-    return text or None
-
-
 def style_text(style: object) -> str:
     """``{"Size:": " Large", "Color:": " Black"}`` -> ``"Size: Large, Color: Black"``."""
     if not isinstance(style, dict):
         return ""
     parts = []
     for key, value in style.items():
-        k = _clean(str(key).rstrip(":").strip())
-        v = _clean(value if isinstance(value, str) else str(value))
+        k = clean_text(str(key).strip().rstrip(":").strip())
+        v = clean_text(value)
         if k and v:
             parts.append(f"{k}: {v}")
-    return ", ".join(parts)
+    return cap(", ".join(parts), STYLE_CHARS)
 
 
 def read_reviews(path: PathLike, category: str, max_rows: Optional[int] = None) -> list[Review]:
@@ -223,9 +270,40 @@ def parse_price(value: object) -> Optional[str]:
     return low if high is None else f"{low}-{high.replace(',', '')}"
 
 
+def category_levels(obj: dict) -> list[str]:
+    """The cleaned category path of a metadata row: 2018 ``category`` (one path) or 2014 ``categories``
+    (a list of paths; the first is used). Markup-only levels, sentences (some 2018 rows carry product
+    claims in the path) and repeats of the previous level are dropped."""
+    path = obj.get("category")
+    if path is None:
+        paths = obj.get("categories")
+        path = paths[0] if isinstance(paths, list) and paths and isinstance(paths[0], list) else paths
+    if not isinstance(path, list):
+        return []
+    levels: list[str] = []
+    for raw in path:
+        level = clean_text(raw, limit=CATEGORY_CHARS)
+        if level and not level.endswith((".", "…")) and (not levels or levels[-1] != level):
+            levels.append(level)
+    return levels
+
+
+def item_meta(obj: dict) -> ItemMeta:
+    """The cleaned item text of one metadata row, with the title's fallbacks (see the module docstring)."""
+    levels = category_levels(obj)
+    brand = clean_text(obj.get("brand"), BRAND_CHARS)
+    candidates = {"title": clean_text(obj.get("title"), TITLE_CHARS),
+                  "description": first_sentence(obj.get("description"), TITLE_CHARS),
+                  "category": levels[-1] if levels else None,
+                  "brand": brand}
+    source = next((name for name in TITLE_SOURCES if candidates[name]), None)
+    return ItemMeta(candidates[source] if source else None, brand, parse_price(obj.get("price")),
+                    cap(" > ".join(levels), CATEGORY_CHARS) if levels else None, source)
+
+
 def read_metadata(path: PathLike, asins: Optional[set[str]] = None,
                   max_rows: Optional[int] = None) -> dict[str, ItemMeta]:
-    """Title, brand and price per asin (first occurrence wins); only ``asins`` when given."""
+    """Cleaned item text per asin (first occurrence wins); only ``asins`` when given."""
     path = Path(path)
     out: dict[str, ItemMeta] = {}
     for line_no, obj in _json_lines(path, max_rows):
@@ -235,7 +313,7 @@ def read_metadata(path: PathLike, asins: Optional[set[str]] = None,
         asin = asin.strip()
         if (asins is not None and asin not in asins) or asin in out:
             continue
-        out[asin] = ItemMeta(_clean(obj.get("title")), _clean(obj.get("brand")), parse_price(obj.get("price")))
+        out[asin] = item_meta(obj)
     return out
 
 
@@ -271,12 +349,13 @@ def fit_price_bins(train: Sequence[Sample], bins: int = PRICE_BIN_COUNT) -> dict
     return edges
 
 
-def price_bin(sample: Sample, edges: dict[str, list[float]]) -> str:
-    """``"q0"`` .. ``"qN"`` (the number of inner edges below the price), or ``"unknown"``."""
+def price_bin(sample: Sample, edges: dict[str, list[float]]) -> Optional[str]:
+    """``"q0"`` .. ``"qN"`` (the number of inner edges below the price), or ``None`` (no price, or no
+    training prices in the domain)."""
     value = _price_value(sample.price)
     cuts = edges.get(sample.domain)
     if value is None or cuts is None:
-        return "unknown"
+        return None
     return f"q{sum(value >= c for c in cuts)}"
 
 
@@ -287,20 +366,21 @@ def price_bin(sample: Sample, edges: dict[str, list[float]]) -> str:
 def review_to_sample(review: Review, meta: Optional[dict[str, ItemMeta]]) -> Sample:
     """One review row as a sample (history is attached later)."""
     # never put the rating in ``extra``: the label is derived from it
-    extra = {"category": review.category}
+    extra = {}
     if review.style:
         extra["style"] = review.style
-    if meta is not None:
-        item = meta.get(review.asin, ItemMeta(None, None, None))
-        title, brand, price = item.title, item.brand, item.price
-        extra["text_source"] = "metadata" if item.title else "asin"
-    else:
-        title = f"{review.asin} ({review.style})" if review.style else review.asin
-        brand = price = None
-        extra["text_source"] = "review_style"
+    item = (meta or {}).get(review.asin, ItemMeta(None, None, None))
+    title, brand, price = item.title, item.brand, item.price
+    if item.category_path:
+        extra["category_path"] = item.category_path
     return Sample(domain=domain_name(review.category), user_id=review.user_id, item_id=review.asin,
                   label=int(review.rating > 3), timestamp=review.timestamp, title=title, brand=brand,
                   price=price, extra=extra)
+
+
+def history_text(sample: Sample) -> str:
+    """An item's text in later histories: its title (else asin), capped at ``HISTORY_CHARS`` to keep prompts short."""
+    return cap(sample.title or sample.item_id, HISTORY_CHARS)
 
 
 def load_amazon2018(raw_dir: PathLike, categories: Optional[Sequence[str]] = None, history_k: int = 5,
@@ -329,15 +409,18 @@ def load_amazon2018(raw_dir: PathLike, categories: Optional[Sequence[str]] = Non
             "category": category,
             "review_file": review_path.name,
             "metadata_file": meta_path.name if meta_path else None,
-            "item_text": ("metadata title/brand/price" if meta is not None
-                          else "no metadata: title = asin + review 'style' attributes"),
+            "item_text": ("metadata title/brand/price/category path (cleaned) + review 'style'" if meta is not None
+                          else "no metadata: no title (history text = asin); review 'style' attributes"),
             "items_without_metadata": missing,
             "duplicates_dropped": len(dropped),
         }
+        sources = Counter((meta or {}).get(r.asin, ItemMeta(None, None, None)).title_source or "none"
+                          for r in kept)
+        info[domain]["title_source"] = {name: sources.get(name, 0) for name in (*TITLE_SOURCES, "none")}
         samples.extend(review_to_sample(r, meta) for r in kept)
     # stable order: by time, then domain/user/item, so histories and splits are reproducible
     samples.sort(key=lambda s: (s.timestamp, s.domain, s.user_id, s.item_id))
-    attach_histories(samples, k=history_k)
+    attach_histories(samples, k=history_k, text_of=history_text)
     return samples, duplicates, info
 
 
@@ -357,7 +440,9 @@ def prepare_amazon2018(raw_dir: PathLike, out_dir: PathLike, categories: Optiona
     train, valid, test = split_by_time(samples, fractions=fractions)
     edges = fit_price_bins(train)
     for s in (*train, *valid, *test):
-        s.extra["price_bin"] = price_bin(s, edges)
+        band = price_bin(s, edges)
+        if band is not None:
+            s.extra["price_bin"] = band
 
     present = {s.domain for s in samples}
     wanted = DEFAULT_HOLDOUT if holdout_domains is None else tuple(holdout_domains)
@@ -369,9 +454,13 @@ def prepare_amazon2018(raw_dir: PathLike, out_dir: PathLike, categories: Optiona
     notes = [f"duplicate (user, item, time) rows dropped: {duplicates}"]
     if no_meta:
         notes.append(f"no metadata for {', '.join(no_meta)}: item text = asin + review 'style' attributes")
+    for domain, values in sorted(info.items()):
+        if values["metadata_file"] is not None:
+            notes.append(f"{domain} title source (rows): " + ", ".join(f"{k} {v}" for k, v in
+                                                                         values["title_source"].items()))
     meta = {
         "name": "amazon2018",
-        "description": ("Amazon Review Data 2018, one domain per category; label = overall > 3; "
+        "description": ("Amazon Review Data (2018 or 2014 files), one domain per category; label = overall > 3; "
                         f"history = last {history_k} positively rated items strictly earlier, across categories."),
         "holdout_domains": holdout,
         "provenance": PROVENANCE + f" Raw folder: {Path(raw_dir)}.",
@@ -383,6 +472,7 @@ def prepare_amazon2018(raw_dir: PathLike, out_dir: PathLike, categories: Optiona
         "split": {"method": "by time, per domain", "fractions": list(fractions)},
         "max_rows_per_file": max_rows,
         "seed": seed,
+        "template": TEMPLATE,
         "fitted_on_train": {
             "price_bins": {"field": "extra.price_bin",
                            "method": f"{PRICE_BIN_COUNT}-quantile inner edges of train prices, per domain",

@@ -12,8 +12,10 @@ tab-separated with a typed header line such as ``user_id:token``.
   band (``age_under_18``, ``age_18_24``, ... ``age_56_plus``) or occupation;
   domains with fewer than ``min_domain_rows`` rows are merged into ``other``
   (the decision uses row counts only, never labels);
-* title = movie title; ``extra``: year, genres, genre (primary), age, age_band,
-  gender, occupation -- all strings;
+* title = movie title; ``extra``: year, genres, genre (primary), age, age_band
+  (``"25-34"``), gender, occupation -- all strings;
+* ``dataset.yaml`` carries :data:`TEMPLATE`, a prompt template that renders
+  every one of these fields (the same fields the ID baselines get);
 * label = ``rating > 3``;
 * history = titles of the user's last ``history_k`` positively rated movies
   strictly earlier in time, oldest first;
@@ -43,6 +45,23 @@ DEFAULT_HOLDOUT = {"genre": "horror", "age": "age_56_plus", "occupation": "healt
 AGE_BANDS = ((17, "age_under_18"), (24, "age_18_24"), (34, "age_25_34"), (44, "age_35_44"),
              (49, "age_45_49"), (55, "age_50_55"), (None, "age_56_plus"))
 GENDERS = {"M": "male", "F": "female"}
+#: the dataset's prompt template: every field the baselines see, in words
+TEMPLATE = {
+    "parts": [
+        "{domain_name}:",
+        " The user ID is {user_id}",
+        ", a {age}-year-old {gender} {occupation}",
+        " (age band {age_band})",
+        ", who clicked {history} recently.",
+        " The ID of the current movie is {item_id}",
+        ", the title is '{title}'",
+        ", released in {year}",
+        ", genres: {genres}",
+        ".",
+    ],
+    "history_item": "'{text}'",
+    "history_separator": ", ",
+}
 
 FILES = {
     "inter": ("ml-100k.inter", ("user_id", "item_id", "rating", "timestamp")),
@@ -198,6 +217,12 @@ def age_band(age: int) -> str:
     raise AssertionError("unreachable")
 
 
+def age_band_text(age: int) -> str:
+    """The age band in words: ``"under 18"``, ``"25-34"``, ``"56+"``."""
+    name = age_band(age)[len("age_"):]
+    return {"under_18": "under 18", "56_plus": "56+"}.get(name, name.replace("_", "-"))
+
+
 def raw_domain(domain_by: str, movie: Movie, user: User) -> str:
     """The domain of one rating before small domains are merged."""
     if domain_by == "genre":
@@ -249,7 +274,7 @@ def load_movielens(raw_dir: PathLike, domain_by: str = "genre", history_k: int =
     for r, raw_name in zip(kept, raw_of):
         movie, user = movies[r.item_id], users[r.user_id]
         extra = {"year": movie.year, "genres": ", ".join(movie.genres), "genre": movie.genres[0],
-                 "age": str(user.age), "age_band": age_band(user.age),
+                 "age": str(user.age), "age_band": age_band_text(user.age),
                  "gender": GENDERS.get(user.gender.upper(), user.gender), "occupation": user.occupation}
         samples.append(Sample(domain=mapping[raw_name], user_id=r.user_id, item_id=r.item_id,
                               label=int(r.rating > 3), timestamp=r.timestamp, title=movie.title, extra=extra))
@@ -299,6 +324,7 @@ def prepare_movielens(raw_dir: PathLike, out_dir: PathLike, domain_by: str = "ge
         "history_k": history_k,
         "split": {"method": "by time, per domain", "fractions": list(fractions)},
         "max_rows": max_rows,
+        "template": TEMPLATE,
         "fitted_on_train": "nothing is fitted (domain merging uses row counts of all rows, no labels)",
     }
     write_dataset(out_dir, train, valid, test, meta)
