@@ -235,8 +235,8 @@ def train(
 
 def _load_split(data: Path, split: str):
     if data.is_dir():
-        return read_samples(data / f"{split}.jsonl", require_labels=True)
-    return read_samples(data, require_labels=True)
+        return read_samples(data / f"{split}.jsonl", require_labels=True, require_rows=True)
+    return read_samples(data, require_labels=True, require_rows=True)
 
 
 @user_errors
@@ -276,7 +276,7 @@ def predict(
     batch_size: int = typer.Option(64, min=1),
 ) -> None:
     """Click probabilities per sample: the domain's DSN, or the general network (zero-shot) for a domain without one."""
-    samples = read_samples(input)
+    samples = read_samples(input, require_rows=True)
     if domain is not None:
         from unictr_core.data_io import validate_domain_name
 

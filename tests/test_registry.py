@@ -125,9 +125,9 @@ def test_bundle_of_another_core_is_incompatible_and_predicted_zero_shot(homes, t
 def test_corrupted_bundle_is_reported_and_the_others_still_load(home):
     (home / "domains" / "music" / "domain.yaml").write_text("format_version: [unclosed\n")
     registry = Registry(home)
-    music = registry.get("music")  # the shipped definition still serves it, zero-shot
-    assert music.status == "zero-shot" and music.others == ["local (broken)"]
-    assert any("music" in p and "not valid YAML" in p for p in registry.problems)
+    music = registry.get("music")  # listed broken; the shipped definition's template serves it, zero-shot
+    assert music.status == "broken" and music.others == ["shipped definition (zero-shot)"]
+    assert "not valid YAML" in music.problem and music.template.display_name == "Music"
     model, notes = load_model(home)
     assert sorted(model.domains) == ["books", "movies"]
     assert any("music" in n and "YAML" in n for n in notes)

@@ -35,7 +35,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 from unictr_core import plugins
 from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
-                                  read_domain_record, read_manifest, save_domain_bundle)
+                                  read_manifest, save_domain_bundle, verify_domain_bundle)
 from unictr_core.data_io import validate_domain_name
 from unictr_core.prompts import PromptTemplate, TemplateSet
 from unictr_core.schema import DataError
@@ -136,7 +136,7 @@ class Registry:
             chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
             self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
                               for _, e in ranked[1:] if e.problem is not None]
-            if chosen.template is None and chosen.bundle is None:
+            if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
                 chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
             if chosen.description == "":
                 chosen.description = next((e.description for _, e in ranked if e.description), "")
@@ -144,7 +144,8 @@ class Registry:
 
     @staticmethod
     def _rank(entry: DomainEntry) -> tuple[int, int]:
-        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "zero-shot": 2, "broken": 3}[entry.status]
+        # a broken bundle outranks a bare definition: `domain list` must show it broken, not hide it
+        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "broken": 2, "zero-shot": 3}[entry.status]
         return usefulness, 0 if entry.local else 1
 
     def _entry(self, spec: plugins.DomainSpec) -> DomainEntry:
@@ -153,7 +154,10 @@ class Registry:
         entry.distribution = plugins.distribution_of(spec.plugin)
         if spec.bundle is not None:
             entry.bundle = Path(spec.bundle)
-            entry.local = _is_inside(entry.bundle, self.domains_dir)
+            # a bundle is local when it is a folder of the home's domains/ itself: a symbolic link there is
+            # refused (broken), never followed to files outside the home
+            entry.local = entry.bundle.parent == self.domains_dir or (
+                not entry.bundle.is_symlink() and _is_inside(entry.bundle, self.domains_dir))
             self._read_bundle(entry)
         if entry.local:
             entry.source = "local"
@@ -169,7 +173,7 @@ class Registry:
         bundle = entry.bundle
         assert bundle is not None
         try:
-            record = read_domain_record(bundle)
+            record = verify_domain_bundle(bundle)  # SHA-256 and header checked here, before any load
             if record.get("name") != entry.name or bundle.name != entry.name:
                 raise ArtifactError(f"bundle {bundle} names domain '{record.get('name')}' in a folder named "
                                     f"'{bundle.name}', but was registered as '{entry.name}'")
@@ -240,9 +244,9 @@ def load_model(home: Path, domains: Optional[list[str]] = None):
                 load_domain_bundle(model, entry.bundle)  # verifies fingerprint and weights again
                 continue
             except (ArtifactError, ValueError, RuntimeError) as exc:
-                notes.append(f"domain '{name}' ({entry.source}) not loaded: {exc}")
+                notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")
         elif entry.problem is not None:
-            notes.append(f"domain '{name}' ({entry.source}) not loaded: {entry.problem}")
+            notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {entry.problem}")
         elif entry.bundle is not None:
             notes.append(
                 f"domain bundle '{name}' ({entry.source}, {entry.bundle}) was trained against core "
@@ -326,7 +330,10 @@ def remove_domain(home: Path, name: str, lock_timeout: Optional[float] = None) -
             raise RegistryError(f"domain '{name}' has no local bundle in {target} (removed meanwhile?)")
         retired = target.parent / f".{name}.removed-{os.getpid()}"
         os.replace(target, retired)  # out of the registry in one step
-        shutil.rmtree(retired, ignore_errors=True)
+        if retired.is_symlink():
+            retired.unlink()  # a link is removed, never what it points to
+        else:
+            shutil.rmtree(retired, ignore_errors=True)
     return entry
 
 

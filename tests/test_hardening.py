@@ -1,0 +1,263 @@
+"""Never a silent wrong model, inputs that never crash, symlinks refused, hostile plugins contained (issue 15)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import toy_samples
+from test_domain_add import build_home
+from test_plugins import FakeEntryPoint, fake_plugin_module
+from unictr_cli.main import app
+from unictr_core import plugins
+from unictr_core.artifact import file_sha256
+from unictr_core.backbone import BackboneError, load_backbone
+from unictr_core.data_io import read_samples, validate_domain_name, write_samples
+from unictr_core.hookspecs import hookimpl
+from unictr_core.plugins import DomainSpec
+from unictr_core.predict import predict_samples
+from unictr_core.registry import Registry, load_model
+from unictr_core.schema import DataError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built_home(tiny_bert, tmp_path_factory) -> Path:
+    return build_home(tiny_bert, tmp_path_factory.mktemp("hardening") / "home")
+
+
+@pytest.fixture
+def home(built_home, tmp_path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(built_home, copy, symlinks=True)
+    return copy
+
+
+def bundle_of(home: Path, name: str) -> Path:
+    return Registry(home).get(name).bundle
+
+
+def reseal(bundle: Path, weights: bytes) -> None:
+    """Replace the DSN weights and record their SHA-256, as a tamperer who knows the format would."""
+    (bundle / "dsn.safetensors").unlink()
+    (bundle / "dsn.safetensors").write_bytes(weights)
+    record_path = bundle / "domain.yaml"
+    record = yaml.safe_load(record_path.read_text())
+    record["dsn_sha256"] = file_sha256(bundle / "dsn.safetensors")
+    record_path.unlink()
+    record_path.write_text(yaml.safe_dump(record))
+
+
+def assert_broken_and_zero_shot(home: Path, name: str, reason: str) -> None:
+    entry = Registry(home).get(name)
+    assert entry.status == "broken" and reason in entry.problem
+    listing = runner.invoke(app, ["domain", "list", "--home", str(home)])
+    assert listing.exit_code == 0 and listing.exception is None
+    assert any(line.startswith(name) and "broken" in line for line in listing.output.splitlines())
+    model, notes = load_model(home)
+    assert name not in model.dsns and any(name in n and "zero-shot" in n for n in notes)
+    preds = predict_samples(model, toy_samples(6, domains=(name,)))
+    assert preds.zero_shot.all()
+
+
+@pytest.mark.parametrize("weights", [b"not a safetensors file at all", b"\x10\x00\x00\x00\x00\x00\x00\x00{"],
+                         ids=["garbage", "truncated"])
+def test_a_tampered_dsn_with_a_matching_sha_falls_back_to_zero_shot(home, weights):
+    reseal(bundle_of(home, "books"), weights)
+    assert_broken_and_zero_shot(home, "books", "not a valid safetensors file")
+
+
+def test_a_dsn_of_the_wrong_shape_is_never_attached_with_random_weights(home):
+    from safetensors.torch import save_file
+    import torch
+
+    bundle = bundle_of(home, "movies")
+    save_file({"weight": torch.zeros(3)}, str(bundle.parent / "other.safetensors"))
+    reseal(bundle, (bundle.parent / "other.safetensors").read_bytes())
+    (bundle.parent / "other.safetensors").unlink()
+    entry = Registry(home).get("movies")
+    assert entry.status == "ready"  # the file itself is sound; only the model can tell it does not fit
+    model, notes = load_model(home)
+    assert "movies" not in model.dsns and any("movies" in n and "do not fit" in n for n in notes)
+    assert predict_samples(model, toy_samples(4, domains=("movies",))).zero_shot.all()
+
+
+def test_missing_sha_and_wrong_sha_are_broken_not_tracebacks(home):
+    record_path = bundle_of(home, "music") / "domain.yaml"
+    record = yaml.safe_load(record_path.read_text())
+    del record["dsn_sha256"]
+    record_path.unlink()
+    record_path.write_text(yaml.safe_dump(record))
+    assert_broken_and_zero_shot(home, "music", "'dsn_sha256'")
+    weights = bundle_of(home, "books") / "dsn.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.unlink()
+    weights.write_bytes(bytes(data))
+    assert_broken_and_zero_shot(home, "books", "SHA-256")
+
+
+def test_a_pickle_backbone_is_refused_before_anything_is_loaded(tiny_bert, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_bert, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 a pickle payload that must never be unpickled")
+    with pytest.raises(BackboneError, match="safetensors only"):
+        load_backbone(str(folder))
+
+
+def test_a_core_whose_backbone_changed_is_refused_before_loading(home, tiny_bert, tmp_path, monkeypatch):
+    from unictr_core import backbone
+
+    manifest_path = Path(os.path.realpath(home / "core" / "manifest.yaml"))
+    manifest = yaml.safe_load(manifest_path.read_text())
+    manifest["backbone"]["weights_sha256"] = "f" * 64
+    manifest_path.unlink()
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    monkeypatch.setattr(backbone.AutoModel, "from_pretrained", lambda *a, **k: pytest.fail("weights were loaded"))
+    result = runner.invoke(app, ["predict", "--home", str(home), "--input", str(write_rows(tmp_path, [ROW]))])
+    assert result.exit_code == 1 and "exact backbone" in result.output and "Traceback" not in result.output
+
+
+def test_a_symlinked_bundle_is_refused_and_remove_deletes_the_link(home, tmp_path):
+    outside = tmp_path / "outside" / "toys"
+    shutil.copytree(bundle_of(home, "books"), outside)
+    record = yaml.safe_load((outside / "domain.yaml").read_text())
+    record["name"] = "toys"
+    (outside / "domain.yaml").write_text(yaml.safe_dump(record))
+    link = Path(os.path.realpath(home / "domains")) / "toys"
+    link.symlink_to(outside, target_is_directory=True)
+    entry = Registry(home).get("toys")
+    assert entry.source == "local" and entry.status == "broken" and "symbolic link" in entry.problem
+    model, notes = load_model(home)
+    assert "toys" not in model.dsns
+    result = runner.invoke(app, ["domain", "remove", "toys", "--yes", "--home", str(home)])
+    assert result.exit_code == 0, result.output
+    assert Registry(home).get("toys") is None and outside.is_dir()
+    assert not any(p.name.startswith("toys") or ".toys" in p.name for p in (home / "domains").iterdir())
+
+
+# ----------------------------------------------------------------------------- inputs
+ROW = {"domain": "books", "user_id": "u1", "item_id": "i1", "label": 1, "title": "a title"}
+
+
+def write_rows(folder: Path, rows: list, name: str = "rows.jsonl") -> Path:
+    path = folder / name
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("line, field, message", [
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "title": "\\ud800"}', "title", "lone surrogate"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "history": ["ok", "\\udfff x"]}', "history",
+     "lone surrogate"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "price": NaN}', None, "NaN"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "price": -Infinity}', None, "Infinity"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "price": "inf"}', "price", "finite price"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "x": ' + "[" * 100000 + "]" * 100000 + "}", None,
+     "nested too deeply"),
+    ('{"domain": "books", "user_id": "u1", "item_id": "i1", "x": ' + "[" * 40 + "]" * 40 + "}", "x",
+     "nested deeper"),
+])
+def test_hostile_values_give_one_line_errors(tmp_path, line, field, message):
+    path = write_rows(tmp_path, [ROW, line])
+    with pytest.raises(DataError, match=message) as info:
+        read_samples(path)
+    assert info.value.line == 2 and info.value.field == field
+
+
+def test_cli_reports_hostile_rows_and_empty_files_without_traceback(home, tmp_path):
+    bad = write_rows(tmp_path, ['{"domain": "books", "user_id": "u1", "item_id": "i1", "title": "\\ud800"}'])
+    result = runner.invoke(app, ["predict", "--home", str(home), "--input", str(bad)])
+    assert result.exit_code == 1 and "line 1, field 'title'" in result.output and result.exception.__class__ \
+        is SystemExit
+    empty = tmp_path / "empty.csv"
+    empty.write_text("domain,user_id,item_id,label\n")
+    for command in (["evaluate", "--data", str(empty)], ["predict", "--input", str(empty)]):
+        result = runner.invoke(app, [*command, "--home", str(home)])
+        assert result.exit_code == 1 and "no samples" in result.output, result.output
+
+
+def test_domain_names_must_match_in_full(home, tmp_path):
+    with pytest.raises(DataError):
+        validate_domain_name("bg\n")
+    rows = tmp_path / "bg.jsonl"
+    write_samples(rows, toy_samples(20, domains=("bg",)))
+    result = runner.invoke(app, ["domain", "add", "bg\n", "--data", str(rows), "--home", str(home)])
+    assert result.exit_code == 1 and "domain name" in result.output
+    assert not any("\n" in p.name for p in Path(os.path.realpath(home / "domains")).iterdir())
+
+
+# ----------------------------------------------------------------------------- plugins
+def exiting_plugin():
+    raise SystemExit(3)
+
+
+def interrupting_plugin():
+    raise KeyboardInterrupt
+
+
+class RaisingHooks:
+    @hookimpl
+    def register_domains(self, register):
+        raise RuntimeError("hook exploded")
+
+
+class GarbageHooks:
+    @hookimpl
+    def register_backbones(self, register):
+        register("not a spec", 42)
+
+
+@pytest.fixture
+def hostile_plugins(monkeypatch):
+    good = fake_plugin_module("garden_plugin", "garden_tools")
+    eps = [FakeEntryPoint("exiting_plugin", exiting_plugin, "unictr-exit"),
+           FakeEntryPoint("interrupting_plugin", interrupting_plugin, "unictr-interrupt"),
+           FakeEntryPoint("raising_hooks", RaisingHooks, "unictr-raising"),
+           FakeEntryPoint("garbage_hooks", GarbageHooks, "unictr-garbage"),
+           FakeEntryPoint("garden_plugin", lambda: good, "unictr-garden")]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: eps if group == plugins.ENTRY_POINT_GROUP else [])
+    monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV, raising=False)
+    plugins.get_plugin_manager(reload=True)
+    yield
+    monkeypatch.undo()
+    plugins.get_plugin_manager(reload=True)
+
+
+def test_hostile_plugins_are_listed_broken_and_the_others_work(hostile_plugins, tmp_path):
+    result = runner.invoke(app, ["plugins", "--json", "--home", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.stdout)}
+    assert "SystemExit" in rows["exiting_plugin"]["error"]
+    assert "KeyboardInterrupt raised by the plugin itself" in rows["interrupting_plugin"]["error"]
+    assert "register_domains: RuntimeError: hook exploded" in rows["raising_hooks"]["error"]
+    assert "register_backbones must call register(BackboneSpec" in rows["garbage_hooks"]["error"]
+    assert rows["garden_plugin"]["error"] is None
+    assert len([r for r in json.loads(result.stdout) if r["name"] == "raising_hooks"]) == 1
+    listing = runner.invoke(app, ["domain", "list", "--home", str(tmp_path)])
+    assert listing.exit_code == 0 and "garden_tools" in listing.output
+
+
+def test_a_users_ctrl_c_still_interrupts_plugin_loading(monkeypatch):
+    import signal
+
+    def pressed():
+        os.kill(os.getpid(), signal.SIGINT)
+        raise AssertionError("not reached: SIGINT raises KeyboardInterrupt")
+
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint("slow", pressed, "slow")])
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            plugins.get_plugin_manager(reload=True)
+    finally:
+        monkeypatch.undo()
+        plugins.get_plugin_manager(reload=True)
