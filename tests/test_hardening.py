@@ -261,3 +261,70 @@ def test_a_users_ctrl_c_still_interrupts_plugin_loading(monkeypatch):
     finally:
         monkeypatch.undo()
         plugins.get_plugin_manager(reload=True)
+
+
+# ----------------------------------------------------------------------------- reports that cannot mislead
+def test_rela_impr_only_against_a_reference_above_chance():
+    from unictr_core.metrics import rela_impr, rela_impr_note
+
+    assert rela_impr(0.6, 0.55) == pytest.approx(100.0)
+    assert rela_impr(0.45, 0.4) is None and "not above 0.5" in rela_impr_note(0.4)  # was +50.00%
+    assert rela_impr(0.7, 0.5) is None and rela_impr(0.7, None) is None
+
+
+def test_evaluation_table_labels_the_pooled_auc_and_shows_the_mean_of_domains():
+    import numpy as np
+
+    from unictr_core.predict import Predictions
+    from unictr_core.report import evaluation_report, evaluation_table
+    from unictr_core.schema import Sample
+
+    # two domains, each ranked at chance inside, but with different positive rates: pooled AUC looks good
+    samples, probs = [], []
+    for domain, rate, score in (("a", 0.2, 0.1), ("b", 0.8, 0.9)):
+        for i in range(10):
+            samples.append(Sample(domain=domain, user_id="u", item_id=str(i), label=int(i < rate * 10)))
+            probs.append(score)
+    probs = np.array(probs)
+    report = evaluation_report(samples, Predictions(probs, 1 - probs, np.zeros(20, dtype=bool)))
+    assert report["overall_auc"] > 0.75 and report["mean_domain_auc"] == pytest.approx(0.5)
+    table = evaluation_table(report)
+    assert "overall (pooled)" in table and "mean of domains" in table and "RelaImpr n/a for a" in table
+    assert report["domains"]["a"]["rela_impr"] is None and "not above 0.5" in report["domains"]["a"]["rela_impr_note"]
+
+
+def test_domain_add_prints_and_stores_one_line_per_epoch_and_refuses_a_useless_standalone_dsn(home, tmp_path):
+    rows = tmp_path / "toys.jsonl"
+    write_samples(rows, toy_samples(60, seed=5, domains=("toys",)))
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(rows), "--home", str(home), "--epochs", "2",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 0: train loss n/a, valid AUC" in result.output and "epoch 2: train loss " in result.output
+    shown = runner.invoke(app, ["domain", "show", "toys", "--home", str(home)])
+    assert "metric zero_shot_logloss: " in shown.output and "training history (3 epochs" in shown.output
+    as_json = json.loads(runner.invoke(app, ["domain", "show", "toys", "--home", str(home), "--json"]).output)
+    history = as_json["training"]["history"]
+    assert [r["epoch"] for r in history] == [0, 1, 2] and all("valid_logloss" in r for r in history)
+    # a standalone DSN trained with a zero learning rate never moves, so no epoch can beat its start
+    pets = tmp_path / "pets.jsonl"
+    write_samples(pets, toy_samples(60, seed=6, domains=("pets",)))
+    result = runner.invoke(app, ["domain", "add", "pets", "--data", str(pets), "--home", str(home), "--epochs", "1",
+                                 "--standalone", "--lr", "0"])
+    assert result.exit_code == 1 and "never beat its untrained (random) start" in result.output
+    assert Registry(home).get("pets") is None
+
+
+def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
+    from unictr_core.artifact import read_manifest
+
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert,
+                                 "--epochs", "2", "--max-steps", "2", "--tower", "16,8", "--max-length", "64",
+                                 "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "epoch 1: train loss " in result.output and "valid logloss" in result.output
+    manifest = read_manifest(Path(os.path.realpath(home / "core")))
+    assert [r["epoch"] for r in manifest["training"]["history"]] == [1]  # --max-steps 2 ends in epoch 1
+    books = Registry(home).get("books").training["history"][0]
+    assert set(books) == {"epoch", "train_loss", "valid_auc", "valid_logloss", "seconds"}

@@ -30,7 +30,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from unictr_core import __version__
+from unictr_core import __version__, home_store, yaml_io
 from unictr_core.atomic import atomic_directory
 from unictr_core.backbone import BackboneError, load_backbone
 from unictr_core.config import ModelConfig
@@ -73,7 +73,7 @@ def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _read_yaml(path: Path, what: str) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml_io.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ArtifactError(f"{what} not found: {path}") from None
     except yaml.YAMLError as exc:
@@ -93,6 +93,7 @@ def save_core(model: UniCTRModel, core_dir: Path, training: Optional[dict] = Non
     """Write the core (manifest + LoRA and general-network weights); returns its fingerprint."""
     info = model.backbone_info
     with atomic_directory(Path(core_dir)) as staging:
+        home_store.step("write core weights")
         save_file(_contiguous(model.core_state()), str(staging / CORE_WEIGHTS), metadata={"format": "unictr-core"})
         core_sha = file_sha256(staging / CORE_WEIGHTS)
         identity = {
@@ -132,6 +133,7 @@ def save_core(model: UniCTRModel, core_dir: Path, training: Optional[dict] = Non
             "core_sha256": core_sha,
             "training": training or {},
         }
+        home_store.step("write core manifest")
         (staging / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
     return fingerprint
 
@@ -207,6 +209,7 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
                        metrics: Optional[dict] = None, extra: Optional[dict] = None) -> None:
     bundle_dir = Path(bundle_dir)
     with atomic_directory(bundle_dir) as staging:
+        home_store.step(f"write {domain}/{DSN_WEIGHTS}")
         save_file(_contiguous(model.dsns[domain].state_dict()), str(staging / DSN_WEIGHTS),
                   metadata={"format": "unictr-dsn", "domain": domain})
         template = model.templates.templates.get(domain)
@@ -222,6 +225,7 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
             "metrics": metrics or {},
         }
         record.update(extra or {})
+        home_store.step(f"write {domain}/{DOMAIN_FILE}")
         (staging / DOMAIN_FILE).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
 
 
@@ -290,13 +294,22 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
 
 # --------------------------------------------------------------------------- a whole home
 def save_trained(model: UniCTRModel, home: Path, training: Optional[dict] = None,
-                 domain_metrics: Optional[dict] = None) -> str:
-    """Write the core and one bundle per trained domain into ``home``; returns the core fingerprint."""
-    home = Path(home)
-    fingerprint = save_core(model, home / CORE_DIR, training)
-    for domain in model.domains:
-        save_domain_bundle(model, domain, home / DOMAINS_DIR / domain, fingerprint,
-                           (domain_metrics or {}).get(domain))
+                 domain_metrics: Optional[dict] = None, domain_extra: Optional[dict] = None,
+                 notes: Optional[list[str]] = None) -> str:
+    """Write the core and one bundle per trained domain into ``home``; returns the core fingerprint.
+
+    One snapshot switch (:mod:`unictr_core.home_store`): readers see the old core and
+    bundles or the new ones, never a mix; other domains' bundles are kept.
+
+    ``domain_extra`` maps a domain to extra fields of its ``domain.yaml`` (e.g. its training history).
+    """
+    with home_store.transaction(Path(home), notes=notes) as txn:  # all of it becomes current at once, or nothing does
+        txn.remove(CORE_DIR)
+        fingerprint = save_core(model, txn.root / CORE_DIR, training)
+        for domain in model.domains:
+            txn.remove(f"{DOMAINS_DIR}/{domain}")
+            save_domain_bundle(model, domain, txn.root / DOMAINS_DIR / domain, fingerprint,
+                               (domain_metrics or {}).get(domain), (domain_extra or {}).get(domain))
     model.core_fingerprint = fingerprint
     return fingerprint
 
