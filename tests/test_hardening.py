@@ -328,3 +328,16 @@ def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
     assert [r["epoch"] for r in manifest["training"]["history"]] == [1]  # --max-steps 2 ends in epoch 1
     books = Registry(home).get("books").training["history"][0]
     assert set(books) == {"epoch", "train_loss", "valid_auc", "valid_logloss", "seconds"}
+
+
+def test_atomic_directory_restores_a_folder_left_between_its_two_renames(tmp_path):
+    from unictr_core.atomic import atomic_directory
+
+    target = tmp_path / "ds"
+    target.mkdir()
+    (target / "a.txt").write_text("old")
+    os.replace(target, tmp_path / ".ds.old-12345")  # killed right after the first rename
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target):
+            raise RuntimeError("this write fails too")
+    assert (target / "a.txt").read_text() == "old" and not list(tmp_path.glob(".ds.*"))

@@ -16,7 +16,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from test_domain_add import build_home
@@ -35,10 +35,23 @@ SCALARS = (st.none() | st.booleans() | st.integers(min_value=-(10**30), max_valu
 VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(SURROGATE_TEXT, inner,
                                                                                            max_size=4),
                       max_leaves=12)
-ROWS = st.fixed_dictionaries({"domain": st.sampled_from(["books", "music", "toys"]) | VALUES,
-                              "user_id": st.just("u1") | VALUES, "item_id": st.just("i1") | VALUES},
-                             optional={name: VALUES for name in FIELDS if name not in ("domain", "user_id",
-                                                                                       "item_id")})
+TEXT = st.text(max_size=30)
+GOOD = st.fixed_dictionaries(
+    {"domain": st.sampled_from(["books", "music", "toys"]), "user_id": st.just("u1"), "item_id": st.just("i1")},
+    optional={"label": st.sampled_from([0, 1]), "timestamp": st.integers(0, 2**40), "title": TEXT, "brand": TEXT,
+              "price": st.sampled_from(["9.99", 25, 3.5]), "history": st.lists(TEXT, max_size=6),
+              "extra": st.dictionaries(st.text(max_size=5), TEXT, max_size=2), "color": TEXT})
+
+
+@st.composite
+def rows(draw) -> dict:
+    """A valid row with one field (any of them, or a new one) set to any JSON value."""
+    row = draw(GOOD)
+    row[draw(st.sampled_from(FIELDS) | SURROGATE_TEXT)] = draw(VALUES)
+    return row
+
+
+ROWS = rows()
 SETTINGS = dict(deadline=timedelta(seconds=20), suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                        HealthCheck.too_slow])
 BOUND_S = 20.0
@@ -108,6 +121,7 @@ def test_the_whole_predict_path_gives_probabilities_or_a_one_line_error(row, mod
     path = write_line(tmp_path, json.dumps(row))
     started = time.perf_counter()
     result = read_or_error(path)
+    event("one-line error" if isinstance(result, DataError) else "predicted")
     if not isinstance(result, DataError):
         predictions = predict_samples(model, result)
         assert 0.0 <= float(predictions.probs[0]) <= 1.0 and 0.0 <= float(predictions.general_probs[0]) <= 1.0
@@ -147,6 +161,8 @@ def linear_shortening(sample: Sample, model) -> list[int]:
 def test_history_shortening_keeps_the_fewest_drops(history, title, model):
     sample = Sample(domain="books", user_id="u1", item_id="i1", title=title or None, history=history)
     encoded = EncodedSamples([sample], model.templates, model.backbone_info.tokenizer, model.config.max_length)
+    full = len(model.backbone_info.tokenizer(model.templates.render(sample))["input_ids"])
+    event("shortened" if full > model.config.max_length else "fits")
     assert encoded.token_ids[0] == linear_shortening(sample, model)
 
 
