@@ -12,8 +12,8 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import build_home
-from test_plugins import FakeEntryPoint, fake_plugin_module
+from test_domain_add import home, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
+from test_plugins import FakeEntryPoint, fake_plugin_module, installed
 from unictr_cli.main import app
 from unictr_core import plugins
 from unictr_core.artifact import file_sha256
@@ -26,18 +26,6 @@ from unictr_core.registry import Registry, load_model
 from unictr_core.schema import DataError
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def built_home(tiny_bert, tmp_path_factory) -> Path:
-    return build_home(tiny_bert, tmp_path_factory.mktemp("hardening") / "home")
-
-
-@pytest.fixture
-def home(built_home, tmp_path) -> Path:
-    copy = tmp_path / "home"
-    shutil.copytree(built_home, copy, symlinks=True)
-    return copy
 
 
 def bundle_of(home: Path, name: str) -> Path:
@@ -220,17 +208,11 @@ class GarbageHooks:
 @pytest.fixture
 def hostile_plugins(monkeypatch):
     good = fake_plugin_module("garden_plugin", "garden_tools")
-    eps = [FakeEntryPoint("exiting_plugin", exiting_plugin, "unictr-exit"),
-           FakeEntryPoint("interrupting_plugin", interrupting_plugin, "unictr-interrupt"),
-           FakeEntryPoint("raising_hooks", RaisingHooks, "unictr-raising"),
-           FakeEntryPoint("garbage_hooks", GarbageHooks, "unictr-garbage"),
-           FakeEntryPoint("garden_plugin", lambda: good, "unictr-garden")]
-    monkeypatch.setattr(plugins, "entry_points", lambda group: eps if group == plugins.ENTRY_POINT_GROUP else [])
-    monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV, raising=False)
-    plugins.get_plugin_manager(reload=True)
-    yield
-    monkeypatch.undo()
-    plugins.get_plugin_manager(reload=True)
+    yield from installed(monkeypatch, [FakeEntryPoint("exiting_plugin", exiting_plugin, "unictr-exit"),
+                                       FakeEntryPoint("interrupting_plugin", interrupting_plugin, "unictr-interrupt"),
+                                       FakeEntryPoint("raising_hooks", RaisingHooks, "unictr-raising"),
+                                       FakeEntryPoint("garbage_hooks", GarbageHooks, "unictr-garbage"),
+                                       FakeEntryPoint("garden_plugin", lambda: good, "unictr-garden")])
 
 
 def test_hostile_plugins_are_listed_broken_and_the_others_work(hostile_plugins, tmp_path):

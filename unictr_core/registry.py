@@ -82,7 +82,8 @@ class DomainEntry:
             "description": self.description, "status": self.status, "has_dsn": self.has_dsn,
             "compatible": self.compatible, "bundle": None if self.bundle is None else str(self.bundle),
             "core_fingerprint": self.core_fingerprint, "size_bytes": self.size_bytes, "metrics": self.metrics,
-            "created": self.created, "training": self.training, "local": self.local, "problem": self.problem, "others": self.others,
+            "created": self.created, "training": self.training, "local": self.local, "problem": self.problem,
+            "others": self.others,
             "template": None if self.template is None else self.template.to_dict(),
         }
 
