@@ -261,7 +261,7 @@ def show(
         typer.echo(f"{'metric ' + key + ':':24} {value}")
     history = (entry.training or {}).get("history") or []
     if history:
-        typer.echo(f"training history ({len(history)} epochs; best epoch {entry.training.get('best_epoch', '?')}):")
+        typer.echo(f"training history (best epoch {entry.training.get('best_epoch', '?')}):")
         for record in history:
             typer.echo(f"  {epoch_line(record)}")
     for other in entry.others:

@@ -161,6 +161,7 @@ def test_an_earlier_layout_home_is_read_as_is_and_migrated_by_the_first_write(ba
     after = observe(done)
     assert os.readlink(done / "current").startswith("generations/g") and (done / "core").is_symlink()
     assert "toys" in after[1] and not state_token(done).startswith("legacy:")
+    print(f"\ncrash matrix migrate + add: {len(steps)} steps: {steps}")
     for k in range(1, len(steps) + 1):  # the migration, then the add, killed at every step
         home = copy_home(legacy, tmp_path / f"k{k}")
         assert run_killed_at(home, writes["add"], k)

@@ -38,10 +38,11 @@ def _shortened(sample: Sample, templates: TemplateSet, tokenizer, max_length: in
 
     Binary search over how many items to drop (the prompt only gets shorter as items go):
     O(log n) renderings of O(n) each, so O(n log n) for a history of n items, not the
-    O(n^2) of dropping one item at a time. Still too long without any history: truncated.
+    O(n^2) of dropping one item at a time; only the newest ``max_length`` items are candidates at
+    all (each item takes at least one token). Still too long without any history: truncated.
     """
     template = templates.for_domain(sample.domain)
-    history = list(sample.history)
+    history = list(sample.history[-max_length:])
 
     def encoded(dropped: int) -> list[int]:
         return tokenizer(template.render(sample, history=history[dropped:]), add_special_tokens=True)["input_ids"]
@@ -65,7 +66,8 @@ class EncodedSamples:
     def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int):
         self.samples = list(samples)
         self.pad_id = int(tokenizer.pad_token_id)
-        texts = [templates.render(s) for s in self.samples]
+        # a prompt of max_length tokens holds at most max_length history items: older ones cannot survive
+        texts = [templates.for_domain(s.domain).render(s, history=s.history[-max_length:]) for s in self.samples]
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
         for i, sample in enumerate(self.samples):
             if len(ids[i]) > max_length:

@@ -195,6 +195,12 @@ class DomainTrainResult:
 
         (A residual DSN's start is the general network, so best epoch 0 is a sound result for it.)
         """
+        if not self.residual and self.valid_auc is None:
+            raise ValueError(
+                f"the standalone DSN of '{self.name}' could not be validated (validation AUC undefined: "
+                f"{self.rows.get('valid', 0)} validation rows, not both labels), so nothing shows it beat its random "
+                "start; nothing was registered. Use more rows, or the residual DSN (the default, without "
+                "--standalone)")
         if not self.residual and self.best_epoch == 0:
             start = self.history[0]["valid_auc"] if self.history else None
             raise ValueError(
