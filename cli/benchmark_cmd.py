@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from unictr_cli.common import split_csv, user_errors
+from unictr_cli.common import set_threads, split_csv, threads_option, user_errors
 from unictr_core.baselines import BaselineSettings
 from unictr_core.config import ModelConfig, TrainConfig
 
@@ -42,17 +42,13 @@ def benchmark(
     lr: float = typer.Option(1e-3, min=0.0, help="Baseline Adam learning rate."),
     embed_dim: int = typer.Option(16, min=1, help="Baseline embedding size."),
     patience: int = typer.Option(2, min=1, help="Baseline early stopping: epochs without a better validation AUC."),
-    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads (default: torch's choice). On a "
-                                          "shared machine, 1 avoids oversubscription."),
+    threads: Optional[int] = threads_option(),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
 ) -> None:
     """Train the chosen models on the same rows, split and seed; print Table III, the zero-shot table and timings."""
     from unictr_core.benchmark import BenchmarkOptions, format_report, run_benchmark, write_outputs
 
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
 
     options = BenchmarkOptions(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,

@@ -11,11 +11,13 @@ import typer
 
 from unictr_core.artifact import ArtifactError, default_home
 from unictr_core.backbone import BackboneError
+from unictr_core.home_store import HomeStoreError
 from unictr_core.schema import DataError
 
 HOME_HELP = "UniCTR home: holds core/ (the frozen core) and domains/ (domain bundles). Default: $UNICTR_HOME or ./unictr-home."
 
-USER_ERRORS = (DataError, ArtifactError, BackboneError, ValueError, FileNotFoundError, FileExistsError)
+USER_ERRORS = (DataError, ArtifactError, BackboneError, HomeStoreError, ValueError, FileNotFoundError,
+               FileExistsError)
 
 
 def home_option() -> Path:
@@ -44,6 +46,35 @@ def user_errors(func: Callable) -> Callable:
             fail(str(exc))
 
     return wrapper
+
+
+def threads_option():
+    return typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice). On a shared "
+                        "machine, 1 avoids oversubscription.")
+
+
+def set_threads(threads: Optional[int]) -> None:
+    """Apply ``--threads`` (nothing when not given)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def epoch_line(record: dict) -> str:
+    """One line per training epoch: train loss, validation AUC and logloss, time."""
+    def num(key: str) -> str:
+        value = record.get(key)
+        return "n/a" if value is None else f"{value:.4f}"
+
+    return (f"epoch {record['epoch']}: train loss {num('train_loss')}, valid AUC {num('valid_auc')}, "
+            f"valid logloss {num('valid_logloss')}, {record.get('seconds', 0.0):.1f} s")
+
+
+def warn(messages) -> None:
+    """Print each message as a warning line on stderr."""
+    for message in messages:
+        typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
 
 
 def split_csv(value: Optional[str]) -> Optional[list[str]]:

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from tqdm.auto import tqdm
 
 from unictr_cli import model_cmds
-from unictr_cli.common import echo_field_usage, home_option, resolve_home, user_errors
+from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads, threads_option,
+                               user_errors, warn)
 from unictr_core import distributed
 from unictr_core.prompts import TemplateSet, field_usage
 from unictr_core.report import format_table
@@ -81,8 +83,12 @@ def add(
     rdzv_endpoint: Optional[str] = model_cmds.rdzv_endpoint_option(),
     rdzv_id: Optional[str] = model_cmds.rdzv_id_option(),
     dist_timeout: Optional[float] = model_cmds.dist_timeout_option(),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train a DSN for a new domain against the frozen core and register it (atomically).
+
+    A --standalone DSN that never beats its untrained (random) start on validation is not registered
+    (non-zero exit).
 
     With --nproc-per-node N the command relaunches itself under torchrun (as `unictr train` does); only rank 0
     registers the bundle and prints.
@@ -90,6 +96,7 @@ def add(
     launch = model_cmds.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
         model_cmds.relaunch_under_torchrun(ctx, launch)
+    set_threads(threads)
     with model_cmds.process_group(dist_timeout) as group:
         _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
              max_cache_gb, residual, replace, description)
@@ -122,7 +129,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
             chosen_template = entry.template if entry is not None else dataset_template(data)
             template_description = entry.description if entry is not None else ""
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
-        model = load_core(home_dir / CORE_DIR).to(group.device)
+        model = load_core(registry.root / CORE_DIR).to(group.device)
     for note in notes:
         echo(note)
     train_rows = subsample(train_rows, max_rows, seed)
@@ -138,9 +145,11 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
          f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
          f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual)
+                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual,
+                          on_epoch=lambda record: tqdm.write(epoch_line(record)))
     if not group.is_main:
         return
+    result.check_registrable()
     from unictr_core.baselines.floors import floor_scores
 
     floors = floor_scores(train_rows, valid_rows, test_rows)
@@ -148,7 +157,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-                          "config": config.to_dict()}}
+                          "config": config.to_dict(), "history": result.history}}
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
     target = _commit(home_dir, model, name, registry.core_fingerprint, stored, extra, replace)
     test = result.test
@@ -168,7 +177,10 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
 def _commit(home_dir, model, name, fingerprint, metrics, extra, replace):
     from unictr_core.registry import commit_bundle
 
-    return commit_bundle(home_dir, model, name, fingerprint, metrics, extra, replace=replace)
+    notes: list[str] = []
+    target = commit_bundle(home_dir, model, name, fingerprint, metrics, extra, replace=replace, notes=notes)
+    warn(notes)
+    return target
 
 
 @domain_app.command("remove")
@@ -185,7 +197,9 @@ def remove(
     entry = removable_entry(Registry(home_dir), name)
     if not yes:
         typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
-    remove_domain(home_dir, name)
+    notes: list[str] = []
+    remove_domain(home_dir, name, notes=notes)
+    warn(notes)
     typer.echo(f"domain '{name}' removed from {home_dir}")
     after = Registry(home_dir).get(name)
     if after is not None:
@@ -250,13 +264,18 @@ def show(
     for key in ("name", "description", "source", "plugin", "distribution", "status", "compatible", "bundle",
                 "core_fingerprint", "created", "problem"):
         if data[key] not in (None, ""):
-            typer.echo(f"{key + ':':24}{data[key]}")
+            typer.echo(f"{key + ':':24} {data[key]}")
     if entry.bundle is not None:
-        typer.echo(f"{'size:':24}{_human_size(entry.size_bytes)}")
+        typer.echo(f"{'size:':24} {_human_size(entry.size_bytes)}")
     for key, value in entry.metrics.items():
-        typer.echo(f"{'metric ' + key + ':':24}{value}")
+        typer.echo(f"{'metric ' + key + ':':24} {value}")
+    history = (entry.training or {}).get("history") or []
+    if history:
+        typer.echo(f"training history (best epoch {entry.training.get('best_epoch', '?')}):")
+        for record in history:
+            typer.echo(f"  {epoch_line(record)}")
     for other in entry.others:
-        typer.echo(f"{'also from:':24}{other}")
+        typer.echo(f"{'also from:':24} {other}")
     typer.echo("template:")
     if entry.template is None:
         typer.echo("  (the core's default template)")

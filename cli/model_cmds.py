@@ -12,8 +12,8 @@ from typing import Iterator, Optional
 import typer
 from tqdm.auto import tqdm
 
-from unictr_cli.common import (USER_ERRORS, echo_field_usage, fail, home_option, resolve_home, split_csv,
-                               user_errors)
+from unictr_cli.common import (USER_ERRORS, echo_field_usage, epoch_line, fail, home_option, resolve_home,
+                               set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.artifact import save_trained
@@ -22,7 +22,7 @@ from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import prediction_records, predict_samples
 from unictr_core.prompts import field_usage
-from unictr_core.registry import load_model, registry_lock, templates_for
+from unictr_core.registry import load_model, templates_for
 from unictr_core.report import evaluation_report, evaluation_table, format_table, write_json
 
 
@@ -195,6 +195,7 @@ def train(
     rdzv_endpoint: Optional[str] = rdzv_endpoint_option(),
     rdzv_id: Optional[str] = rdzv_id_option(),
     dist_timeout: Optional[float] = dist_timeout_option(),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Train the core (LoRA + general network) and one DSN per domain, jointly; write them to the home.
 
@@ -204,6 +205,7 @@ def train(
     launch = launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
         relaunch_under_torchrun(ctx, launch)
+    set_threads(threads)
     with process_group(dist_timeout) as group:
         with distributed.agreement(group, "reading the dataset"):
             dataset = load_dataset(data)
@@ -234,14 +236,21 @@ def train(
         if group.is_main:
             echo_field_usage(field_usage(templates, [s for s in train_rows if s.domain in chosen]))
         result = train_unictr(train_rows, dataset.valid, model_config, train_config,
-                              templates=templates, dist_ctx=group)
+                              templates=templates, dist_ctx=group,
+                              on_epoch=lambda record: tqdm.write(epoch_line(record)))
         if not group.is_main:
             return
+        history = [{k: v for k, v in r.items() if k != "valid"} for r in result.history]
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
                     "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
-                    "config": train_config.to_dict(), "distributed": result.distributed}
-        with registry_lock(home_dir):  # no `domain add/remove` writes into the home meanwhile
-            fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics)
+                    "config": train_config.to_dict(), "distributed": result.distributed, "history": history}
+        per_domain_history = {d: {"training": {"best_epoch": result.best_epoch, "history": [
+            {"epoch": r["epoch"], "train_loss": r["train_loss"], "valid_auc": r["valid"].get(d, {}).get("auc"),
+             "valid_logloss": r["valid"].get(d, {}).get("logloss"), "seconds": r["seconds"]}
+            for r in result.history]}} for d in chosen}
+        notes: list[str] = []  # one snapshot switch under the home's lock: readers see the old home or the new
+        fingerprint = save_trained(result.model, home_dir, training, result.valid_metrics, per_domain_history, notes)
+        warn(notes)
         rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
         typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
         typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; core {fingerprint[:12]} and "
@@ -250,8 +259,8 @@ def train(
 
 def _load_split(data: Path, split: str):
     if data.is_dir():
-        return read_samples(data / f"{split}.jsonl", require_labels=True)
-    return read_samples(data, require_labels=True)
+        return read_samples(data / f"{split}.jsonl", require_labels=True, require_rows=True)
+    return read_samples(data, require_labels=True, require_rows=True)
 
 
 @user_errors
@@ -263,8 +272,11 @@ def evaluate(
                                   "path of an earlier `unictr evaluate --out` JSON report."),
     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here."),
     batch_size: int = typer.Option(64, min=1),
+    threads: Optional[int] = threads_option(),
 ) -> None:
-    """Per-domain AUC and logloss, overall AUC and RelaImpr; domains without a DSN are scored zero-shot."""
+    """Per-domain AUC and logloss, the mean of the per-domain AUCs, the pooled overall AUC, and RelaImpr (shown
+    only where the reference AUC is above 0.5); domains without a DSN are scored zero-shot."""
+    set_threads(threads)
     samples = _load_split(data, split)
     reference_report = None
     if reference != "general":
@@ -289,9 +301,11 @@ def predict(
     home: Optional[Path] = home_option(),
     out: Optional[Path] = typer.Option(None, help="Write predictions as JSONL here (default: print them)."),
     batch_size: int = typer.Option(64, min=1),
+    threads: Optional[int] = threads_option(),
 ) -> None:
     """Click probabilities per sample: the domain's DSN, or the general network (zero-shot) for a domain without one."""
-    samples = read_samples(input)
+    set_threads(threads)
+    samples = read_samples(input, require_rows=True)
     if domain is not None:
         from unictr_core.data_io import validate_domain_name
 

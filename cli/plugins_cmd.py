@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 
+from unictr_cli.common import home_option, resolve_home
 from unictr_core.report import format_table
 
 
-def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts.")) -> None:
-    """List plugins and the hooks they implement; a plugin that failed to load is shown with its error."""
+def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
+            home: Optional[Path] = home_option()) -> None:
+    """List plugins and the hooks they implement; a plugin that failed to load, or whose hook raised or
+    registered something invalid, is shown BROKEN with its error (the other plugins are unaffected)."""
     from unictr_core.plugins import plugin_rows
 
-    rows = plugin_rows()
+    rows = plugin_rows(resolve_home(home))
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return

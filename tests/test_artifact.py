@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +39,11 @@ def test_save_load_predict_is_identical(trained, tmp_path):
 
 def test_layout_has_no_pickle_and_records_the_backbone(trained, tmp_path):
     fingerprint = save_trained(trained.model, tmp_path)
-    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["core/core.safetensors", "core/manifest.yaml",
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock")
+    assert files == [f"generations/g000001/{f}" for f in ["core/core.safetensors", "core/manifest.yaml",
                      *[f"domains/{d}/{f}" for d in ("books", "movies", "music")
-                       for f in ("domain.yaml", "dsn.safetensors")]]
+                       for f in ("domain.yaml", "dsn.safetensors")]]]
+    assert os.readlink(tmp_path / "current") == "generations/g000001"  # the pointer; core/ and domains/ link to it
     manifest = yaml.safe_load((tmp_path / "core" / "manifest.yaml").read_text())
     assert manifest["fingerprint"] == fingerprint
     assert manifest["backbone"]["weights_sha256"] == trained.model.backbone_info.weights_sha256
@@ -100,6 +103,7 @@ def test_crash_during_write_leaves_the_old_artifact(trained, tmp_path, monkeypat
     after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
     assert after == before
     assert not [p for p in tmp_path.rglob(".*tmp*")], "temporary directories left behind"
+    assert not [p for p in tmp_path.rglob(".staging*")], "staging folders left behind"
 
 
 def test_missing_home_gives_a_clear_error(tmp_path):

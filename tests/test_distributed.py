@@ -283,7 +283,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data):
     loaded, notes = load_home(home)
     assert not notes
     assert sorted(loaded.domains) == sorted(chosen)
-    assert sorted(p.name for p in home.iterdir()) == ["core", "domains"], "rank 0 alone writes, no leftovers"
+    assert sorted(p.name for p in home.iterdir()) == [".lock", "core", "current", "domains", "generations"]
+    assert [p.name for p in (home / "generations").iterdir()] == ["g000001"], "rank 0 alone writes, no leftovers"
     expected = {f"core.{k}": v for k, v in single.model.core_state().items()}
     got = {f"core.{k}": v for k, v in loaded.core_state().items()}
     for domain in chosen:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import types
+from typing import Iterator
 
 import pytest
 from typer.testing import CliRunner
@@ -46,18 +47,22 @@ def raise_on_import():
     raise ImportError("No module named 'missing_dependency'")
 
 
-@pytest.fixture
-def external_plugins(monkeypatch):
-    """A working and a broken external plugin, as if two packages were installed."""
-    good = fake_plugin_module("garden_plugin", "garden_tools")
-    eps = [FakeEntryPoint("broken_plugin", raise_on_import, "unictr-broken"),
-           FakeEntryPoint("garden_plugin", lambda: good, "unictr-garden")]
+def installed(monkeypatch, eps: list) -> Iterator[None]:
+    """The plugin manager as if ``eps`` were the installed entry points (a fixture body)."""
     monkeypatch.setattr(plugins, "entry_points", lambda group: eps if group == plugins.ENTRY_POINT_GROUP else [])
     monkeypatch.delenv(plugins.LOAD_PLUGINS_ENV, raising=False)
     plugins.get_plugin_manager(reload=True)
     yield
     monkeypatch.undo()
     plugins.get_plugin_manager(reload=True)
+
+
+@pytest.fixture
+def external_plugins(monkeypatch):
+    """A working and a broken external plugin, as if two packages were installed."""
+    good = fake_plugin_module("garden_plugin", "garden_tools")
+    yield from installed(monkeypatch, [FakeEntryPoint("broken_plugin", raise_on_import, "unictr-broken"),
+                                       FakeEntryPoint("garden_plugin", lambda: good, "unictr-garden")])
 
 
 def test_plugin_raising_on_import_is_listed_as_broken_and_the_rest_works(external_plugins, tmp_path):

@@ -33,9 +33,17 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 
 @contextlib.contextmanager
 def atomic_directory(target: Path) -> Iterator[Path]:
-    """Yield a temporary directory; on success it replaces ``target``, on error it is removed."""
+    """Yield a temporary directory; on success it replaces ``target``, on error it is removed.
+
+    A previous call killed between its two renames left ``target`` missing and the old folder in
+    ``.<name>.old-<pid>``: the next call puts it back first. (Homes use :mod:`unictr_core.home_store`.)
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():  # killed between the two renames below: the previous folder waits in .old-PID
+        retired = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+        if retired:
+            os.replace(retired[-1], target)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield staging

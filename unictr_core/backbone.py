@@ -13,6 +13,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -115,14 +116,38 @@ def load_tokenizer(reference: str):
     return _tokenizer(resolve_directory(reference))
 
 
-def load_backbone(reference: str) -> Backbone:
+def check_weights(directory: Path, expected_sha256: Optional[str] = None) -> str:
+    """The directory's weights SHA-256, checked before anything is loaded; safetensors weights only.
+
+    A directory whose weights are pickle-based (``.bin``, ``.pt``, ``.pth``) and not
+    safetensors is refused: loading them could run code. With ``expected_sha256``
+    (a core's record), a different SHA-256 is refused too.
+    """
+    if not any(p.is_file() and p.name.endswith(".safetensors") for p in directory.iterdir()):
+        others = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES))
+        found = f" (found {', '.join(others)})" if others else ""
+        raise BackboneError(f"backbone directory {directory} holds no .safetensors weights{found}: UniCTR loads "
+                            "safetensors only, never pickle-based .bin/.pt files; convert the model with "
+                            "`save_pretrained(..., safe_serialization=True)` in a trusted environment")
+    actual = weights_sha256(directory)
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise BackboneError(f"backbone at {directory} has weights SHA-256 {actual[:12]}…, but this core was trained "
+                            f"on {str(expected_sha256)[:12]}…: the core only works with the exact backbone it was "
+                            "trained on (nothing was loaded)")
+    return actual
+
+
+def load_backbone(reference: str, expected_sha256: Optional[str] = None) -> Backbone:
+    """Load a backbone (safetensors weights only); with ``expected_sha256`` its weights are verified first."""
     directory = resolve_directory(reference)
+    sha256 = check_weights(directory, expected_sha256)
     config = AutoConfig.from_pretrained(directory, local_files_only=True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # unused LM-head weights are expected and not worth a warning
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32)
+        model = AutoModel.from_pretrained(directory, local_files_only=True, dtype=torch.float32,
+                                          use_safetensors=True)
     finally:
         hf_logging.set_verbosity(verbosity)
     tokenizer = _tokenizer(directory)
@@ -138,5 +163,5 @@ def load_backbone(reference: str) -> Backbone:
         num_layers=int(text_config.num_hidden_layers),
         hidden_size=int(text_config.hidden_size),
         model_type=str(config.model_type),
-        weights_sha256=weights_sha256(directory),
+        weights_sha256=sha256,
     )

@@ -2,7 +2,8 @@
 
 Prompts are tokenized once. A prompt longer than ``max_length`` first loses its
 oldest history items (the current item, at the end of the prompt, is what must
-survive); only if it is still too long is it truncated. Each batch is padded to
+survive), as few as make it fit (found by binary search: O(n log n) for n items);
+only if it is still too long without any history is it truncated. Each batch is padded to
 its own longest prompt, never to the model maximum.
 """
 
@@ -36,6 +37,35 @@ class Batch:
                      ids)
 
 
+def _shortened(sample: Sample, templates: TemplateSet, tokenizer, max_length: int) -> list[int]:
+    """The token ids of ``sample``'s prompt without its oldest history items, as few dropped as make it fit.
+
+    Binary search over how many items to drop (the prompt only gets shorter as items go):
+    O(log n) renderings of O(n) each, so O(n log n) for a history of n items, not the
+    O(n^2) of dropping one item at a time; only the newest ``max_length`` items are candidates at
+    all (each item takes at least one token). Still too long without any history: truncated.
+    """
+    template = templates.for_domain(sample.domain)
+    history = list(sample.history[-max_length:])
+
+    def encoded(dropped: int) -> list[int]:
+        return tokenizer(template.render(sample, history=history[dropped:]), add_special_tokens=True)["input_ids"]
+
+    fits, ids = len(history), encoded(len(history))
+    if len(ids) > max_length:
+        text = template.render(sample, history=[])
+        return tokenizer(text, add_special_tokens=True, truncation=True, max_length=max_length)["input_ids"]
+    too_long = 0  # the caller found the whole prompt too long
+    while fits - too_long > 1:
+        middle = (too_long + fits) // 2
+        candidate = encoded(middle)
+        if len(candidate) <= max_length:
+            fits, ids = middle, candidate
+        else:
+            too_long = middle
+    return ids
+
+
 class EncodedSamples:
     def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int,
                  id_buckets: Optional[int] = None):
@@ -44,18 +74,12 @@ class EncodedSamples:
         self.id_slots: Optional[list[list[int]]] = (None if id_buckets is None
                                                     else [id_slots(s, id_buckets) for s in self.samples])
         self.pad_id = int(tokenizer.pad_token_id)
-        texts = [templates.render(s) for s in self.samples]
+        # a prompt of max_length tokens holds at most max_length history items: older ones cannot survive
+        texts = [templates.for_domain(s.domain).render(s, history=s.history[-max_length:]) for s in self.samples]
         ids = tokenizer(texts, add_special_tokens=True)["input_ids"] if texts else []
         for i, sample in enumerate(self.samples):
-            history = list(sample.history)
-            text = texts[i]
-            while len(ids[i]) > max_length and history:
-                history.pop(0)
-                text = templates.for_domain(sample.domain).render(sample, history=history)
-                ids[i] = tokenizer(text, add_special_tokens=True)["input_ids"]
             if len(ids[i]) > max_length:
-                ids[i] = tokenizer(text, add_special_tokens=True, truncation=True,
-                                   max_length=max_length)["input_ids"]
+                ids[i] = _shortened(sample, templates, tokenizer, max_length)
         self.token_ids: list[list[int]] = [list(map(int, x)) for x in ids]
 
     def __len__(self) -> int:

@@ -29,6 +29,7 @@ from unictr_core.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 _DOMAIN_RE = re.compile(DOMAIN_PATTERN)
 HISTORY_SEPARATOR = " || "
+MAX_DEPTH = 32  # deepest nesting of lists/objects accepted inside one field
 SUPPORTED_SUFFIXES = (".jsonl", ".csv")
 
 PathLike = Union[str, os.PathLike]
@@ -45,11 +46,52 @@ def _describe(value: Any) -> str:
 
 def validate_domain_name(name: Any, source: str = "<domain>", line: Optional[int] = None) -> str:
     """Return ``name`` when it is a valid domain name, else raise :class:`DataError`."""
-    if not isinstance(name, str) or not _DOMAIN_RE.match(name):
+    if not isinstance(name, str) or not _DOMAIN_RE.fullmatch(name):
         raise DataError(source, line, "domain",
                         f"expected a domain name matching {DOMAIN_PATTERN} "
                         f"(lowercase letters, digits, '_' or '-', at most 64 characters), got {_describe(name)}")
     return name
+
+
+def check_value(value: Any, field: str, source: str, line: Optional[int]) -> None:
+    """Refuse what no field may hold: lone surrogates, NaN/Infinity, nesting deeper than MAX_DEPTH.
+
+    Iterative (no recursion), so a hostile value cannot exhaust the stack.
+    """
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise DataError(source, line, field, f"text holds a lone surrogate {item[exc.start]!r} at "
+                                f"position {exc.start} (not valid Unicode)") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise DataError(source, line, field, f"expected a finite number, got {item!r}")
+        elif isinstance(item, (list, dict)):
+            if depth > MAX_DEPTH:
+                raise DataError(source, line, field, f"value nested deeper than {MAX_DEPTH} levels")
+            children = list(item.items()) if isinstance(item, dict) else item
+            for child in children:
+                if isinstance(item, dict):
+                    stack.append((child[0], depth + 1))
+                    child = child[1]
+                stack.append((child, depth + 1))
+
+
+def _load_json(text: str, source: str, line: Optional[int], field: Optional[str]) -> Any:
+    """``json.loads`` whose every failure (syntax, NaN/Infinity, nesting) is a :class:`DataError`."""
+    def no_constants(name: str) -> Any:
+        raise DataError(source, line, field, f"{name} is not a number JSON allows (expected a finite number)")
+
+    try:
+        return json.loads(text, parse_constant=no_constants)
+    except json.JSONDecodeError as exc:
+        raise DataError(source, line, field, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise DataError(source, line, field, f"JSON nested too deeply (more than {MAX_DEPTH} levels allowed)") \
+            from None
 
 
 def _parse_id(value: Any, field: str, source: str, line: Optional[int]) -> str:
@@ -103,8 +145,17 @@ def _parse_text(value: Any, field: str, source: str, line: Optional[int]) -> Opt
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise DataError(source, line, field, f"expected text, got {_describe(value)}")
+    if field == "price" and _is_non_finite(value):
+        raise DataError(source, line, field, f"expected a finite price, got {_describe(value)}")
     text = str(value)
     return text if text.strip() else None
+
+
+def _is_non_finite(value: Any) -> bool:
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 def _parse_history(value: Any, source: str, line: Optional[int], from_csv: bool) -> list[str]:
@@ -115,11 +166,8 @@ def _parse_history(value: Any, source: str, line: Optional[int], from_csv: bool)
         if not text:
             return []
         if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(source, line, "history",
-                                f"looks like a JSON list but is not valid JSON ({exc.msg})") from None
+            value = _load_json(text, source, line, "history")
+            check_value(value, "history", source, line)
         else:
             return [part.strip() for part in text.split(HISTORY_SEPARATOR.strip()) if part.strip()]
     if not isinstance(value, list):
@@ -139,10 +187,8 @@ def _parse_extra(value: Any, source: str, line: Optional[int], from_csv: bool) -
     if value is None or (from_csv and isinstance(value, str) and not value.strip()):
         return {}
     if from_csv and isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError:
-            raise DataError(source, line, "extra", "expected a JSON object of extra fields") from None
+        value = _load_json(value, source, line, "extra")
+        check_value(value, "extra", source, line)
     if not isinstance(value, dict):
         raise DataError(source, line, "extra", f"expected an object of extra fields, got {_describe(value)}")
     return {str(k): _stringify(v) for k, v in value.items() if v is not None}
@@ -152,6 +198,9 @@ def sample_from_mapping(row: Mapping[str, Any], source: str = "<data>", line: Op
                         require_labels: bool = False, from_csv: bool = False) -> Sample:
     """Validate one record (a JSON object or a CSV row) and build a :class:`Sample`."""
     values = dict(row)
+    for key, value in values.items():
+        check_value(key, str(key).encode("utf-8", "replace").decode(), source, line)
+        check_value(value, str(key).encode("utf-8", "replace").decode(), source, line)
     for name in REQUIRED_FIELDS:
         value = values.get(name)
         if value is None or (from_csv and isinstance(value, str) and not value.strip()):
@@ -212,11 +261,7 @@ def _iter_jsonl(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
                 raise DataError(source, number, None, f"not valid UTF-8 text ({exc.reason})") from None
             if not text.strip():
                 continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise DataError(source, number, None,
-                                f"malformed JSON ({exc.msg} at column {exc.colno})") from None
+            obj = _load_json(text, source, number, None)
             if not isinstance(obj, dict):
                 raise DataError(source, number, None,
                                 f"expected a JSON object per line, got {type(obj).__name__}")
@@ -266,12 +311,16 @@ def iter_samples(path: PathLike, require_labels: bool = False) -> Iterator[Sampl
         yield from _iter_jsonl(p, source, require_labels)
 
 
-def read_samples(path: PathLike, require_labels: bool = False) -> list[Sample]:
+def read_samples(path: PathLike, require_labels: bool = False, require_rows: bool = False) -> list[Sample]:
     """All validated samples of a ``.jsonl`` or ``.csv`` file.
 
-    With ``require_labels=True`` every row must carry a label (training / evaluation data).
+    With ``require_labels=True`` every row must carry a label (training / evaluation data); with
+    ``require_rows=True`` a file without any row (empty, blank lines or a header only) is an error.
     """
-    return list(iter_samples(path, require_labels=require_labels))
+    samples = list(iter_samples(path, require_labels=require_labels))
+    if require_rows and not samples:
+        raise DataError(str(path), None, None, "no samples in the file (empty, blank lines or a CSV header only)")
+    return samples
 
 
 # ----------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import yaml
 
+from unictr_core import yaml_io
+
 from unictr_core.prompts import PromptTemplate
 
 
@@ -38,7 +40,7 @@ def definitions_dir() -> Path:
 
 def read_definition(path: Path) -> DomainDefinition:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml_io.safe_load(Path(path).read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "name" not in data:

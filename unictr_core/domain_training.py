@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -196,6 +196,26 @@ class DomainTrainResult:
     cache_bytes: int
     rows: dict  # train / valid / test row counts
     history: list[dict] = field(default_factory=list)
+    residual: bool = True
+
+    def check_registrable(self) -> None:
+        """ValueError when the DSN must not be registered: a standalone DSN that never beat its random start.
+
+        (A residual DSN's start is the general network, so best epoch 0 is a sound result for it.)
+        """
+        if not self.residual and self.valid_auc is None:
+            raise ValueError(
+                f"the standalone DSN of '{self.name}' could not be validated (validation AUC undefined: "
+                f"{self.rows.get('valid', 0)} validation rows, not both labels), so nothing shows it beat its random "
+                "start; nothing was registered. Use more rows, or the residual DSN (the default, without "
+                "--standalone)")
+        if not self.residual and self.best_epoch == 0:
+            start = self.history[0]["valid_auc"] if self.history else None
+            raise ValueError(
+                f"the standalone DSN of '{self.name}' never beat its untrained (random) start on validation (AUC "
+                f"{'n/a' if start is None else f'{start:.4f}'} at epoch 0, no better epoch in "
+                f"{len(self.history) - 1}); nothing was registered. Use more rows or epochs, or the residual DSN "
+                "(the default, without --standalone), which starts from the general network")
 
     def metrics(self) -> dict:
         """What the bundle stores as its metrics."""
@@ -239,7 +259,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
                  max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
-                 dist_ctx: Optional[DistContext] = None, residual: bool = True) -> DomainTrainResult:
+                 dist_ctx: Optional[DistContext] = None, residual: bool = True,
+                 on_epoch: Optional[Callable[[dict], None]] = None) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
 
     With ``residual`` (the default) the new DSN starts as the general network's
@@ -248,8 +269,13 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     worse on validation than what it started from (best epoch 0 = no correction
     helped).
 
+    A standalone DSN (``residual=False``) starts from random weights: when no epoch
+    beats that start on validation, :meth:`DomainTrainResult.check_registrable` refuses it.
+
     On success the model holds the trained DSN (best validation epoch); on
     failure the new DSN is removed again and the model is as before.
+    ``on_epoch(record)`` is called after every epoch (epoch, train_loss,
+    valid_auc, valid_logloss, seconds), as the history stores it.
 
     Under torchrun (``dist_ctx``, default: the process group of this process) every
     rank holds the training rows' hidden states, computes its shard of each global
@@ -302,13 +328,17 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         steps_per_epoch = math.ceil(len(train_src) / config.batch_size)
         optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)
         tick = eval_tick = time.perf_counter()
-        start_auc = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid), truth[0],
-                              ctx)["auc"]
+        start = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid), truth[0], ctx)
+        start_auc = start["auc"]
         eval_seconds = time.perf_counter() - eval_tick
         best = (-math.inf if start_auc is None else start_auc, 0, trainable_state(model), start_auc)
-        history: list[dict] = [{"epoch": 0, "train_loss": None, "valid_auc": start_auc}]
+        history: list[dict] = [{"epoch": 0, "train_loss": None, "valid_auc": start_auc,
+                                "valid_logloss": start["logloss"], "seconds": round(eval_seconds, 2)}]
+        if on_epoch is not None and ctx.is_main:
+            on_epoch(history[0])
         stale = steps = 0
         for epoch in range(1, config.epochs + 1):
+            epoch_started = time.perf_counter()
             dsn.train()
             losses = []
             bar = tqdm(total=len(train_src), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
@@ -348,7 +378,11 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                             valid_auc="n/a" if valid_auc is None else f"{valid_auc:.4f}")
             bar.close()
             train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the loss")[0] / len(losses)
-            history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc})
+            history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
+                            "valid_logloss": valid_metrics["logloss"],
+                            "seconds": round(time.perf_counter() - epoch_started, 2)})
+            if on_epoch is not None and ctx.is_main:
+                on_epoch(history[-1])
             score = valid_auc if valid_auc is not None else -train_loss
             improved = score > best[0]
             stale = 0 if improved else stale + 1
@@ -370,4 +404,5 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         raise
     return DomainTrainResult(name=name, best_epoch=best[1], valid_auc=best[3], test=test_metrics, seconds=seconds,
                              cache=cache, cache_bytes=cache_bytes,
-                             rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=history)
+                             rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=history,
+                             residual=residual)

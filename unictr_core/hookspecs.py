@@ -34,7 +34,9 @@ def register_domains(register, home):
     Call ``register(spec)`` with a :class:`unictr_core.plugins.DomainSpec`
     (name, prompt template, location of the DSN bundle, the core fingerprint
     it was trained against) for every domain this plugin provides. ``home`` is
-    the UniCTR home in use (a :class:`pathlib.Path`; it may not exist yet).
+    the snapshot of the UniCTR home being read (a :class:`pathlib.Path` holding
+    its ``core/`` and ``domains/``; it may not exist yet): read only below it, so
+    that everything registered comes from one consistent state.
     A package may register several bundles of one domain, one per core it was
     built for; the registry picks the one that fits the current core.
     """

@@ -26,7 +26,20 @@ def logloss(labels: Sequence[int], probs: Sequence[float]) -> Optional[float]:
 
 
 def rela_impr(auc_model: Optional[float], auc_base: Optional[float]) -> Optional[float]:
-    """RelaImpr = ((AUC_model - 0.5) / (AUC_base - 0.5) - 1) * 100 (percent)."""
-    if auc_model is None or auc_base is None or math.isclose(auc_base, 0.5):
+    """RelaImpr = ((AUC_model - 0.5) / (AUC_base - 0.5) - 1) * 100 (percent).
+
+    ``None`` unless the reference AUC is above 0.5: against a reference at or below
+    chance the ratio changes sign or explodes and would mislead (see :func:`rela_impr_note`).
+    """
+    if auc_model is None or rela_impr_note(auc_base) is not None:
         return None
     return ((auc_model - 0.5) / (auc_base - 0.5) - 1.0) * 100.0
+
+
+def rela_impr_note(auc_base: Optional[float]) -> Optional[str]:
+    """Why RelaImpr is not shown against ``auc_base`` (``None`` when it is meaningful)."""
+    if auc_base is None:
+        return "no reference AUC"
+    if auc_base <= 0.5 or math.isclose(auc_base, 0.5):
+        return f"reference AUC {auc_base:.4f} is not above 0.5"
+    return None

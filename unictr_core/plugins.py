@@ -11,12 +11,15 @@ and never takes the others down.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
+import threading
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import pluggy
 
@@ -88,6 +91,62 @@ def _record_broken(name: str, error: str) -> None:
         _broken.append(BrokenPlugin(name, error))
 
 
+class _UserInterrupt:
+    """Tells a Ctrl-C of the user from a KeyboardInterrupt that plugin code raised itself.
+
+    While plugin code runs, SIGINT sets ``pressed`` before raising; a KeyboardInterrupt
+    caught without it came from the plugin and only breaks that plugin.
+    """
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            self.pressed = True
+            raise KeyboardInterrupt
+
+        try:
+            signal.signal(signal.SIGINT, on_sigint)
+        except (ValueError, OSError):  # not allowed here: no way to tell, treat as the user's
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _guarded(name: str, what: str, action: Callable[[], Any]) -> bool:
+    """Run plugin code; any exception (SystemExit too) marks the plugin broken. True when it succeeded.
+
+    Only a KeyboardInterrupt that came from the user (SIGINT) propagates.
+    """
+    interrupt = _UserInterrupt()
+    try:
+        with interrupt.watching():
+            action()
+        return True
+    except KeyboardInterrupt as exc:
+        if interrupt.pressed:
+            raise
+        _record_broken(name, f"{what}KeyboardInterrupt raised by the plugin itself{_detail(exc)}")
+    except BaseException as exc:  # noqa: BLE001 - a plugin must never take the command down
+        _record_broken(name, f"{what}{type(exc).__name__}{_detail(exc)}")
+    return False
+
+
+def _detail(exc: BaseException) -> str:
+    text = str(exc)
+    return f": {text}" if text else ""
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     allowed = _allowed_external()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -96,11 +155,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
         if allowed is not None and ep.name not in allowed and dist_name not in allowed:
             continue
         _dist_of[ep.name] = dist_name
-        try:
-            plugin = ep.load()
-            pm.register(plugin, name=ep.name)
-        except Exception as exc:  # a broken plugin must not take the others down
-            _record_broken(ep.name, f"{type(exc).__name__}: {exc}")
+        _guarded(ep.name, "", lambda ep=ep: pm.register(ep.load(), name=ep.name))
 
 
 def get_plugin_manager(reload: bool = False) -> pluggy.PluginManager:
@@ -113,10 +168,7 @@ def get_plugin_manager(reload: bool = False) -> pluggy.PluginManager:
     pm = pluggy.PluginManager("unictr")
     pm.add_hookspecs(hookspecs)
     for module_name in BUILTIN_PLUGINS:
-        try:
-            pm.register(importlib.import_module(module_name), name=module_name)
-        except Exception as exc:
-            _record_broken(module_name, f"{type(exc).__name__}: {exc}")
+        _guarded(module_name, "", lambda m=module_name: pm.register(importlib.import_module(m), name=m))
     _load_entry_points(pm)
     _pm = pm
     return pm
@@ -145,19 +197,24 @@ def _collect(hook_name: str, **arguments: Any) -> list[tuple[str, tuple]]:
         name = impl.plugin_name
         kwargs = {k: v for k, v in arguments.items() if k in impl.argnames}
         collected: list[tuple[str, tuple]] = []
-        try:
-            impl.function(register=lambda *args, _c=collected, _n=name: _c.append((_n, args)), **kwargs)
-        except Exception as exc:
-            _record_broken(name, f"{hook_name}: {type(exc).__name__}: {exc}")
-            continue  # nothing half-registered from a plugin that failed
-        found.extend(collected)
+
+        def call(impl=impl, name=name, kwargs=kwargs, collected=collected) -> None:
+            impl.function(register=lambda *args: collected.append((name, args)), **kwargs)
+
+        if _guarded(name, f"{hook_name}: ", call):
+            found.extend(collected)  # nothing half-registered from a plugin that failed
     return found
 
 
 def backbones() -> dict[str, BackboneSpec]:
     """Registered backbones by name; on a name clash the first registered (built-in) one wins."""
     out: dict[str, BackboneSpec] = {}
-    for plugin_name, (spec,) in _collect("register_backbones"):
+    for plugin_name, args in _collect("register_backbones"):
+        if len(args) != 1 or not isinstance(args[0], BackboneSpec) or not isinstance(args[0].name, str):
+            _record_broken(plugin_name, "register_backbones must call register(BackboneSpec(...)), "
+                                        f"got register{tuple(type(a).__name__ for a in args)}")
+            continue
+        spec = args[0]
         spec.plugin = plugin_name
         out.setdefault(spec.name, spec)
     return out
@@ -171,7 +228,7 @@ def domain_specs(home: Path) -> list[DomainSpec]:
     """
     out: list[DomainSpec] = []
     for plugin_name, args in _collect("register_domains", home=Path(home)):
-        if len(args) != 1 or not isinstance(args[0], DomainSpec):
+        if len(args) != 1 or not isinstance(args[0], DomainSpec) or not isinstance(args[0].name, str):
             _record_broken(plugin_name, "register_domains must call register(DomainSpec(...)), "
                                         f"got register{tuple(type(a).__name__ for a in args)}")
             continue
@@ -181,15 +238,31 @@ def domain_specs(home: Path) -> list[DomainSpec]:
     return out
 
 
-def plugin_rows() -> list[dict[str, Any]]:
-    """For ``unictr plugins``: every plugin (built-in, external, broken) with the hooks it implements."""
+def plugin_rows(home: Optional[Path] = None) -> list[dict[str, Any]]:
+    """For ``unictr plugins``: every plugin (built-in, external, broken) with the hooks it implements.
+
+    The ``register_*`` hooks are called (domains against ``home``, default an empty
+    folder), so a plugin whose hook raises or registers garbage is listed broken with
+    its error; one row per plugin.
+    """
     pm = get_plugin_manager()
+    backbones()
+    if home is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as empty:
+            domain_specs(Path(empty))
+    else:
+        domain_specs(Path(home))
+    errors: dict[str, list[str]] = {}
+    for broken in _broken:
+        errors.setdefault(broken.name, []).append(broken.error)
     rows = []
     for name, plugin in pm.list_name_plugin():
         hooks = [caller.name for caller in pm.get_hookcallers(plugin) or []]
-        rows.append(_plugin_row(name, hooks, None))
-    for broken in _broken:
-        rows.append(_plugin_row(broken.name, [], broken.error))
+        rows.append(_plugin_row(name, hooks, "; ".join(errors.pop(name, [])) or None))
+    for name, messages in errors.items():
+        rows.append(_plugin_row(name, [], "; ".join(messages)))
     builtin_first = {name: i for i, name in enumerate(BUILTIN_PLUGINS)}
     rows.sort(key=lambda r: (not r["builtin"], builtin_first.get(r["name"], 0), r["name"], r["error"] or ""))
     return rows

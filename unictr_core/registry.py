@@ -14,35 +14,26 @@ picks, per name, the registration that serves best:
 
 Ties go to the local bundle, then to the first registered plugin (built-in first).
 
-Writes (``domain add`` / ``domain remove``) hold an exclusive lock on
-``<home>/domains/.registry.lock``, so two concurrent commands cannot interleave;
-bundles are written into a temporary folder and renamed into place, and removed
-by renaming them out of the registry before deleting, so an interrupted command
-never leaves a half-registered domain.
+Reads resolve the home's current snapshot once (:mod:`unictr_core.home_store`);
+writes (``train``, ``domain add`` / ``remove``) hold the home's lock and build a
+new snapshot that becomes current in one atomic step, so an interrupted command
+never leaves a half-registered domain and a reader never sees a mix.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
-import os
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
-from unictr_core import plugins
-from unictr_core.artifact import (CORE_DIR, CORE_WEIGHTS, DOMAIN_FILE, DOMAINS_DIR, DSN_WEIGHTS, MANIFEST,
-                                  ArtifactError, load_core, load_domain_bundle, read_domain_record, read_manifest,
-                                  save_domain_bundle)
+from unictr_core import home_store, plugins
+from unictr_core.artifact import (CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError, load_core, load_domain_bundle,
+                                  read_manifest, save_domain_bundle, verify_domain_bundle)
 from unictr_core.data_io import validate_domain_name
 from unictr_core.prompts import PromptTemplate, TemplateSet
 from unictr_core.schema import DataError
 
-LOCK_FILE = ".registry.lock"
 LOCAL_PLUGIN = "unictr_plugins.local_domains"
 
 
@@ -67,6 +58,7 @@ class DomainEntry:
     size_bytes: int = 0
     metrics: dict = field(default_factory=dict)
     created: Optional[str] = None
+    training: dict = field(default_factory=dict)  # how the DSN was trained, with its per-epoch history
     problem: Optional[str] = None
     others: list[str] = field(default_factory=list)  # other registrations of this name, not chosen
 
@@ -90,14 +82,15 @@ class DomainEntry:
             "description": self.description, "status": self.status, "has_dsn": self.has_dsn,
             "compatible": self.compatible, "bundle": None if self.bundle is None else str(self.bundle),
             "core_fingerprint": self.core_fingerprint, "size_bytes": self.size_bytes, "metrics": self.metrics,
-            "created": self.created, "local": self.local, "problem": self.problem, "others": self.others,
+            "created": self.created, "training": self.training, "local": self.local, "problem": self.problem,
+            "others": self.others,
             "template": None if self.template is None else self.template.to_dict(),
         }
 
 
 def core_fingerprint_of(home: Path) -> Optional[str]:
-    """The fingerprint of the home's core, or ``None`` when it has none."""
-    core = Path(home) / CORE_DIR
+    """The fingerprint of the core in ``home`` (a home or a snapshot folder), or ``None`` when it has none."""
+    core = home_store.snapshot(Path(home)) / CORE_DIR
     if not (core / MANIFEST).exists():
         return None
     return str(read_manifest(core)["fingerprint"])
@@ -120,11 +113,12 @@ class Registry:
 
     def __init__(self, home: Path):
         self.home = Path(home)
-        self.domains_dir = self.home / DOMAINS_DIR
-        self.core_fingerprint = core_fingerprint_of(self.home)
+        self.root = home_store.snapshot(self.home)  # resolved once: everything below reads this snapshot
+        self.domains_dir = self.root / DOMAINS_DIR
+        self.core_fingerprint = core_fingerprint_of(self.root)
         self.problems: list[str] = []
         candidates: dict[str, list[DomainEntry]] = {}
-        for spec in plugins.domain_specs(self.home):
+        for spec in plugins.domain_specs(self.root):
             try:
                 validate_domain_name(spec.name, f"plugin '{spec.plugin}'")
             except DataError as exc:
@@ -138,7 +132,7 @@ class Registry:
             chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
             self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
                               for _, e in ranked[1:] if e.problem is not None]
-            if chosen.template is None and chosen.bundle is None:
+            if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
                 chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
             if chosen.description == "":
                 chosen.description = next((e.description for _, e in ranked if e.description), "")
@@ -146,7 +140,8 @@ class Registry:
 
     @staticmethod
     def _rank(entry: DomainEntry) -> tuple[int, int]:
-        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "zero-shot": 2, "broken": 3}[entry.status]
+        # a broken bundle outranks a bare definition: `domain list` must show it broken, not hide it
+        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "broken": 2, "zero-shot": 3}[entry.status]
         return usefulness, 0 if entry.local else 1
 
     def _entry(self, spec: plugins.DomainSpec) -> DomainEntry:
@@ -155,7 +150,10 @@ class Registry:
         entry.distribution = plugins.distribution_of(spec.plugin)
         if spec.bundle is not None:
             entry.bundle = Path(spec.bundle)
-            entry.local = _is_inside(entry.bundle, self.domains_dir)
+            # a bundle is local when it is a folder of the home's domains/ itself: a symbolic link there is
+            # refused (broken), never followed to files outside the home
+            entry.local = entry.bundle.parent == self.domains_dir or (
+                not entry.bundle.is_symlink() and _is_inside(entry.bundle, self.domains_dir))
             self._read_bundle(entry)
         if entry.local:
             entry.source = "local"
@@ -171,7 +169,7 @@ class Registry:
         bundle = entry.bundle
         assert bundle is not None
         try:
-            record = read_domain_record(bundle)
+            record = verify_domain_bundle(bundle)  # SHA-256 and header checked here, before any load
             if record.get("name") != entry.name or bundle.name != entry.name:
                 raise ArtifactError(f"bundle {bundle} names domain '{record.get('name')}' in a folder named "
                                     f"'{bundle.name}', but was registered as '{entry.name}'")
@@ -181,6 +179,7 @@ class Registry:
             entry.core_fingerprint = record.get("core_fingerprint")
             entry.metrics = dict(record.get("metrics") or {})
             entry.created = record.get("created")
+            entry.training = dict(record.get("training") or {}) if isinstance(record.get("training"), dict) else {}
             entry.description = entry.description or str(record.get("description") or "")
             entry.template = (PromptTemplate.from_dict(record["template"], source=str(bundle))
                               if record.get("template") else None)
@@ -206,6 +205,14 @@ class Registry:
             known = ", ".join(self.entries) or "none"
             raise RegistryError(f"unknown domain '{name}' (known: {known})")
         return entry
+
+
+def state_token(home: Path) -> str:
+    """Changes whenever train / domain add / replace / remove has committed; cheap (reads no weights).
+
+    A server reloads its model when it changes (see :func:`unictr_core.home_store.state_token`).
+    """
+    return home_store.state_token(Path(home))
 
 
 def templates_for(domains: Sequence[str], home: Optional[Path] = None,
@@ -240,10 +247,10 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
     ``registry``: the snapshot to resolve domains with (default: a new one).
     """
     home = Path(home)
-    if not (home / CORE_DIR / MANIFEST).exists():
-        raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
     registry = Registry(home) if registry is None else registry
-    model = load_core(home / CORE_DIR) if core is None else core
+    if not (registry.root / CORE_DIR / MANIFEST).exists():
+        raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
+    model = load_core(registry.root / CORE_DIR) if core is None else core
     notes = list(registry.problems)
     for name, entry in registry.entries.items():
         if domains is not None and name not in domains:
@@ -253,9 +260,9 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
                 load_domain_bundle(model, entry.bundle)  # verifies fingerprint and weights again
                 continue
             except (ArtifactError, ValueError, RuntimeError) as exc:
-                notes.append(f"domain '{name}' ({entry.source}) not loaded: {exc}")
+                notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")
         elif entry.problem is not None:
-            notes.append(f"domain '{name}' ({entry.source}) not loaded: {entry.problem}")
+            notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {entry.problem}")
         elif entry.bundle is not None:
             notes.append(
                 f"domain bundle '{name}' ({entry.source}, {entry.bundle}) was trained against core "
@@ -266,113 +273,60 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
     return model, notes
 
 
-# --------------------------------------------------------------------------- watching
-def _stat_key(path: Path) -> str:
-    try:
-        st = path.stat()
-    except OSError:
-        return f"{path.name}:-"
-    return f"{path.name}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-
-
-def state_token(home: Path) -> str:
-    """A short string that changes whenever a `train`, `domain add`, replace or remove has committed to ``home``.
-
-    Cheap (a few ``stat`` calls, no weight reads), so a server can poll it. Over today's layout it hashes
-    the core manifest's and weights' identity (inode, size, mtime: every write renames a new folder into
-    place, so they change) and, for every committed bundle folder in ``<home>/domains`` (temporary
-    ``.``-folders of writes in progress are skipped), its name and its files' identities. Domains of
-    installed packages are not watched (they change with ``pip install``, not with a commit).
-    """
-    home = Path(home)
-    parts = [_stat_key(home / CORE_DIR / MANIFEST), _stat_key(home / CORE_DIR / CORE_WEIGHTS)]
-    domains_dir = home / DOMAINS_DIR
-    try:
-        bundles = sorted((e for e in os.scandir(domains_dir) if e.is_dir() and not e.name.startswith(".")),
-                         key=lambda e: e.name)
-    except OSError:
-        bundles = []
-    for bundle in bundles:
-        folder = Path(bundle.path)
-        parts.append(f"{bundle.name}/{_stat_key(folder / DOMAIN_FILE)}/{_stat_key(folder / DSN_WEIGHTS)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
-
-
 # --------------------------------------------------------------------------- writing
-LOCK_TIMEOUT_S = 30.0
-
-
-@contextlib.contextmanager
-def registry_lock(home: Path, timeout: Optional[float] = None) -> Iterator[Path]:
-    """Exclusive lock on the home's registry; waits up to ``timeout`` (default LOCK_TIMEOUT_S) s for another writer.
-
-    Every writer of a home takes it: `unictr train` (core + bundles), `domain add` and `domain remove`.
-    """
-    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
-    domains_dir = Path(home) / DOMAINS_DIR
-    domains_dir.mkdir(parents=True, exist_ok=True)
-    path = domains_dir / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                if time.monotonic() >= deadline:
-                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-                    raise RegistryError(f"the domain registry {domains_dir} is locked by another writer (`unictr "
-                                        f"train` or `domain add/remove`, {holder}); try again when it has "
-                                        "finished") from None
-                time.sleep(0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
-        yield path
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
-def _remove_stale_staging(domains_dir: Path, name: str) -> None:
-    """Leftovers of an interrupted write of ``name`` (only called while holding the lock)."""
-    for pattern in (f".{name}.tmp-*", f".{name}.old-*", f".{name}.removed-*"):
-        for stale in domains_dir.glob(pattern):
-            shutil.rmtree(stale, ignore_errors=True)
+def registry_lock(home: Path, timeout: Optional[float] = None):
+    """Exclusive lock on the home's writes (see :func:`unictr_core.home_store.lock`)."""
+    return home_store.lock(home, timeout)
 
 
 def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: Optional[dict] = None,
-                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: Optional[float] = None) -> Path:
-    """Write ``model``'s DSN for ``name`` into the home's registry, atomically and under the lock."""
+                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: Optional[float] = None,
+                  notes: Optional[list[str]] = None) -> Path:
+    """Write ``model``'s DSN for ``name`` into the home: one snapshot switch, under the lock.
+
+    ``notes`` receives what the write had to clean up first (an interrupted write, a migration).
+    """
     validate_domain_name(name, "domain name")
     home = Path(home)
-    target = home / DOMAINS_DIR / name
-    with registry_lock(home, lock_timeout):
-        current = core_fingerprint_of(home)
+    with _writing(home, lock_timeout, notes) as txn:
+        current = core_fingerprint_of(txn.base)
         if current != core_fingerprint:
             raise RegistryError(f"the core in {home} changed while '{name}' was trained "
                                 f"({core_fingerprint[:12]}… -> {str(current)[:12]}…); nothing was written")
-        if target.exists() and not replace:
-            raise RegistryError(f"domain '{name}' already has a local bundle in {target}; "
-                                "use --replace to overwrite it")
-        _remove_stale_staging(target.parent, name)
-        save_domain_bundle(model, name, target, core_fingerprint, metrics, extra)
-    return target
+        relative = f"{DOMAINS_DIR}/{name}"
+        if (txn.root / relative).exists() or (txn.root / relative).is_symlink():
+            if not replace:
+                raise RegistryError(f"domain '{name}' already has a local bundle in {home / relative}; "
+                                    "use --replace to overwrite it")
+            txn.remove(relative)
+        save_domain_bundle(model, name, txn.root / relative, core_fingerprint, metrics, extra)
+    return home / DOMAINS_DIR / name
 
 
-def remove_domain(home: Path, name: str, lock_timeout: Optional[float] = None) -> DomainEntry:
-    """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions)."""
+def remove_domain(home: Path, name: str, lock_timeout: Optional[float] = None,
+                  notes: Optional[list[str]] = None) -> DomainEntry:
+    """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions).
+
+    A bundle that is a symbolic link is unregistered by deleting the link, never what it points to.
+    """
     home = Path(home)
     entry = removable_entry(Registry(home), name)
-    target = home / DOMAINS_DIR / name
-    with registry_lock(home, lock_timeout):
-        if not target.is_dir():
-            raise RegistryError(f"domain '{name}' has no local bundle in {target} (removed meanwhile?)")
-        retired = target.parent / f".{name}.removed-{os.getpid()}"
-        os.replace(target, retired)  # out of the registry in one step
-        shutil.rmtree(retired, ignore_errors=True)
+    with _writing(home, lock_timeout, notes) as txn:
+        relative = f"{DOMAINS_DIR}/{name}"
+        if not ((txn.root / relative).is_dir() or (txn.root / relative).is_symlink()):
+            raise RegistryError(f"domain '{name}' has no local bundle in {home / relative} (removed meanwhile?)")
+        txn.remove(relative)
     return entry
+
+
+@contextlib.contextmanager
+def _writing(home: Path, lock_timeout: Optional[float],
+             notes: Optional[list[str]]) -> Iterator[home_store.Transaction]:
+    try:
+        with home_store.transaction(home, lock_timeout, notes) as txn:
+            yield txn
+    except home_store.HomeStoreError as exc:
+        raise RegistryError(str(exc)) from None
 
 
 def removable_entry(registry: Registry, name: str) -> DomainEntry:

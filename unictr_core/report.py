@@ -32,6 +32,11 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+POOLED_NOTE = ("overall_auc / overall_logloss pool the rows of every domain into one ranking; with different positive "
+               "rates per domain it can be far from every per-domain AUC. mean_domain_auc is the mean of the "
+               "per-domain AUCs.")
+
+
 def evaluation_report(samples: Sequence[Sample], predictions: Predictions, reference: str = "general",
                       reference_report: Optional[dict] = None) -> dict[str, Any]:
     """Per-domain AUC/logloss, overall AUC, and RelaImpr against a named reference.
@@ -49,12 +54,15 @@ def evaluation_report(samples: Sequence[Sample], predictions: Predictions, refer
             base = (reference_report.get("domains", {}).get(domain) or {}).get("auc")
         m["reference_auc"] = base
         m["rela_impr"] = metrics.rela_impr(m["auc"], base)
+        m["rela_impr_note"] = None if m["auc"] is None else metrics.rela_impr_note(base)
     return {
         "reference": reference,
         "rows": len(samples),
         "overall_auc": metrics.auc(labels, predictions.probs),
         "overall_logloss": metrics.logloss(labels, predictions.probs),
+        "overall_note": POOLED_NOTE,
         "mean_domain_auc": mean_auc(per_domain, include_zero_shot=True),
+        "mean_domain_logloss": mean_auc(per_domain, key="logloss", include_zero_shot=True),
         "domains": per_domain,
     }
 
@@ -62,11 +70,19 @@ def evaluation_report(samples: Sequence[Sample], predictions: Predictions, refer
 def evaluation_table(report: dict[str, Any]) -> str:
     rows = []
     for domain, m in report["domains"].items():
+        rela = f"{m['rela_impr']:+.2f}%" if m["rela_impr"] is not None else (
+            "n/a" if m.get("rela_impr_note") else None)
         rows.append([domain, m["rows"], "general (zero-shot)" if m["zero_shot"] else "DSN", m["auc"], m["logloss"],
-                     m["reference_auc"], None if m["rela_impr"] is None else f"{m['rela_impr']:+.2f}%"])
-    rows.append(["overall", report["rows"], "", report["overall_auc"], report["overall_logloss"], None, None])
+                     m["reference_auc"], rela])
+    rows.append(["mean of domains", len(report["domains"]), "", report.get("mean_domain_auc"),
+                 report.get("mean_domain_logloss"), None, None])
+    rows.append(["overall (pooled)", report["rows"], "", report["overall_auc"], report["overall_logloss"], None, None])
     headers = ["domain", "rows", "predicted by", "AUC", "logloss", f"AUC {report['reference']}", "RelaImpr"]
-    return format_table(headers, rows)
+    notes = sorted({f"RelaImpr n/a for {d}: {m['rela_impr_note']}" for d, m in report["domains"].items()
+                    if m["rela_impr"] is None and m.get("rela_impr_note")})
+    footer = ["overall (pooled): every row of every domain ranked together; with different positive rates per "
+              "domain it can differ from all per-domain AUCs (mean of domains: the mean of their AUCs)", *notes]
+    return format_table(headers, rows) + "\n" + "\n".join(footer)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -15,7 +15,7 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -101,8 +101,12 @@ def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int
 
 def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config: ModelConfig,
                  train_config: TrainConfig, templates: Optional[TemplateSet] = None,
-                 progress: bool = True, dist_ctx: Optional[DistContext] = None) -> TrainResult:
+                 progress: bool = True, dist_ctx: Optional[DistContext] = None,
+                 on_epoch: Optional[Callable[[dict], None]] = None) -> TrainResult:
     """Train jointly on every domain of ``train``; early-stop on the mean per-domain validation AUC.
+
+    ``on_epoch(record)`` is called after every epoch with the record appended to the
+    history (epoch, train_loss, valid_auc, valid_logloss: means over the domains, seconds).
 
     ``dist_ctx``: the process group to train in (default: the one joined by
     :func:`unictr_core.distributed.init_from_env` in this process, else one process).
@@ -132,6 +136,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     stale = 0
     steps = 0
     for epoch in range(1, train_config.epochs + 1):
+        epoch_started = time.perf_counter()
         model.train()
         bar = tqdm(total=len(train_set), desc=f"epoch {epoch}/{train_config.epochs}", unit="sample",
                    disable=not (progress and ctx.is_main), leave=True)
@@ -156,7 +161,11 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         valid_auc = mean_auc(per_domain)
         bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
         bar.close()
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc, "valid": per_domain})
+        history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
+                        "valid_logloss": mean_auc(per_domain, key="logloss"),
+                        "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain})
+        if on_epoch is not None and ctx.is_main:
+            on_epoch(history[-1])
         score = valid_auc if valid_auc is not None else -train_loss
         improved = score > best[0]
         stale = 0 if improved else stale + 1

@@ -1,7 +1,8 @@
 """Built-in domain plugin: the bundles in ``<home>/domains/`` and the shipped domain definitions.
 
-A bundle folder ``<home>/domains/<name>/`` (``domain.yaml`` + ``dsn.safetensors``)
-is registered with the core fingerprint it records; a shipped definition
+A bundle folder ``<home>/domains/<name>/`` (``domain.yaml`` + ``dsn.safetensors``;
+``home`` is the snapshot the registry resolved) is registered with the core fingerprint it records
+(a folder that is a symbolic link is registered too, and the registry lists it broken); a shipped definition
 (``unictr_domains/<name>.yaml``) is registered as a template without a DSN, so
 such a domain is known (and predicted zero-shot) before any DSN exists for it.
 Folders whose name starts with a dot are temporary (writes in progress) and skipped.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from unictr_core.plugins import _collect
+from unictr_core.plugins import _collect, _record_broken
 
 
 @dataclass
@@ -31,8 +31,9 @@ def baselines() -> dict[str, BaselineInfo]:
     out: dict[str, BaselineInfo] = {}
     for plugin_name, args in _collect("register_baselines"):
         if len(args) != 2 or not isinstance(args[0], str) or not callable(args[1]):
-            raise TypeError(f"plugin '{plugin_name}': register_baselines must call register(name: str, factory), "
-                            f"got {args!r}")
+            _record_broken(plugin_name, "register_baselines must call register(name: str, factory), "
+                                        f"got register{tuple(type(a).__name__ for a in args)}")
+            continue
         name, factory = args
         out[name] = BaselineInfo(name, factory, plugin_name)
     return out
