@@ -24,6 +24,7 @@ class ModelConfig:
     ladder_heads: int = 2
     tower_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     dropout: float = 0.1  # the paper uses 0.3 on millions of rows; 0.1 learns faster on small data
+    tune_layers: Optional[int] = None  # LoRA in the top K layers only (0: frozen backbone); None: every layer
 
     def validate(self) -> None:
         if self.ladder_kind not in LADDER_KINDS:
@@ -34,6 +35,8 @@ class ModelConfig:
             raise ValueError(f"narrowed_ratio must be in (0, 1], got {self.narrowed_ratio}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
+        if self.tune_layers is not None and self.tune_layers < 0:
+            raise ValueError(f"tune_layers must be >= 0 (or None for every layer), got {self.tune_layers}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -62,6 +65,9 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
+    precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.precision)
+    max_cache_gb: float = 4.0  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
+    cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
