@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from unictr_cli import model_cmds
+from unictr_cli import speed_options as speed
 from unictr_cli.common import home_option, resolve_home, user_errors
 from unictr_core import distributed
 from unictr_core.report import format_table
@@ -66,7 +67,9 @@ def add(
     max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
                                "and reuse them every epoch (default), or run the backbone every epoch."),
-    max_cache_gb: float = typer.Option(4.0, min=0.0, help="Refuse to cache more hidden states than this."),
+    max_cache_gb: float = speed.max_cache_gb_option(),
+    cache_dir: Optional[Path] = speed.cache_dir_option(),
+    precision: str = speed.precision_option(),
     residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
@@ -90,14 +93,15 @@ def add(
         model_cmds.relaunch_under_torchrun(ctx, launch)
     with model_cmds.process_group(dist_timeout) as group:
         _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
-             max_cache_gb, residual, replace, description)
+             max_cache_gb, residual, replace, description, cache_dir, precision)
 
 
 def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
-         residual, replace, description) -> None:
+         residual, replace, description, cache_dir=None, precision="auto") -> None:
     from unictr_cli.model_cmds import subsample
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
+    from unictr_core import precision as precisions
     from unictr_core.data_io import validate_domain_name
     from unictr_core.domain_training import domain_splits, train_domain
     from unictr_core.registry import Registry, RegistryError
@@ -120,6 +124,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
             template_description = entry.description if entry is not None else ""
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
         model = load_core(home_dir / CORE_DIR).to(group.device)
+        precision = precisions.resolve(precision, group.device)
     for note in notes:
         echo(note)
     train_rows = subsample(train_rows, max_rows, seed)
@@ -130,14 +135,17 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
     processes = f"; {group.world_size} processes ({group.backend})" if group.is_distributed else ""
     echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
          f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
-         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}{processes})")
+         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
+         f"{precisions.describe(precision, group.device)}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual)
+                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual, precision=precision,
+                          cache_dir=Path(speed.cache_folder(cache_dir, home_dir)))
     if not group.is_main:
         return
     extra = {"description": description or template_description,
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
+                          "precision": precision,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict()}}
     target = _commit(home_dir, model, name, registry.core_fingerprint, result.metrics(), extra, replace)

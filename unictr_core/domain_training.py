@@ -169,7 +169,7 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int, shard: Seq
         rows = list(range(start, min(start + batch_size, len(source))))
         states, mask = source.batch(rows)
         with precisions.autocast(precision, mask.device):
-            out = model.heads(states, mask, [name] * len(rows))
+            out = model.heads(states, mask, [name] * len(rows)).float()
         dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
         general_probs[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
     both = distributed.gather_rows(ctx, shard, np.column_stack([dsn_probs, general_probs]), total,
