@@ -221,6 +221,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     model.freeze_core()
     seed_everything(config.seed)
     dsn = model.add_domain(name, template, residual=residual)
+    dsn.eval()  # a new module starts in training mode; the untrained start is scored (epoch 0) without dropout
     try:
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
