@@ -69,6 +69,7 @@ def add(
                                "and reuse them every epoch (default), or run the backbone every epoch."),
     max_cache_gb: float = speed.max_cache_gb_option(),
     cache_dir: Optional[Path] = speed.cache_dir_option(),
+    cache_dtype: str = speed.cache_dtype_option(),
     precision: str = speed.precision_option(),
     residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
                                   "the general network's zero-shot prediction and learns the domain's correction; "
@@ -93,11 +94,11 @@ def add(
         model_cmds.relaunch_under_torchrun(ctx, launch)
     with model_cmds.process_group(dist_timeout) as group:
         _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
-             max_cache_gb, residual, replace, description, cache_dir, precision)
+             max_cache_gb, residual, replace, description, cache_dir, precision, cache_dtype)
 
 
 def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
-         residual, replace, description, cache_dir=None, precision="auto") -> None:
+         residual, replace, description, cache_dir=None, precision="auto", cache_dtype="auto") -> None:
     from unictr_cli.model_cmds import subsample
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
@@ -139,7 +140,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
          f"{precisions.describe(precision, group.device)}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
                           max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual, precision=precision,
-                          cache_dir=Path(speed.cache_folder(cache_dir, home_dir)))
+                          cache_dir=Path(speed.cache_folder(cache_dir, home_dir)), cache_storage=cache_dtype)
     if not group.is_main:
         return
     extra = {"description": description or template_description,

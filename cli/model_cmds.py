@@ -183,6 +183,7 @@ def train(
     precision: str = speed.precision_option(),
     max_cache_gb: float = speed.max_cache_gb_option(),
     cache_dir: Optional[Path] = speed.cache_dir_option(),
+    cache_dtype: str = speed.cache_dtype_option(),
     nproc_per_node: Optional[int] = nproc_option(),
     nnodes: Optional[str] = nnodes_option(),
     node_rank: Optional[int] = node_rank_option(),
@@ -195,6 +196,7 @@ def train(
     With --nproc-per-node N the command relaunches itself under torchrun; it also runs as it is under torchrun
     (`torchrun --nproc-per-node N -m unictr_cli.main train ...`). Only rank 0 writes the home and prints.
     """
+    tuned = speed.parse_tune_layers(tune_layers)
     launch = launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
         relaunch_under_torchrun(ctx, launch)
@@ -211,11 +213,11 @@ def train(
             model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r,
                                        lora_alpha=lora_alpha, lora_dropout=lora_dropout, ladder_kind=ladder,
                                        ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
-                                       dropout=dropout, tune_layers=speed.parse_tune_layers(tune_layers))
+                                       dropout=dropout, tune_layers=tuned)
             model_config.validate()
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                    domains=chosen, max_steps=max_steps, precision=precision,
-                                   max_cache_gb=max_cache_gb,
+                                   max_cache_gb=max_cache_gb, cache_dtype=cache_dtype,
                                    cache_dir=speed.cache_folder(cache_dir, resolve_home(home)))
         train_rows = subsample(dataset.train, max_rows, seed)
         if group.is_main:

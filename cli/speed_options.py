@@ -58,6 +58,12 @@ def max_cache_gb_option():
         "memory-mapped file in --cache-dir."))
 
 
+def cache_dtype_option():
+    return typer.Option("auto", "--cache-dtype", metavar="auto|fp16|bf16|fp32", rich_help_panel=PANEL, help=(
+        "Storage of cached hidden states. auto: bf16 for decoders and bf16 runs, else fp16 (half of fp32's "
+        "bytes); fp32 for exact comparisons."))
+
+
 def cache_dir_option():
     return typer.Option(None, "--cache-dir", rich_help_panel=PANEL, show_default=False, help=(
         "Folder for the memory-mapped part of the hidden-state cache (default: the home). The file is deleted "

@@ -68,6 +68,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.precision)
     max_cache_gb: float = 4.0  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
     cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
+    cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -289,19 +289,22 @@ def owned_rows(n: int, ctx: DistContext) -> list[int]:
     return list(range(ctx.rank, n, ctx.world_size))
 
 
-def owned_part_of_global_batch(rows: Sequence[int], ctx: DistContext) -> tuple[list[int], bool]:
+def owned_part_of_global_batch(rows: Sequence[int], ctx: DistContext, pad_with: Optional[int] = None
+                                ) -> tuple[list[int], bool]:
     """This rank's part of a global batch when each rank holds only :func:`owned_rows`; ``(rows, is_padding)``.
 
     Parts may differ in size between ranks; the loss is normalised by the global
     batch, so the step equals a single process's. A rank that owns no row of the
-    batch gets one of its own rows as padding: it must be given weight 0.
+    batch gets one of its own rows as padding (``pad_with``, default its first):
+    it must be given weight 0, and should share a domain with the batch, so that
+    no DSN the batch does not use gets a (zero) gradient and an optimiser step.
     """
     mine = [r for r in rows if r % ctx.world_size == ctx.rank]
     if mine:
         return mine, False
     if not rows:
         raise ValueError("empty global batch")
-    return [ctx.rank], True
+    return [ctx.rank if pad_with is None else pad_with], True
 
 
 def eval_shard(n: int, ctx: DistContext) -> list[int]:

@@ -40,8 +40,13 @@ GIB = 2**30
 States = list[Optional[torch.Tensor]]
 
 
-def storage_for(precision: str, is_decoder: bool) -> str:
-    """Storage dtype: bf16 when computing in bf16 or for a decoder (its activations can exceed fp16), else fp16."""
+def storage_for(precision: str, is_decoder: bool, choice: Optional[str] = None) -> str:
+    """Storage dtype: ``choice`` unless None/auto; else bf16 when computing in bf16 or for a decoder (its
+    activations can exceed fp16's range), fp16 otherwise."""
+    if choice not in (None, "auto"):
+        if choice not in STORAGE:
+            raise ValueError(f"cache dtype must be auto or one of {', '.join(STORAGE)}, got '{choice}'")
+        return choice
     return "bf16" if precision == "bf16" or is_decoder else "fp16"
 
 
@@ -140,7 +145,7 @@ def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Opt
     """
     rows = list(range(len(encoded))) if rows is None else list(rows)
     device = next(model.parameters()).device
-    storage = storage or storage_for(precision, model.backbone_info.is_decoder)
+    storage = storage_for(precision, model.backbone_info.is_decoder, storage)
     cache = HiddenStateCache({r: len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
                              model.hidden_size, storage, max_gb, cache_dir, device)
     was_training = model.training

@@ -201,11 +201,12 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     started = time.perf_counter()
     layers = model.cached_layers()
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
-    train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision,
+    train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
                               desc="hidden states below the cut (train)")
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
-    valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, max_gb=left,
+    valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
+                              max_gb=left,
                               cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)")
     rows = len(train_cache) + len(valid_cache)
     info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
@@ -258,8 +259,11 @@ def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: Encoded
     """
     if cache is None:
         mine, padding = distributed.shard_of_global_batch(rows, ctx)
-    else:
-        mine, padding = distributed.owned_part_of_global_batch(rows, ctx)
+    else:  # padding: a row of this rank's own of the batch's first domain (no other DSN may take a step)
+        domain = encoded.samples[rows[0]].domain
+        pad = next((r for r in range(ctx.rank, len(encoded), ctx.world_size)
+                    if encoded.samples[r].domain == domain), None)
+        mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
     batch = encoded.batch(mine).to(ctx.device)
     hidden = None if cache is None else cache.batch(mine)[0]
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
