@@ -10,8 +10,9 @@ import typer
 from tqdm.auto import tqdm
 
 from unictr_cli import model_cmds
-from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads, threads_option,
-                               user_errors, warn)
+from unictr_cli import speed_options as speed
+from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads,
+                               threads_option, user_errors, warn)
 from unictr_core import distributed
 from unictr_core.prompts import TemplateSet, field_usage
 from unictr_core.report import format_table
@@ -70,7 +71,10 @@ def add(
     max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
                                "and reuse them every epoch (default), or run the backbone every epoch."),
-    max_cache_gb: float = typer.Option(4.0, min=0.0, help="Refuse to cache more hidden states than this."),
+    max_cache_gb: float = speed.max_cache_gb_option(),
+    cache_dir: Optional[Path] = speed.cache_dir_option(),
+    cache_dtype: str = speed.cache_dtype_option(),
+    precision: str = speed.precision_option(),
     residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
@@ -99,14 +103,15 @@ def add(
     set_threads(threads)
     with model_cmds.process_group(dist_timeout) as group:
         _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
-             max_cache_gb, residual, replace, description)
+             max_cache_gb, residual, replace, description, cache_dir, precision, cache_dtype)
 
 
 def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
-         residual, replace, description) -> None:
+         residual, replace, description, cache_dir=None, precision="auto", cache_dtype="auto") -> None:
     from unictr_cli.model_cmds import subsample
     from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.config import TrainConfig
+    from unictr_core import precision as precisions
     from unictr_core.data_io import validate_domain_name
     from unictr_core.dataset import dataset_template
     from unictr_core.domain_training import domain_splits, train_domain
@@ -130,6 +135,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
             template_description = entry.description if entry is not None else ""
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
         model = load_core(registry.root / CORE_DIR).to(group.device)
+        precision = precisions.resolve(precision, group.device)
     for note in notes:
         echo(note)
     train_rows = subsample(train_rows, max_rows, seed)
@@ -143,9 +149,11 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
     processes = f"; {group.world_size} processes ({group.backend})" if group.is_distributed else ""
     echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
          f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
-         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}{processes})")
+         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
+         f"{precisions.describe(precision, group.device)}{processes})")
     result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual,
+                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual, precision=precision,
+                          cache_dir=Path(speed.cache_folder(cache_dir, home_dir)), cache_storage=cache_dtype,
                           on_epoch=lambda record: tqdm.write(epoch_line(record)))
     if not group.is_main:
         return
@@ -156,6 +164,7 @@ def _add(group, name, data, template, home, epochs, batch_size, lr, patience, se
     extra = {"description": description or template_description,
              "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
+                          "precision": precision,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict(), "history": result.history}}
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})

@@ -12,6 +12,7 @@ from typing import Iterator, Optional
 import typer
 from tqdm.auto import tqdm
 
+from unictr_cli import speed_options as speed
 from unictr_cli.common import (USER_ERRORS, echo_field_usage, epoch_line, fail, home_option, resolve_home,
                                set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core import distributed
@@ -189,6 +190,11 @@ def train(
     seed: int = typer.Option(0),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
+    tune_layers: str = speed.tune_layers_option(),
+    precision: str = speed.precision_option(),
+    max_cache_gb: float = speed.max_cache_gb_option(),
+    cache_dir: Optional[Path] = speed.cache_dir_option(),
+    cache_dtype: str = speed.cache_dtype_option(),
     nproc_per_node: Optional[int] = nproc_option(),
     nnodes: Optional[str] = nnodes_option(),
     node_rank: Optional[int] = node_rank_option(),
@@ -202,6 +208,7 @@ def train(
     With --nproc-per-node N the command relaunches itself under torchrun; it also runs as it is under torchrun
     (`torchrun --nproc-per-node N -m unictr_cli.main train ...`). Only rank 0 writes the home and prints.
     """
+    tuned = speed.parse_tune_layers(tune_layers)
     launch = launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
         relaunch_under_torchrun(ctx, launch)
@@ -219,16 +226,19 @@ def train(
             model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r,
                                        lora_alpha=lora_alpha, lora_dropout=lora_dropout, ladder_kind=ladder,
                                        ladder_freq=ladder_freq, tower_dims=[int(x) for x in split_csv(tower) or []],
-                                       dropout=dropout, ids=ids, id_buckets=id_buckets)
+                                       dropout=dropout, ids=ids, id_buckets=id_buckets, tune_layers=tuned)
             model_config.validate()
             train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                       domains=chosen, max_steps=max_steps, dsn=dsn)
+                                       domains=chosen, max_steps=max_steps, dsn=dsn, precision=precision,
+                                       max_cache_gb=max_cache_gb, cache_dtype=cache_dtype,
+                                       cache_dir=speed.cache_folder(cache_dir, resolve_home(home)))
             train_config.validate()
         train_rows = subsample(dataset.train, max_rows, seed)
         if group.is_main:
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(chosen)} with backbone '{backbone}' "
-                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs; IDs: {ids})")
+                       f"({sum(s.domain in chosen for s in train_rows)} training rows{processes}; {dsn} DSNs; "
+                       f"IDs: {ids}; LoRA in {tune_layers_text(model_config.tune_layers)})")
         from unictr_core.training import train_unictr
 
         home_dir = resolve_home(home)
@@ -243,7 +253,8 @@ def train(
         history = [{k: v for k, v in r.items() if k != "valid"} for r in result.history]
         training = {"dataset": str(data), "domains": chosen, "best_epoch": result.best_epoch,
                     "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
-                    "config": train_config.to_dict(), "distributed": result.distributed, "history": history}
+                    "config": train_config.to_dict(), "distributed": result.distributed, "history": history,
+                    "precision": result.precision, "hidden_state_cache": result.cache}
         per_domain_history = {d: {"training": {"best_epoch": result.best_epoch, "history": [
             {"epoch": r["epoch"], "train_loss": r["train_loss"], "valid_auc": r["valid"].get(d, {}).get("auc"),
              "valid_logloss": r["valid"].get(d, {}).get("logloss"), "seconds": r["seconds"]}
@@ -253,14 +264,46 @@ def train(
         warn(notes)
         rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
         typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
-        typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s; core {fingerprint[:12]} and "
-                   f"{len(chosen)} domain bundles written to {home_dir}")
+        typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s ({result.precision}"
+                   f"{cache_text(result.cache)}); core {fingerprint[:12]} and {len(chosen)} domain bundles written "
+                   f"to {home_dir}")
+
+
+def tune_layers_text(tuned: Optional[int]) -> str:
+    if tuned is None:
+        return "every layer"
+    return "no layer (frozen backbone)" if tuned == 0 else f"the top {tuned} layers"
+
+
+def cache_text(cache: dict) -> str:
+    """The hidden-state cache of a training run, for its summary line."""
+    if not cache:
+        return ""
+    disk = f", {cache['disk_bytes'] / 2**30:.2f} GiB of it memory-mapped" if cache["disk_bytes"] else ""
+    return (f"; hidden states of layers {','.join(map(str, cache['layers']))} cached once: {cache['rows']} rows, "
+            f"{cache['bytes'] / 2**30:.2f} GiB {cache['storage']}{disk}, {cache['seconds']:.0f} s")
 
 
 def _load_split(data: Path, split: str):
     if data.is_dir():
         return read_samples(data / f"{split}.jsonl", require_labels=True, require_rows=True)
     return read_samples(data, require_labels=True, require_rows=True)
+
+
+def _serving_model(home: Optional[Path], samples, precision: str, quantize: str):
+    """The home's model with the DSNs of ``samples``' domains, int8-quantized if asked; notes as warnings."""
+    import torch
+
+    from unictr_core import precision as precisions
+
+    int8 = speed.check_quantize(quantize)
+    precisions.resolve(precision, torch.device("cpu"), int8)  # a bad combination fails before the model loads
+    model, notes = load_model(resolve_home(home), domains=sorted({s.domain for s in samples}))
+    for note in notes:
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
+    if int8:
+        precisions.quantize_int8(model)
+    return model
 
 
 @user_errors
@@ -273,6 +316,8 @@ def evaluate(
     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here."),
     batch_size: int = typer.Option(64, min=1),
     threads: Optional[int] = threads_option(),
+    precision: str = speed.precision_option(),
+    quantize: str = speed.quantize_option(),
 ) -> None:
     """Per-domain AUC and logloss, the mean of the per-domain AUCs, the pooled overall AUC, and RelaImpr (shown
     only where the reference AUC is above 0.5); domains without a DSN are scored zero-shot."""
@@ -281,11 +326,9 @@ def evaluate(
     reference_report = None
     if reference != "general":
         reference_report = json.loads(Path(reference).read_text(encoding="utf-8"))
-    model, notes = load_model(resolve_home(home), domains=sorted({s.domain for s in samples}))
-    for note in notes:
-        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
+    model = _serving_model(home, samples, precision, quantize)
     with tqdm(total=len(samples), desc="evaluating", unit="sample") as bar:
-        predictions = predict_samples(model, samples, batch_size, progress=bar)
+        predictions = predict_samples(model, samples, batch_size, progress=bar, precision=precision)
     report = evaluation_report(samples, predictions, reference if reference == "general" else Path(reference).stem,
                                reference_report)
     typer.echo(evaluation_table(report))
@@ -302,6 +345,8 @@ def predict(
     out: Optional[Path] = typer.Option(None, help="Write predictions as JSONL here (default: print them)."),
     batch_size: int = typer.Option(64, min=1),
     threads: Optional[int] = threads_option(),
+    precision: str = speed.precision_option(),
+    quantize: str = speed.quantize_option(),
 ) -> None:
     """Click probabilities per sample: the domain's DSN, or the general network (zero-shot) for a domain without one."""
     set_threads(threads)
@@ -312,10 +357,8 @@ def predict(
         validate_domain_name(domain, "--domain")
         for s in samples:
             s.domain = domain
-    model, notes = load_model(resolve_home(home), domains=sorted({s.domain for s in samples}))
-    for note in notes:
-        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
-    predictions = predict_samples(model, samples, batch_size)
+    model = _serving_model(home, samples, precision, quantize)
+    predictions = predict_samples(model, samples, batch_size, precision=precision)
     lines = [json.dumps(record) for record in prediction_records(samples, predictions)]
     text = "\n".join(lines) + ("\n" if lines else "")
     if out is None:

@@ -250,7 +250,8 @@ def test_train_launch_options_are_checked(monkeypatch, tmp_path):
 
 
 # --------------------------------------------------------------------------- real processes
-def test_two_gloo_processes_train_the_same_weights_as_one(small_data):
+@pytest.mark.parametrize("tune_layers", ["all", "1"])  # 1: each process caches its own shard below the cut
+def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layers):
     from unictr_core.artifact import load_home
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.dataset import load_dataset
@@ -263,10 +264,11 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data):
     chosen = dataset.joint_domains
     rows = sum(s.domain in chosen for s in dataset.train)
     batch = next(b for b in range(12, 40) if rows % b == 1)  # the last global batch has 1 row: rank 1 pads
-    home = root / "home-2proc"
+    home = root / f"home-2proc-{tune_layers}"
     cmd = [sys.executable, "-m", "unictr_cli.main", "train", "--data", str(root / "data"), "--backbone",
            str(backbone), "--home", str(home), "--epochs", "2", "--batch-size", str(batch), "--max-length", "64",
-           "--tower", "16,8", "--dropout", "0", "--lora-dropout", "0", "--seed", "3", "--nproc-per-node", "2"]
+           "--tower", "16,8", "--dropout", "0", "--lora-dropout", "0", "--seed", "3", "--nproc-per-node", "2", "--tune-layers", tune_layers,
+           "--cache-dtype", "fp32"]  # fp16 rounding would depend on each shard's padding
     proc, _ = _run(cmd, timeout=240)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-4000:]
@@ -274,8 +276,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data):
     assert "2 processes (gloo)" in output
 
     model_config = ModelConfig(backbone=str(backbone), max_length=64, tower_dims=[16, 8], dropout=0.0,
-                               lora_dropout=0.0)
-    train_config = TrainConfig(epochs=2, batch_size=batch, seed=3, domains=chosen)
+                               lora_dropout=0.0, tune_layers=None if tune_layers == "all" else int(tune_layers))
+    train_config = TrainConfig(epochs=2, batch_size=batch, seed=3, domains=chosen, cache_dtype="fp32")
     torch.set_num_threads(1)
     single = train_unictr(dataset.train, dataset.valid, model_config, train_config,
                           templates=templates_for(chosen), progress=False)

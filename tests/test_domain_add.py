@@ -17,7 +17,8 @@ from unictr_core import artifact
 from unictr_core.artifact import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.data_io import write_samples
-from unictr_core.domain_training import HiddenStateCache, train_domain
+from unictr_core.domain_training import train_domain
+from unictr_core.hidden_cache import build_cache
 from unictr_core.predict import encode, predict_samples
 from unictr_core.registry import Registry, RegistryError, load_model, registry_lock, remove_domain
 from unictr_core.training import train_unictr
@@ -59,7 +60,7 @@ def digests(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def predict_per_domain(home: Path, samples) -> dict:
+def predict_per_domain(home: Path, samples, precision: str = "fp32") -> dict:
     """Predictions of each domain's rows, scored on their own (as a caller serving that domain would).
 
     Scored per domain so that each domain's batches hold the same rows before and after: mixed with other
@@ -70,13 +71,14 @@ def predict_per_domain(home: Path, samples) -> dict:
     assert notes == []
     out = {}
     for domain in sorted({s.domain for s in samples}):
-        out[domain] = predict_samples(model, [s for s in samples if s.domain == domain])
+        out[domain] = predict_samples(model, [s for s in samples if s.domain == domain], precision=precision)
     return out
 
 
 def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file):
     samples = toy_samples(90, seed=7, domains=("books", "movies", "music", "toys"))
     before = predict_per_domain(home, samples)
+    before_bf16 = predict_per_domain(home, samples, "bf16")
     assert [d for d, p in before.items() if p.zero_shot.all()] == ["toys"]
     core_before = digests(home / "core")
     kept_before = {d: digests(home / "domains" / d) for d in ("books", "movies")}
@@ -93,10 +95,15 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, toys_file
     assert result.exit_code == 0, result.output
 
     after = predict_per_domain(home, samples)
+    after_bf16 = predict_per_domain(home, samples, "bf16")
     for domain in ("books", "movies"):
         assert len(after[domain].probs) > 10 and not after[domain].zero_shot.any()
         np.testing.assert_array_equal(after[domain].probs, before[domain].probs)  # bit for bit
         np.testing.assert_array_equal(after[domain].general_probs, before[domain].general_probs)
+        # the same guarantee in bf16 (autocast), whose predictions differ from fp32's
+        np.testing.assert_array_equal(after_bf16[domain].probs, before_bf16[domain].probs)
+        np.testing.assert_array_equal(after_bf16[domain].general_probs, before_bf16[domain].general_probs)
+        assert not np.array_equal(after_bf16[domain].probs, after[domain].probs)
     assert after["music"].zero_shot.all()  # no DSN any more: the general network answers
     assert not after["toys"].zero_shot.any()
     np.testing.assert_array_equal(after["toys"].general_probs, before["toys"].general_probs)
@@ -122,7 +129,7 @@ def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home,
         model, _ = load_model(home)
         frozen = {k: v.clone() for k, v in model.state_dict().items()}
         result = train_domain(model, "toys", train, valid, test, config=config, cache=cache, progress=False,
-                              residual=residual)
+                              residual=residual, cache_storage="fp32")  # fp32: comparable to 1e-5
         after = model.state_dict()
         assert all(torch.equal(after[k], v) for k, v in frozen.items()), "a frozen weight changed"
         states[cache] = {k: v for k, v in after.items() if k.startswith("dsn")}
@@ -166,14 +173,14 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
     assert result.test["auc"] == result.test["general_auc"] and result.test["logloss"] == result.test["general_logloss"]
 
 
-def test_cache_keeps_only_the_dsn_layers_unpadded(home):
+def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     model, _ = load_model(home)
     encoded = encode(model, toy_samples(10, seed=2, domains=("toys",)))
     layers = model.dsns["books"].required_layers
     assert layers != list(range(model.num_layers + 1))
-    cache = HiddenStateCache(model, encoded, layers, batch_size=4)
-    for row, per_sample in enumerate(cache.states):
-        assert [t.shape for t in per_sample] == [(len(encoded.token_ids[row]), model.hidden_size)] * len(layers)
+    cache = build_cache(model, encoded, layers, batch_size=4, storage="fp32")
+    tokens = sum(len(ids) for ids in encoded.token_ids)
+    assert cache.nbytes == tokens * len(layers) * model.hidden_size * 4  # unpadded
     hidden, mask = cache.batch([0, 1, 2])
     assert [i for i, h in enumerate(hidden) if h is not None] == layers
     batch = encoded.batch([0, 1, 2])
@@ -182,6 +189,13 @@ def test_cache_keeps_only_the_dsn_layers_unpadded(home):
     assert torch.equal(mask, batch.attention_mask.bool())
     for layer in layers:
         torch.testing.assert_close(hidden[layer][mask], live[layer][mask], atol=1e-5, rtol=1e-5)
+    # fp16 storage: half the bytes, the values to fp16 rounding
+    half = build_cache(model, encoded, layers, batch_size=4)
+    assert half.storage == "fp16" and half.nbytes * 2 == cache.nbytes
+    hidden16, _ = half.batch([0, 1, 2])
+    for layer in layers:
+        assert hidden16[layer].dtype == torch.float32
+        torch.testing.assert_close(hidden16[layer][mask], live[layer][mask], atol=1e-2, rtol=1e-3)
 
 
 def test_interrupted_add_registers_nothing(home, toys_file, monkeypatch):

@@ -165,3 +165,58 @@ def load_backbone(reference: str, expected_sha256: Optional[str] = None) -> Back
         model_type=str(config.model_type),
         weights_sha256=sha256,
     )
+
+
+# --------------------------------------------------------------------------- running the top layers only
+LAYER_STACK_NAMES = ("layer", "layers", "h", "block", "blocks")
+
+
+def layer_stack(model: torch.nn.Module, num_layers: int) -> tuple[str, torch.nn.ModuleList]:
+    """The dotted name (inside ``model``) and the ``ModuleList`` of the backbone's transformer layers."""
+    found = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers
+             and name.rsplit(".", 1)[-1] in LAYER_STACK_NAMES]
+    if len(found) != 1:
+        raise BackboneError(f"cannot find the list of the {num_layers} transformer layers of "
+                            f"{type(model).__name__} (found {len(found)} candidates); use --tune-layers all")
+    return found[0]
+
+
+class _PassThroughEmbeddings(torch.nn.Module):
+    """Stands in for an encoder's embedding module: hands ``inputs_embeds`` on unchanged."""
+
+    def forward(self, input_ids=None, inputs_embeds=None, **kwargs):
+        return inputs_embeds
+
+
+def run_top_layers(model: torch.nn.Module, num_layers: int, start: int, hidden: torch.Tensor,
+                   attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Hidden states h_start ... h_L of a (transformers) base model, starting from h_start instead of the tokens.
+
+    ``hidden`` is h_start, the input of layer ``start`` (0-based), padded like
+    ``attention_mask``. The model runs with its layer list cut to the layers from
+    ``start`` on, fed ``hidden`` as ``inputs_embeds``; an encoder's embedding
+    module (which would add position embeddings again) is bypassed. Positions,
+    the attention mask and the final norm of a decoder are the model's own, so
+    the result equals the full forward's hidden states from ``start`` on (tested).
+    """
+    name, layers = layer_stack(model, num_layers)
+    parent_name, _, attribute = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    embeddings = getattr(model, "embeddings", None)
+    config = model.config
+    layer_types = getattr(config, "layer_types", None)  # per-layer attention kinds (e.g. Gemma-3), indexed by position
+    parent._modules[attribute] = torch.nn.ModuleList(list(layers)[start:])
+    if embeddings is not None:
+        model._modules["embeddings"] = _PassThroughEmbeddings()
+    if layer_types is not None:
+        config.layer_types = list(layer_types)[start:]
+    try:
+        out = model(inputs_embeds=hidden, attention_mask=attention_mask, output_hidden_states=True, use_cache=False)
+    finally:
+        parent._modules[attribute] = layers
+        if embeddings is not None:
+            model._modules["embeddings"] = embeddings
+        if layer_types is not None:
+            config.layer_types = layer_types
+    return tuple(out.hidden_states)

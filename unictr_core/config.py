@@ -31,6 +31,7 @@ class ModelConfig:
     ids: str = "none"
     id_buckets: int = 16384
     id_dim: int = 16
+    tune_layers: Optional[int] = None  # LoRA in the top K layers only (0: frozen backbone); None: every layer
 
     def validate(self) -> None:
         if self.ladder_kind not in LADDER_KINDS:
@@ -47,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"ids must be one of {', '.join(ID_MODES)}, got '{self.ids}'")
         if self.id_buckets < 2 or self.id_dim < 1:
             raise ValueError(f"id_buckets must be >= 2 and id_dim >= 1, got {self.id_buckets} and {self.id_dim}")
+        if self.tune_layers is not None and self.tune_layers < 0:
+            raise ValueError(f"tune_layers must be >= 0 (or None for every layer), got {self.tune_layers}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -75,6 +78,11 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
+    precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.precision)
+    max_cache_gb: float = 4.0  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
+    cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
+    cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
+
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
     dsn: str = "residual"   # chosen by measurement (README, "Residual DSNs in joint training")

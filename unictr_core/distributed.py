@@ -282,6 +282,31 @@ def shard_of_global_batch(rows: Sequence[int], ctx: DistContext) -> tuple[list[i
     return [rows[0]], True
 
 
+def owned_rows(n: int, ctx: DistContext) -> list[int]:
+    """The training rows this rank keeps for the whole run (every ``world_size``-th row): its cache shard."""
+    if n < ctx.world_size:
+        raise ValueError(f"{n} training rows cannot be shared by {ctx.world_size} processes")
+    return list(range(ctx.rank, n, ctx.world_size))
+
+
+def owned_part_of_global_batch(rows: Sequence[int], ctx: DistContext, pad_with: Optional[int] = None
+                                ) -> tuple[list[int], bool]:
+    """This rank's part of a global batch when each rank holds only :func:`owned_rows`; ``(rows, is_padding)``.
+
+    Parts may differ in size between ranks; the loss is normalised by the global
+    batch, so the step equals a single process's. A rank that owns no row of the
+    batch gets one of its own rows as padding (``pad_with``, default its first):
+    it must be given weight 0, and should share a domain with the batch, so that
+    no DSN the batch does not use gets a (zero) gradient and an optimiser step.
+    """
+    mine = [r for r in rows if r % ctx.world_size == ctx.rank]
+    if mine:
+        return mine, False
+    if not rows:
+        raise ValueError("empty global batch")
+    return [ctx.rank if pad_with is None else pad_with], True
+
+
 def eval_shard(n: int, ctx: DistContext) -> list[int]:
     """Rows of an evaluation set for this rank, as ``DistributedSampler`` (no shuffle) deals them."""
     if not ctx.is_distributed:

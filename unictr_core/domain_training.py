@@ -2,10 +2,10 @@
 
 The backbone, LoRA, general network and every other DSN are frozen, so the
 backbone's hidden states of a sample never change during training. They are
-computed once, in evaluation mode, and reused in every epoch: only the layers
-the DSN reads (``DomainNetwork.required_layers``) are kept, each sample
-unpadded (``[tokens, hidden]``), and every batch is padded again to its own
-longest sample. With ``cache=False`` the backbone runs on every batch of every
+computed once, in evaluation mode, and reused in every epoch (the shared
+:mod:`unictr_core.hidden_cache`): only the layers the DSN reads
+(``DomainNetwork.required_layers``) are kept, each sample unpadded, and every
+batch is padded again to its own longest sample. With ``cache=False`` the backbone runs on every batch of every
 epoch instead (same batches, same maths; used to measure the speed-up).
 
 The new domain's data is split into train / valid / test: the validation part
@@ -28,7 +28,9 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from unictr_core import distributed, metrics
+from unictr_core import precision as precisions
 from unictr_core.batching import EncodedSamples
+from unictr_core.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
 from unictr_core.config import TrainConfig
 from unictr_core.distributed import DistContext
 from unictr_core.model import UniCTRModel
@@ -37,7 +39,6 @@ from unictr_core.prompts import PromptTemplate
 from unictr_core.schema import Sample
 from unictr_core.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 
-DEFAULT_MAX_CACHE_GB = 4.0
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 States = list[Optional[torch.Tensor]]
@@ -101,74 +102,30 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
 
 
 # --------------------------------------------------------------------------- hidden states
-class HiddenStateCache:
-    """The frozen backbone's hidden states at ``layers``, per sample and unpadded, computed once."""
-
-    def __init__(self, model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int], batch_size: int = 64,
-                 progress: bool = False, desc: str = "caching hidden states"):
-        self.layers = sorted(set(layers))
-        self.num_states = model.num_layers + 1
-        self.device = _device_of(model)
-        self.labels = _labels(encoded, self.device)
-        self.encoded = encoded
-        self.states: list[list[torch.Tensor]] = [[] for _ in range(len(encoded))]
-        with torch.no_grad(), tqdm(total=len(encoded), desc=desc, unit="sample", disable=not progress) as bar:
-            for batch in encoded.length_sorted_batches(batch_size):
-                batch = batch.to(self.device)
-                hidden = model.encode(batch.input_ids, batch.attention_mask)
-                for i, row in enumerate(batch.rows):
-                    length = len(encoded.token_ids[row])
-                    self.states[row] = [hidden[layer][i, :length].clone() for layer in self.layers]
-                bar.update(len(batch.rows))
-
-    def __len__(self) -> int:
-        return len(self.states)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for per_sample in self.states for t in per_sample)
-
-    def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
-        """Hidden states (``None`` at layers not kept) and mask of ``rows``, padded to their longest sample."""
-        lengths = [self.states[r][0].shape[0] for r in rows]
-        longest = max(lengths)
-        mask = torch.zeros((len(rows), longest), dtype=torch.bool, device=self.device)
-        for i, n in enumerate(lengths):
-            mask[i, :n] = True
-        states: States = [None] * self.num_states
-        for k, layer in enumerate(self.layers):
-            dim = self.states[rows[0]][k].shape[-1]
-            padded = torch.zeros((len(rows), longest, dim), dtype=self.states[rows[0]][k].dtype, device=self.device)
-            for i, r in enumerate(rows):
-                padded[i, : lengths[i]] = self.states[r][k]
-            states[layer] = padded
-        return states, mask
-
-    def ids(self, rows: Sequence[int]) -> Optional[torch.Tensor]:
-        """The ID slots of ``rows`` for an ID-aware model (None for a text-only one)."""
-        ids = self.encoded.ids(rows)
-        return None if ids is None else ids.to(self.device)
-
-
 class LiveStates:
-    """The same interface as :class:`HiddenStateCache`, running the frozen backbone on every call."""
+    """The interface of :class:`~unictr_core.hidden_cache.HiddenStateCache`, running the frozen backbone each call."""
 
-    def __init__(self, model: UniCTRModel, encoded: EncodedSamples):
+    def __init__(self, model: UniCTRModel, encoded: EncodedSamples, precision: str = "fp32"):
         self.model = model
         self.encoded = encoded
+        self.precision = precision
         self.device = _device_of(model)
-        self.labels = _labels(encoded, self.device)
 
     def __len__(self) -> int:
         return len(self.encoded)
 
     def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
         batch = self.encoded.batch(rows).to(self.device)
-        with torch.no_grad():
+        with torch.no_grad(), precisions.autocast(self.precision, self.device):
             hidden = self.model.encode(batch.input_ids, batch.attention_mask)
         return list(hidden), batch.attention_mask.bool()
 
-    ids = HiddenStateCache.ids
+
+
+def _ids(encoded: EncodedSamples, rows: Sequence[int], device: torch.device) -> Optional[torch.Tensor]:
+    """The ID slots of ``rows`` of ``encoded`` for an ID-aware model (None for a text-only one)."""
+    ids = encoded.ids(rows)
+    return None if ids is None else ids.to(device)
 
 
 def _labels(encoded: EncodedSamples, device: torch.device) -> torch.Tensor:
@@ -177,11 +134,6 @@ def _labels(encoded: EncodedSamples, device: torch.device) -> torch.Tensor:
 
 def _device_of(model: UniCTRModel) -> torch.device:
     return next(model.parameters()).device
-
-
-def estimate_cache_bytes(model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int]) -> int:
-    tokens = sum(len(ids) for ids in encoded.token_ids)
-    return tokens * len(set(layers)) * model.hidden_size * 4
 
 
 # --------------------------------------------------------------------------- training
@@ -232,8 +184,8 @@ def _batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[in
 
 
 @torch.no_grad()
-def _evaluate(model: UniCTRModel, name: str, source, batch_size: int, shard: Sequence[int], total: int,
-              labels: np.ndarray, ctx: DistContext) -> dict:
+def _evaluate(model: UniCTRModel, name: str, source, encoded: EncodedSamples, batch_size: int, shard: Sequence[int],
+              total: int, labels: np.ndarray, ctx: DistContext, precision: str = "fp32") -> dict:
     """AUC / logloss of the new DSN and of the general network (zero-shot) on a whole evaluation set.
 
     ``source`` holds this rank's ``shard`` of its ``total`` rows; the predictions of all ranks are gathered.
@@ -243,7 +195,8 @@ def _evaluate(model: UniCTRModel, name: str, source, batch_size: int, shard: Seq
     for start in range(0, len(source), batch_size):
         rows = list(range(start, min(start + batch_size, len(source))))
         states, mask = source.batch(rows)
-        out = model.heads(states, mask, [name] * len(rows), source.ids(rows))
+        with precisions.autocast(precision, mask.device):
+            out = model.heads(states, mask, [name] * len(rows), _ids(encoded, rows, mask.device)).float()
         dsn_probs[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
         general_probs[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
     both = distributed.gather_rows(ctx, shard, np.column_stack([dsn_probs, general_probs]), total,
@@ -259,7 +212,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
                  max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
-                 dist_ctx: Optional[DistContext] = None, residual: bool = True,
+                 dist_ctx: Optional[DistContext] = None, residual: bool = True, precision: str = "fp32",
+                 cache_dir: Optional[Path] = None, cache_storage: Optional[str] = None,
                  on_epoch: Optional[Callable[[dict], None]] = None) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
 
@@ -278,9 +232,15 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     valid_auc, valid_logloss, seconds), as the history stores it.
 
     Under torchrun (``dist_ctx``, default: the process group of this process) every
-    rank holds the training rows' hidden states, computes its shard of each global
-    batch (DistributedDataParallel around the DSN) and its shard of the validation
-    and test rows; the result equals a single-process run's up to float rounding.
+    rank caches the hidden states of its own shard of the training rows, computes
+    its part of each global batch (DistributedDataParallel around the DSN) and its
+    shard of the validation and test rows; the result equals a single-process
+    run's up to float rounding.
+
+    ``precision``: ``fp32`` or ``bf16`` (resolved, see :mod:`unictr_core.precision`).
+    The cache (:mod:`unictr_core.hidden_cache`) keeps ``max_cache_gb`` in RAM and
+    spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
+    fp16 / bf16 / fp32 (default: by precision and backbone).
     """
     config = config or TrainConfig(epochs=20, patience=5, head_lr=(3e-5, 3e-3))
     ctx = dist_ctx or distributed.active()
@@ -294,29 +254,34 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     model.freeze_core()
     seed_everything(config.seed)
     dsn = model.add_domain(name, template, residual=residual)
+    dsn.eval()  # a new module starts in training mode; the untrained start is scored (epoch 0) without dropout
     try:
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
-        # training rows: all on every rank (any rank may get any row); valid / test: this rank's shard only
+        # training rows: all encoded, each rank computes (caches) only its own; valid / test: this rank's shard
         shards = [list(range(len(train)))] + [distributed.eval_shard(len(part), ctx) for part in (valid, test)]
         sets = [encode(model, [part[i] for i in shard]) for part, shard in zip((train, valid, test), shards)]
         truth = [np.array([int(s.label) for s in part], dtype=np.int64) for part in (valid, test)]
+        train_labels = _labels(sets[0], _device_of(model))
         seconds["encode"] = time.perf_counter() - tick
         layers = dsn.required_layers
         cache_bytes = 0
         tick = time.perf_counter()
         if cache:
-            needed = sum(estimate_cache_bytes(model, s, layers) for s in sets)
-            if needed > max_cache_gb * 2**30:
-                raise ValueError(f"caching the hidden states of '{name}' needs about {needed / 2**30:.1f} GiB "
-                                 f"(limit {max_cache_gb:g} GiB); use fewer rows (--max-rows), raise the limit "
-                                 "(--max-cache-gb) or train without the cache (--no-cache)")
-            sources = [HiddenStateCache(model, s, layers, config.eval_batch_size, progress and ctx.is_main,
-                                        f"hidden states ({what})")
-                       for s, what in zip(sets, ("train", "valid", "test"))]
+            owned = distributed.owned_rows(len(train), ctx) if ctx.is_distributed else None
+            budget = [max_cache_gb]  # shared by the three caches, in order
+
+            def cached(encoded: EncodedSamples, rows, what: str):
+                part = build_cache(model, encoded, layers, rows, config.eval_batch_size, precision, cache_storage,
+                                   budget[0], cache_dir, progress and ctx.is_main, f"hidden states ({what})")
+                budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
+                return part
+
+            sources = [cached(s, rows, what) for s, rows, what in zip(sets, (owned, None, None),
+                                                                     ("train", "valid", "test"))]
             cache_bytes = sum(s.nbytes for s in sources)
         else:
-            sources = [LiveStates(model, s) for s in sets]
+            sources = [LiveStates(model, s, precision) for s in sets]
         seconds["hidden_states"] = time.perf_counter() - tick
         train_src, valid_src, test_src = sources
         net = dsn
@@ -325,10 +290,11 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
 
             net = DistributedDataParallel(dsn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
-        steps_per_epoch = math.ceil(len(train_src) / config.batch_size)
+        steps_per_epoch = math.ceil(len(train) / config.batch_size)
         optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)
         tick = eval_tick = time.perf_counter()
-        start = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid), truth[0], ctx)
+        start = _evaluate(model, name, valid_src, sets[1], config.eval_batch_size, shards[1], len(valid), truth[0],
+                          ctx, precision)
         start_auc = start["auc"]
         eval_seconds = time.perf_counter() - eval_tick
         best = (-math.inf if start_auc is None else start_auc, 0, trainable_state(model), start_auc)
@@ -341,18 +307,20 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             epoch_started = time.perf_counter()
             dsn.train()
             losses = []
-            bar = tqdm(total=len(train_src), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
+            bar = tqdm(total=len(train), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
                        disable=not (progress and ctx.is_main))
-            for rows in _batches(len(train_src), config.batch_size, config.seed, epoch):
-                mine, padding = distributed.shard_of_global_batch(rows, ctx)
+            for rows in _batches(len(train), config.batch_size, config.seed, epoch):
+                mine, padding = (distributed.owned_part_of_global_batch(rows, ctx) if cache
+                                 else distributed.shard_of_global_batch(rows, ctx))
                 states, mask = train_src.batch(mine)
-                ids = train_src.ids(mine)
+                ids = _ids(sets[0], mine, mask.device)
                 general_logits = None
-                if dsn.residual:
-                    with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
-                        general_logits = model.general(states, mask, ids)
-                bce = F.binary_cross_entropy_with_logits(net(states, mask, general_logits, ids),
-                                                         train_src.labels[mine], reduction="none")
+                with precisions.autocast(precision, mask.device):
+                    if dsn.residual:
+                        with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
+                            general_logits = model.general(states, mask, ids)
+                    logits = net(states, mask, general_logits, ids)
+                bce = F.binary_cross_entropy_with_logits(logits.float(), train_labels[mine], reduction="none")
                 # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
                 loss = bce.sum() * (0.0 if padding else 1.0) / len(rows)
                 optimizer.zero_grad(set_to_none=True)
@@ -370,8 +338,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                     break
             dsn.eval()
             eval_tick = time.perf_counter()
-            valid_metrics = _evaluate(model, name, valid_src, config.eval_batch_size, shards[1], len(valid),
-                                      truth[0], ctx)
+            valid_metrics = _evaluate(model, name, valid_src, sets[1], config.eval_batch_size, shards[1], len(valid),
+                                      truth[0], ctx, precision)
             eval_seconds += time.perf_counter() - eval_tick
             valid_auc = valid_metrics["auc"]
             bar.set_postfix(loss=f"{np.mean(losses):.4f}",
@@ -396,7 +364,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         restore_state(model, best[2])
         dsn.eval()
         tick = time.perf_counter()
-        test_metrics = _evaluate(model, name, test_src, config.eval_batch_size, shards[2], len(test), truth[1], ctx)
+        test_metrics = _evaluate(model, name, test_src, sets[2], config.eval_batch_size, shards[2], len(test),
+                                 truth[1], ctx, precision)
         seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:

@@ -4,6 +4,12 @@ A batch runs the backbone once; then each domain present in the batch runs only
 its own DSN on its own rows. The loss is BCE(DSN) + BCE(general): a sample's
 gradient reaches its own DSN, the general network and the LoRA weights, and
 never another domain's DSN.
+
+``ModelConfig.tune_layers = K`` puts LoRA only in the top K transformer layers
+(0: none, the backbone is frozen; None: every layer, the paper). Everything below
+the *cut* (layer L-K) then never changes, so :meth:`UniCTRModel.forward` can start
+from cached hidden states (see :mod:`unictr_core.hidden_cache`): it runs only
+the top K layers, from the cached input of the first tuned layer.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from unictr_core.backbone import Backbone, lora_targets_for
+from unictr_core.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
 from unictr_core.config import ModelConfig
 from unictr_core.networks import DomainNetwork, GeneralNetwork
 from unictr_core.prompts import PromptTemplate, TemplateSet
@@ -27,6 +33,10 @@ class ModelOutput:
     general_logits: torch.Tensor  # [B]
     dsn_logits: torch.Tensor  # [B]; equals general_logits where has_dsn is False
     has_dsn: torch.Tensor  # [B] bool
+
+    def float(self) -> "ModelOutput":
+        """The logits in float32 (the loss and probabilities are computed in float32 under bf16 autocast too)."""
+        return ModelOutput(self.general_logits.float(), self.dsn_logits.float(), self.has_dsn)
 
 
 def ctr_loss(output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
@@ -53,15 +63,45 @@ class UniCTRModel(nn.Module):
         self.hidden_size = backbone.hidden_size
         targets = config.lora_targets or lora_targets_for(backbone.model_type, backbone.model)
         self.lora_targets = list(targets)
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                          target_modules=self.lora_targets, bias="none")
-        with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 deprecated
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            self.backbone = get_peft_model(backbone.model, lora)
+        tuned = self.num_layers if config.tune_layers is None else config.tune_layers
+        if tuned > self.num_layers:
+            raise ValueError(f"tune_layers {tuned} exceeds the backbone's {self.num_layers} layers")
+        self.cut = self.num_layers - tuned  # layers below the cut never change: their outputs can be cached
+        self.quantized = False
+        if tuned == 0:  # frozen backbone, heads only
+            for p in backbone.model.parameters():
+                p.requires_grad_(False)
+            self.backbone = backbone.model
+        else:
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                              target_modules=self._lora_modules(backbone, self.lora_targets), bias="none")
+            with warnings.catch_warnings():  # peft calls a transformers API that transformers 5 deprecated
+                warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+                self.backbone = get_peft_model(backbone.model, lora)
         self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
         self.dsns = nn.ModuleDict()
         for domain in domains:
             self.add_domain(domain, residual=residual_dsns)
+
+    def _lora_modules(self, backbone: Backbone, targets: list[str]) -> list[str]:
+        """peft target modules: the short names everywhere, or the full names of those in layers >= the cut."""
+        if self.cut == 0:
+            return targets
+        stack, layers = layer_stack(backbone.model, self.num_layers)
+        prefix = f"{stack}." if stack else ""
+        return [f"{prefix}{i}.{name}" for i in range(self.cut, self.num_layers)
+                for name, module in layers[i].named_modules()
+                if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
+
+    def cached_layers(self) -> list[int]:
+        """Hidden states to cache when training above the cut: those the heads read at or below it, and the cut.
+
+        Empty when every layer is tuned (nothing below the cut).
+        """
+        if self.cut == 0:
+            return []
+        read = set(self.general.required_layers).union(*(d.required_layers for d in self.dsns.values()))
+        return sorted({layer for layer in read if layer <= self.cut} | {self.cut})
 
     # ----------------------------------------------------------------- domains
     @property
@@ -115,9 +155,27 @@ class UniCTRModel(nn.Module):
             has_dsn[rows] = True
         return ModelOutput(general_logits=general, dsn_logits=dsn_logits, has_dsn=has_dsn)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, domains: Sequence[str],
-                ids: Optional[torch.Tensor] = None) -> ModelOutput:
-        return self.heads(self.encode(input_ids, attention_mask), attention_mask, domains, ids)
+    def encode_from_cut(self, cached: Sequence[Optional[torch.Tensor]], attention_mask: torch.Tensor
+                        ) -> list[Optional[torch.Tensor]]:
+        """All hidden states, from ``cached`` (which holds :meth:`cached_layers`): the tuned layers run on."""
+        states = list(cached)
+        if self.cut < self.num_layers:
+            base = self.backbone.get_base_model() if hasattr(self.backbone, "get_base_model") else self.backbone
+            top = run_top_layers(base, self.num_layers, self.cut, states[self.cut], attention_mask)
+            states[self.cut + 1:] = top[1:]
+        return states
+
+    def forward(self, input_ids: Optional[torch.Tensor], attention_mask: torch.Tensor, domains: Sequence[str],
+                ids: Optional[torch.Tensor] = None,
+                hidden_states: Optional[Sequence[Optional[torch.Tensor]]] = None) -> ModelOutput:
+        """Logits of every row; ``ids``: hashed ID buckets of an ID-aware model (see :mod:`unictr_core.ids`);
+        with ``hidden_states`` (cached, see :meth:`cached_layers`) the backbone runs only above the cut and
+        ``input_ids`` is not used."""
+        if hidden_states is None:
+            states = self.encode(input_ids, attention_mask)
+        else:
+            states = self.encode_from_cut(hidden_states, attention_mask)
+        return self.heads(states, attention_mask, domains, ids)
 
     # ----------------------------------------------------------------- weights
     def lora_state(self) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from unictr_core import metrics
+from unictr_core import precision as precisions
 from unictr_core.batching import EncodedSamples
 from unictr_core.model import UniCTRModel
 from unictr_core.schema import Sample
@@ -28,8 +29,13 @@ def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
 
 @torch.no_grad()
 def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int = 64,
-                    progress: Optional[object] = None) -> Predictions:
-    """One backbone pass per batch, whatever the mix of domains in it."""
+                    progress: Optional[object] = None, precision: str = "fp32", cache=None) -> Predictions:
+    """One backbone pass per batch, whatever the mix of domains in it.
+
+    ``precision``: fp32, bf16 or auto (:mod:`unictr_core.precision`); ``cache``: a
+    :class:`~unictr_core.hidden_cache.HiddenStateCache` of ``encoded`` holding
+    ``model.cached_layers()`` (the backbone then runs only above the cut).
+    """
     was_training = model.training
     model.eval()
     n = len(encoded)
@@ -37,10 +43,14 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
     general = np.zeros(n, dtype=np.float64)
     zero_shot = np.zeros(n, dtype=bool)
     device = next(model.parameters()).device
+    precision = precisions.resolve(precision, device, model.quantized)
     try:
         for batch in encoded.length_sorted_batches(batch_size):
             batch = batch.to(device)
-            out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids)
+            hidden = None if cache is None else cache.batch(batch.rows)[0]
+            with precisions.autocast(precision, device):
+                out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids,
+                            hidden_states=hidden).float()
             dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
             general[batch.rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
             zero_shot[batch.rows] = ~out.has_dsn.cpu().numpy()
@@ -52,8 +62,8 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
 
 
 def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64,
-                    progress: Optional[object] = None) -> Predictions:
-    return predict_encoded(model, encode(model, samples), batch_size, progress)
+                    progress: Optional[object] = None, precision: str = "fp32") -> Predictions:
+    return predict_encoded(model, encode(model, samples), batch_size, progress, precision)
 
 
 ZERO_SHOT_LABEL = "general (zero-shot)"

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 from torch.nn import functional as F
 
 from unictr_core import distributed
+from unictr_core import precision as precisions
 from unictr_core.backbone import load_backbone
 from unictr_core.batching import Batch, EncodedSamples
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.distributed import DistContext
+from unictr_core.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.model import ModelOutput, UniCTRModel, ctr_loss
 from unictr_core.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
 from unictr_core.prompts import TemplateSet
@@ -43,6 +45,9 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     distributed: dict = field(default_factory=dict)  # world size, backend, device of the run
+    precision: str = "fp32"  # the precision the run computed in (auto resolved)
+    cache: dict = field(default_factory=dict)  # hidden-state cache below the cut: layers, bytes, seconds
+    epoch_seconds: list[float] = field(default_factory=list)  # optimiser steps of each epoch (no validation)
 
 
 def seed_everything(seed: int) -> None:
@@ -110,6 +115,11 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
 
     ``dist_ctx``: the process group to train in (default: the one joined by
     :func:`unictr_core.distributed.init_from_env` in this process, else one process).
+
+    With ``model_config.tune_layers`` = K < L, the hidden states below the cut are
+    computed once (:func:`unictr_core.hidden_cache.build_cache`, this rank's shard
+    of the training rows and of the validation rows) and every epoch runs only the
+    top K layers and the heads. The frozen layers then run without dropout.
     """
     ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
@@ -126,6 +136,9 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         train_set = encode(model, train)
         valid_rows = distributed.eval_shard(len(valid), ctx)
         valid_set = encode(model, [valid[i] for i in valid_rows])
+        precision = precisions.resolve(train_config.precision, ctx.device)
+    train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
+                                                           progress and ctx.is_main, ctx)
     net = wrap_for_training(model, ctx)
     batch_size = train_config.batch_size
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
@@ -135,6 +148,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     history: list[dict] = []
     stale = 0
     steps = 0
+    epoch_seconds: list[float] = []
     for epoch in range(1, train_config.epochs + 1):
         epoch_started = time.perf_counter()
         model.train()
@@ -146,7 +160,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
             rows = order[start : start + batch_size]
             with distributed.collective(ctx, f"training step {steps + 1}"):
                 losses.append(global_batch_step(net, model, train_set, rows, optimizer, scheduler,
-                                                train_config.max_grad_norm, ctx))
+                                                train_config.max_grad_norm, ctx, train_cache, precision))
             steps += 1
             bar.update(len(rows))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]) * ctx.world_size:.4f}")
@@ -155,8 +169,9 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         # each rank holds its parts of the batch losses; their sum over ranks is the global batch loss
         train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the training loss")[0]
         train_loss /= max(1, len(losses))
+        epoch_seconds.append(time.perf_counter() - epoch_started)
         predictions = gathered_predictions(model, valid_set, valid_rows, len(valid), train_config.eval_batch_size,
-                                           ctx)
+                                           ctx, precision, valid_cache)
         per_domain = domain_metrics(valid, predictions)
         valid_auc = mean_auc(per_domain)
         bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
@@ -182,7 +197,33 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     model.eval()
     best_auc = best[0] if best[3] and mean_auc(best[3]) is not None else None
     return TrainResult(model=model, best_epoch=best[1], best_valid_auc=best_auc, valid_metrics=best[3],
-                       seconds=time.perf_counter() - started, history=history, distributed=ctx.describe())
+                       seconds=time.perf_counter() - started, history=history, distributed=ctx.describe(),
+                       precision=precision, cache=cache_info, epoch_seconds=epoch_seconds)
+
+
+def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: EncodedSamples, config: TrainConfig,
+                    precision: str, progress: bool, ctx: DistContext
+                    ) -> tuple[Optional[HiddenStateCache], Optional[HiddenStateCache], dict]:
+    """The frozen hidden states of this rank's training and validation rows, or ``(None, None, {})``
+    when every layer is tuned. Training rows first: they get the RAM budget before the validation rows."""
+    if model.cut == 0:
+        return None, None, {}
+    started = time.perf_counter()
+    layers = model.cached_layers()
+    owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
+    train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
+                              max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
+                              desc="hidden states below the cut (train)")
+    left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
+    valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
+                              max_gb=left,
+                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)")
+    rows = len(train_cache) + len(valid_cache)
+    info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
+            "bytes": train_cache.nbytes + valid_cache.nbytes,
+            "disk_bytes": train_cache.disk_bytes + valid_cache.disk_bytes,
+            "seconds": time.perf_counter() - started}
+    return train_cache, valid_cache, info
 
 
 def wrap_for_training(model: UniCTRModel, ctx: DistContext) -> torch.nn.Module:
@@ -220,14 +261,26 @@ def global_batch_loss(output: ModelOutput, labels: torch.Tensor, weights: torch.
 
 
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
-                      optimizer, scheduler, max_grad_norm: float, ctx: DistContext) -> float:
-    """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part."""
-    mine, padding = distributed.shard_of_global_batch(rows, ctx)
+                      optimizer, scheduler, max_grad_norm: float, ctx: DistContext,
+                      cache: Optional[HiddenStateCache] = None, precision: str = "fp32") -> float:
+    """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part.
+
+    With ``cache`` (this rank's rows below the cut) the rank computes the rows of the batch it owns.
+    """
+    if cache is None:
+        mine, padding = distributed.shard_of_global_batch(rows, ctx)
+    else:  # padding: a row of this rank's own of the batch's first domain (no other DSN may take a step)
+        domain = encoded.samples[rows[0]].domain
+        pad = next((r for r in range(ctx.rank, len(encoded), ctx.world_size)
+                    if encoded.samples[r].domain == domain), None)
+        mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
     batch = encoded.batch(mine).to(ctx.device)
+    hidden = None if cache is None else cache.batch(mine)[0]
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
-    output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids)
-    part = global_batch_loss(output, batch.labels, weights, len(rows), dsn_rows)
+    with precisions.autocast(precision, ctx.device):
+        output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
+    part = global_batch_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
     # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
     # result the gradient of the sum of the parts, i.e. of the global batch loss
     apply_gradients(part * ctx.world_size, model, optimizer, scheduler, max_grad_norm)
@@ -252,9 +305,10 @@ def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: f
 
 @torch.no_grad()
 def gathered_predictions(model: UniCTRModel, shard: EncodedSamples, shard_rows: Sequence[int], total: int,
-                         batch_size: int, ctx: DistContext) -> Predictions:
+                         batch_size: int, ctx: DistContext, precision: str = "fp32",
+                         cache: Optional[HiddenStateCache] = None) -> Predictions:
     """Predictions for a whole evaluation set whose rows ``shard_rows`` this rank holds (encoded in ``shard``)."""
-    local = predict_encoded(model, shard, batch_size)
+    local = predict_encoded(model, shard, batch_size, precision=precision, cache=cache)
     values = np.column_stack([local.probs, local.general_probs, local.zero_shot.astype(np.float64)])
     full = distributed.gather_rows(ctx, shard_rows, values, total, "gathering the validation predictions")
     return Predictions(probs=full[:, 0].copy(), general_probs=full[:, 1].copy(), zero_shot=full[:, 2] > 0.5)

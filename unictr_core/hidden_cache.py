@@ -1,0 +1,167 @@
+"""One cache of frozen hidden states, for ``unictr train --tune-layers``, ``unictr domain add`` and the benchmarks.
+
+Whatever lies below the tuned part of the model never changes during a run, so
+the backbone's hidden states there are computed once (in evaluation mode) and
+reused in every epoch. The cache keeps, per row, only the layers asked for,
+unpadded (``tokens x hidden`` per layer), in fp16 or bf16 (fp32 for exact
+comparisons), and pads each batch again to its own longest row.
+
+Where it lives:
+
+* on a CUDA device while the whole cache fits (at most half of the free device
+  memory and at most the budget), else in host memory (pinned when CUDA is used);
+* in host RAM up to the budget (``max_gb``, ``--max-cache-gb``); rows beyond it
+  go to a memory-mapped file in ``cache_dir`` (``--cache-dir``, default the home).
+  The file is unlinked as soon as it is mapped, so nothing is left behind, even
+  after a crash.
+
+Size: ``tokens x layers x hidden x 2`` bytes (fp16/bf16); see :func:`bytes_per_row`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from unictr_core import precision as precisions
+from unictr_core.batching import EncodedSamples
+
+STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+NUMPY_STORAGE = {2: np.uint16, 4: np.float32}  # numpy has no bf16: 2-byte storage is mapped as raw uint16
+DEFAULT_MAX_CACHE_GB = 4.0
+GIB = 2**30
+
+States = list[Optional[torch.Tensor]]
+
+
+def storage_for(precision: str, is_decoder: bool, choice: Optional[str] = None) -> str:
+    """Storage dtype: ``choice`` unless None/auto; else bf16 when computing in bf16 or for a decoder (its
+    activations can exceed fp16's range), fp16 otherwise."""
+    if choice not in (None, "auto"):
+        if choice not in STORAGE:
+            raise ValueError(f"cache dtype must be auto or one of {', '.join(STORAGE)}, got '{choice}'")
+        return choice
+    return "bf16" if precision == "bf16" or is_decoder else "fp16"
+
+
+def bytes_per_row(tokens: float, layers: int, hidden_size: int, storage: str = "fp16") -> float:
+    return tokens * layers * hidden_size * STORAGE[storage].itemsize
+
+
+class HiddenStateCache:
+    """Hidden states at ``layers`` of the rows ``rows`` of an encoded set, filled once by :func:`build_cache`."""
+
+    def __init__(self, lengths: dict[int, int], layers: Sequence[int], num_states: int, hidden_size: int,
+                 storage: str = "fp16", max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None,
+                 device: torch.device = torch.device("cpu")):
+        if storage not in STORAGE:
+            raise ValueError(f"cache storage must be one of {', '.join(STORAGE)}, got '{storage}'")
+        if max_gb < 0:
+            raise ValueError(f"the cache budget must be >= 0 GB, got {max_gb}")
+        self.layers = sorted(set(layers))
+        self.num_states = num_states
+        self.hidden_size = hidden_size
+        self.storage = storage
+        self.dtype = STORAGE[storage]
+        self.device = device
+        self.width = len(self.layers) * hidden_size
+        token_bytes = self.width * self.dtype.itemsize
+        total_tokens = sum(lengths.values())
+        self.nbytes = total_tokens * token_bytes
+        on_device = device.type == "cuda" and self.nbytes <= min(max_gb * GIB, torch.cuda.mem_get_info(device)[0] / 2)
+        home = device if on_device else torch.device("cpu")
+        ram_tokens = total_tokens if on_device else min(total_tokens, int(max_gb * GIB // max(1, token_bytes)))
+        # row -> (segment, first token, length); rows fill RAM first, then the memory-mapped file
+        self._slots: dict[int, tuple[int, int, int]] = {}
+        used = [0, 0]
+        for row, length in lengths.items():
+            segment = 0 if used[0] + length <= ram_tokens else 1
+            self._slots[row] = (segment, used[segment], length)
+            used[segment] += length
+        pin = home.type == "cpu" and device.type == "cuda"
+        self.segments = [torch.empty((used[0], self.width), dtype=self.dtype, device=home, pin_memory=pin)]
+        self.disk_bytes = used[1] * token_bytes
+        self.path: Optional[Path] = None
+        if used[1]:
+            self.segments.append(self._memory_map(used[1], Path(cache_dir or tempfile.gettempdir())))
+
+    def _memory_map(self, tokens: int, folder: Path) -> torch.Tensor:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".unictr-hidden-", suffix=".mmap", dir=folder)
+        os.close(handle)
+        self.path = Path(name)
+        try:
+            array = np.memmap(name, dtype=NUMPY_STORAGE[self.dtype.itemsize], mode="w+", shape=(tokens, self.width))
+        finally:
+            os.unlink(name)  # the mapping stays valid; the file disappears with the process
+        return torch.from_numpy(array).view(self.dtype)
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    @property
+    def ram_bytes(self) -> int:
+        return self.nbytes - self.disk_bytes
+
+    def put(self, rows: Sequence[int], hidden: Sequence[torch.Tensor]) -> None:
+        """Store rows ``rows`` of a padded batch whose hidden states (all layers, h0..hL) are ``hidden``."""
+        stacked = torch.cat([hidden[layer] for layer in self.layers], dim=-1)
+        for i, row in enumerate(rows):
+            segment, start, length = self._slots[row]
+            self.segments[segment][start:start + length] = stacked[i, :length].to(self.segments[segment].device,
+                                                                                  self.dtype)
+
+    def batch(self, rows: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[States, torch.Tensor]:
+        """The cached states of ``rows`` padded to their longest row (``None`` at layers not kept), and the mask."""
+        slots = [self._slots[r] for r in rows]
+        longest = max(length for _, _, length in slots)
+        padded = torch.zeros((len(rows), longest, self.width), dtype=self.dtype, device=self.segments[0].device)
+        mask = torch.zeros((len(rows), longest), dtype=torch.bool)
+        for i, (segment, start, length) in enumerate(slots):
+            padded[i, :length] = self.segments[segment][start:start + length]
+            mask[i, :length] = True
+        padded = padded.to(self.device, dtype, non_blocking=True)
+        states: States = [None] * self.num_states
+        for k, layer in enumerate(self.layers):
+            states[layer] = padded[..., k * self.hidden_size:(k + 1) * self.hidden_size]
+        return states, mask.to(self.device)
+
+
+@torch.no_grad()
+def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Optional[Sequence[int]] = None,
+                batch_size: int = 64, precision: str = "fp32", storage: Optional[str] = None,
+                max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None, progress: bool = False,
+                desc: str = "caching hidden states") -> HiddenStateCache:
+    """Run the (frozen, eval-mode) backbone of ``model`` once over ``rows`` of ``encoded`` and cache ``layers``.
+
+    ``rows``: the rows this process needs (default all; under torchrun, its shard).
+    ``precision``: ``fp32`` or ``bf16`` (resolved); ``storage`` defaults to :func:`storage_for`.
+    """
+    rows = list(range(len(encoded))) if rows is None else list(rows)
+    device = next(model.parameters()).device
+    storage = storage_for(precision, model.backbone_info.is_decoder, storage)
+    cache = HiddenStateCache({r: len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
+                             model.hidden_size, storage, max_gb, cache_dir, device)
+    was_training = model.training
+    model.eval()
+    order = sorted(rows, key=lambda r: (len(encoded.token_ids[r]), r))  # similar lengths: little padding
+    try:
+        with tqdm(total=len(rows), desc=desc, unit="sample", disable=not progress) as bar:
+            for start in range(0, len(order), batch_size):
+                batch = encoded.batch(order[start:start + batch_size]).to(device)
+                with precisions.autocast(precision, device):
+                    hidden = model.encode(batch.input_ids, batch.attention_mask)
+                cache.put(batch.rows, hidden)
+                bar.update(len(batch.rows))
+    finally:
+        model.train(was_training)
+    return cache
+
+
+__all__ = ["DEFAULT_MAX_CACHE_GB", "HiddenStateCache", "STORAGE", "build_cache", "bytes_per_row", "storage_for"]
