@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 from conftest import toy_samples
 from test_domain_add import build_home, home, toys_file, trained_home  # noqa: F401 - shared fixtures
 from unictr_cli.main import app as cli_app
+from unictr_core import home_store
 from unictr_core.data_io import read_samples
 from unictr_core.predict import predict_samples
 from unictr_core.registry import Registry, load_model, state_token
@@ -171,9 +172,10 @@ def test_state_token_changes_only_with_commits(home, toys_file):
     assert state_token(home) == token
     Registry(home)  # reading changes nothing
     assert state_token(home) == token
-    (home / "domains" / ".toys.tmp-123").mkdir()  # a write in progress is not a commit
+    staging = home / home_store.GENERATIONS / ".staging-123-456"  # a write in progress is not a commit
+    staging.mkdir()
     assert state_token(home) == token
-    shutil.rmtree(home / "domains" / ".toys.tmp-123")
+    shutil.rmtree(staging)
     result = runner.invoke(cli_app, ["domain", "remove", "music", "--home", str(home), "--yes"])
     assert result.exit_code == 0, result.output
     assert state_token(home) != token
@@ -195,12 +197,11 @@ def test_requests_keep_their_state_and_a_broken_bundle_or_core_keeps_the_old_one
     assert predict_samples(first.model, toys).zero_shot.all()
     assert not predict_samples(second.model, toys).zero_shot.any()
 
-    # a broken new bundle for toys (renamed into place as a whole, as a writer would): toys keeps its DSN
-    staging = home / "domains" / ".toys.tmp-broken"
-    shutil.copytree(home / "domains" / "toys", staging)
-    (staging / "dsn.safetensors").write_bytes(b"not safetensors")
-    shutil.rmtree(home / "domains" / "toys")
-    os.replace(staging, home / "domains" / "toys")
+    # a broken new bundle for toys, committed as a writer commits (a new generation of the home): toys keeps its DSN
+    with home_store.transaction(home) as txn:
+        weights = txn.root / "domains" / "toys" / "dsn.safetensors"
+        weights.unlink()  # a hard link shared with the current generation: replace it, never write into it
+        weights.write_bytes(b"not safetensors")
     assert live.changed() and live.reload()
     third = live.state
     assert third.model.dsns["toys"] is second.model.dsns["toys"]
@@ -208,7 +209,10 @@ def test_requests_keep_their_state_and_a_broken_bundle_or_core_keeps_the_old_one
     assert any("toys" in note and "SHA-256" in note for note in third.notes)
 
     # a broken core: the reload fails, the old state keeps serving, the error is reported once
-    (home / "core" / "manifest.yaml").write_text("format_version: [")
+    with home_store.transaction(home) as txn:
+        manifest = txn.root / "core" / "manifest.yaml"
+        manifest.unlink()
+        manifest.write_text("format_version: [")
     assert live.changed() and not live.reload()
     assert live.state is third and "core manifest" in live.last_error
     assert not live.changed()  # the same broken commit is not retried at every poll
