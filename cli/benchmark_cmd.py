@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from unictr_cli import speed_options as speed
 from unictr_cli.common import set_threads, split_csv, threads_option, user_errors
 from unictr_core.baselines import BaselineSettings
 from unictr_core.config import ModelConfig, TrainConfig
@@ -35,6 +36,9 @@ def benchmark(
                                 "general network's logit + a learned correction) or standalone (the paper's)."),
     uni_ids: str = typer.Option(ModelConfig.ids, help="Uni-CTR's ID embeddings: none (text only, the paper's), dsn "
                                 "(in the DSNs) or all (DSNs and general network); see `unictr train --ids`."),
+    uni_tune_layers: str = typer.Option("all", "--uni-tune-layers", metavar="all|K", help="LoRA in which of "
+                                        "Uni-CTR's layers: all (the paper), K (the top K), 0 (frozen backbone); "
+                                        "see `unictr train --tune-layers`."),
     holdout: Optional[str] = typer.Option(None, help="Comma-separated held-out domains for the zero-shot table "
                                           "(excluded from training). Default: the dataset's holdout_domains."),
     seed: int = typer.Option(0, help="One seed for every model and for the subsampling."),
@@ -53,7 +57,8 @@ def benchmark(
     options = BenchmarkOptions(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
-        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_ids=uni_ids, seed=seed,
+        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_ids=uni_ids,
+        uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )

@@ -18,7 +18,7 @@ from unictr_cli.common import (USER_ERRORS, echo_field_usage, epoch_line, fail, 
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.artifact import save_trained
-from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig
+from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.data_io import read_samples, write_samples
 from unictr_core.dataset import load_dataset
 from unictr_core.predict import prediction_records, predict_samples
@@ -267,12 +267,6 @@ def train(
         typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s ({result.precision}"
                    f"{cache_text(result.cache)}); core {fingerprint[:12]} and {len(chosen)} domain bundles written "
                    f"to {home_dir}")
-
-
-def tune_layers_text(tuned: Optional[int]) -> str:
-    if tuned is None:
-        return "every layer"
-    return "no layer (frozen backbone)" if tuned == 0 else f"the top {tuned} layers"
 
 
 def cache_text(cache: dict) -> str:

@@ -46,8 +46,9 @@ def _cli(*args: str):
 @pytest.fixture(scope="module")
 def full_run(dataset, backbone, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
-    result = _cli("--data", str(dataset), "--out", str(out), "--models", "deepfm,dcn,shared_bottom,star,user_rate,unictr",
-                  "--epochs", "2", "--uni-epochs", "1", "--uni-backbone", str(backbone), "--uni-max-length", "64",
+    result = _cli("--data", str(dataset), "--out", str(out),
+                  "--models", "deepfm,dcn,shared_bottom,star,user_rate,unictr", "--epochs", "2", "--uni-epochs", "1",
+                  "--uni-backbone", str(backbone), "--uni-max-length", "64", "--uni-tune-layers", "1",
                   "--embed-dim", "8", "--lr", "0.01", "--patience", "1", "--threads", "1", "--quiet")
     assert result.exit_code == 0, result.output + repr(result.exception)
     return result.output, json.loads((out / "benchmark.json").read_text()), out
@@ -108,6 +109,7 @@ def test_timings_and_what_was_used_are_reported(full_run):
     assert "at most 2 epochs" in output and "at most 1 epochs" in output and "seed 0" in output
     assert "1 threads" in output and report["environment"]["threads"] == 1
     assert report["options"]["uni_backbone"].endswith("tiny")
+    assert report["options"]["uni_tune_layers"] == 1 and "LoRA in the top 1 layers" in output
     assert report["options"]["baseline"]["patience"] == 1 and "patience 1 on validation AUC" in output
     if importlib.util.find_spec("matplotlib") is None:
         assert "matplotlib is not installed" in output and not (out / "benchmark.png").exists()

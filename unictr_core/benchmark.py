@@ -32,7 +32,7 @@ import torch
 from unictr_core import metrics
 from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
 from unictr_core.baselines.floors import FLOOR
-from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.baselines.trainer import check_labels
 from unictr_core.dataset import load_dataset
 from unictr_core.report import fmt, format_table, write_json
@@ -57,6 +57,7 @@ class BenchmarkOptions:
     uni_max_steps: Optional[int] = None
     uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
+    uni_tune_layers: Optional[int] = None       # LoRA in the top K layers only (ModelConfig.tune_layers); None: all
     seed: int = 0
     holdout: Optional[list[str]] = None         # None: the dataset's holdout_domains
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
@@ -164,7 +165,8 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     from unictr_core.predict import predict_samples
     from unictr_core.training import train_unictr
 
-    model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids)
+    model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
+                               tune_layers=options.uni_tune_layers)
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
@@ -409,7 +411,9 @@ def _format_used(report: dict[str, Any]) -> list[str]:
     ]
     if UNICTR in report["models"]:
         lines.append(f"  Uni-CTR: backbone {o['uni_backbone']}, at most {o['uni_epochs']} epochs, batch "
-                     f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs, IDs {o['uni_ids']}"
+                     f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs, "
+                     f"IDs {o['uni_ids']}, "
+                     f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))
     lines.append(f"  machine: torch {env['torch']}, {env['threads']} threads, {env['machine']}")
     return lines

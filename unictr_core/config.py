@@ -93,3 +93,10 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def tune_layers_text(tuned: Optional[int]) -> str:
+    """Where LoRA is, in words, for ``ModelConfig.tune_layers``."""
+    if tuned is None:
+        return "every layer"
+    return "no layer (frozen backbone)" if tuned == 0 else f"the top {tuned} layers"
