@@ -206,16 +206,24 @@ def _collect(hook_name: str, **arguments: Any) -> list[tuple[str, tuple]]:
     return found
 
 
+def _specs(hook_name: str, spec_type: type, **arguments: Any) -> list:
+    """The ``spec_type`` objects registered through ``hook_name``, each stamped with its plugin's name; a plugin
+    that registers anything else is marked broken."""
+    out = []
+    for plugin_name, args in _collect(hook_name, **arguments):
+        if len(args) != 1 or not isinstance(args[0], spec_type) or not isinstance(args[0].name, str):
+            _record_broken(plugin_name, f"{hook_name} must call register({spec_type.__name__}(...)), "
+                                        f"got register{tuple(type(a).__name__ for a in args)}")
+            continue
+        args[0].plugin = plugin_name
+        out.append(args[0])
+    return out
+
+
 def backbones() -> dict[str, BackboneSpec]:
     """Registered backbones by name; on a name clash the first registered (built-in) one wins."""
     out: dict[str, BackboneSpec] = {}
-    for plugin_name, args in _collect("register_backbones"):
-        if len(args) != 1 or not isinstance(args[0], BackboneSpec) or not isinstance(args[0].name, str):
-            _record_broken(plugin_name, "register_backbones must call register(BackboneSpec(...)), "
-                                        f"got register{tuple(type(a).__name__ for a in args)}")
-            continue
-        spec = args[0]
-        spec.plugin = plugin_name
+    for spec in _specs("register_backbones", BackboneSpec):
         out.setdefault(spec.name, spec)
     return out
 
@@ -226,16 +234,7 @@ def domain_specs(home: Path) -> list[DomainSpec]:
     Use :mod:`unictr_core.registry` for the resolved view (validation, which
     bundle fits the core, local vs package).
     """
-    out: list[DomainSpec] = []
-    for plugin_name, args in _collect("register_domains", home=Path(home)):
-        if len(args) != 1 or not isinstance(args[0], DomainSpec) or not isinstance(args[0].name, str):
-            _record_broken(plugin_name, "register_domains must call register(DomainSpec(...)), "
-                                        f"got register{tuple(type(a).__name__ for a in args)}")
-            continue
-        spec = args[0]
-        spec.plugin = plugin_name
-        out.append(spec)
-    return out
+    return _specs("register_domains", DomainSpec, home=Path(home))
 
 
 def plugin_rows(home: Optional[Path] = None) -> list[dict[str, Any]]:
