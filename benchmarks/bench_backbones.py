@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def _subsample(samples, per_domain: int, seed: int):
-    from unictr_cli.model_cmds import subsample
+    from unictr_core.workflows import subsample
 
     return subsample(samples, per_domain, seed)
 
@@ -46,7 +46,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.dataset import load_dataset
-    from unictr_core.registry import templates_for
+    from unictr_core.store.registry import templates_for
     from unictr_core.predict import domain_metrics, mean_auc, predict_samples
     from unictr_core.tiny import make_tiny_backbone
     from unictr_core.training import train_unictr

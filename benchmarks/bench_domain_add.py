@@ -25,17 +25,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def run_once(home: Path, domain: str, parts, epochs: int, batch_size: int, seed: int, cache: bool) -> dict:
-    from unictr_core.artifact import CORE_DIR, load_core
-    from unictr_core.config import TrainConfig
-    from unictr_core.domain_training import train_domain
-    from unictr_core.registry import Registry
+def run_once(plan, epochs: int, batch_size: int, seed: int, cache: bool) -> dict:
+    """One `domain add` training (nothing committed) on the rows of ``plan``, against a freshly loaded core."""
+    from dataclasses import replace
 
-    entry = Registry(home).get(domain)
-    template = entry.template if entry is not None else None
-    model = load_core(home / CORE_DIR)
+    from unictr_core import workflows
+    from unictr_core.config import TrainConfig
+    from unictr_core.store.artifact import load_core
+    from unictr_core.store.layout import CORE_DIR
+    from unictr_core.store.snapshots import snapshot
+
+    plan = replace(plan, model=load_core(snapshot(plan.home) / CORE_DIR))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=epochs + 1, seed=seed)
-    result = train_domain(model, domain, *parts, template=template, config=config, cache=cache, progress=False)
+    result = workflows.train_dsn(plan, config, cache=cache, progress=False)
     epochs_run = len(result.history)
     return {"cache": cache, "epochs": epochs_run, "seconds": result.seconds,
             "seconds_per_epoch": result.seconds["train"] / epochs_run, "cache_mib": result.cache_bytes / 2**20,
@@ -43,14 +45,12 @@ def run_once(home: Path, domain: str, parts, epochs: int, batch_size: int, seed:
             "valid_auc": result.valid_auc, "rows": result.rows}
 
 
-def warm_up(home: Path, samples) -> None:
+def warm_up(model, samples) -> None:
     """One untimed backbone pass, so one-off start-up costs do not land on the first timed mode."""
     import torch
 
-    from unictr_core.artifact import CORE_DIR, load_core
     from unictr_core.predict import encode
 
-    model = load_core(home / CORE_DIR)
     batch = encode(model, samples).batch(list(range(len(samples))))
     with torch.no_grad():
         model.encode(batch.input_ids, batch.attention_mask)
@@ -90,17 +90,17 @@ def main(argv=None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    from unictr_cli.model_cmds import subsample
-    from unictr_core.domain_training import domain_splits
+    from unictr_core import workflows
 
-    train, valid, test, _ = domain_splits(args.data, args.domain, args.seed)
-    train = subsample(train, args.max_rows, args.seed)
-    warm_up(args.home, train[:8])
+    # the rows, template and core `unictr domain add` would use (fp32, so both modes compute alike)
+    plan = workflows.plan_domain_add(args.home, args.domain, args.data, replace=True, seed=args.seed,
+                                     max_rows=args.max_rows, precision="fp32")
+    train, valid, test = plan.train_rows, plan.valid_rows, plan.test_rows
+    warm_up(plan.model, train[:8])
     all_runs: list[dict] = []
     for repeat in range(args.repeats):
         for cache in ((True, False) if repeat % 2 == 0 else (False, True)):
-            all_runs.append(run_once(args.home, args.domain, (train, valid, test), args.epochs, args.batch_size,
-                                     args.seed, cache))
+            all_runs.append(run_once(plan, args.epochs, args.batch_size, args.seed, cache))
     cached, live = (min((r for r in all_runs if r["cache"] == mode), key=lambda r: r["seconds"]["total"])
                     for mode in (True, False))
     runs = [cached, live]

@@ -134,7 +134,7 @@ def run_level(port: int, requests: list[list[dict]], clients: int) -> dict:
 def reference_predict(home: Path, samples, batch_size: int = 64) -> dict:
     """What `unictr predict` does after loading: predict_samples over all rows, batch 64."""
     from unictr_core.predict import predict_samples
-    from unictr_core.registry import load_model
+    from unictr_core.store.loading import load_model
 
     model, _ = load_model(home, domains=sorted({s.domain for s in samples}))
     predict_samples(model, samples[:8], batch_size)  # warm-up, untimed

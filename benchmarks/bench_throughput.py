@@ -66,7 +66,7 @@ def worker(args, tune: str, precision: str) -> dict:
     from unictr_core import precision as precisions
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.predict import encode, predict_encoded
-    from unictr_core.registry import templates_for
+    from unictr_core.store.registry import templates_for
     from unictr_core.training import train_unictr
 
     torch.set_num_threads(args.threads)

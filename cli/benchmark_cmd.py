@@ -9,8 +9,7 @@ import typer
 
 from unictr_cli import speed_options as speed
 from unictr_cli.common import set_threads, split_csv, threads_option, user_errors
-from unictr_core.baselines import BaselineSettings
-from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.config import BaselineSettings, ModelConfig, TrainConfig
 
 
 @user_errors
@@ -25,12 +24,12 @@ def benchmark(
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_eval_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N validation and N test rows "
                                                 "per domain."),
-    epochs: int = typer.Option(10, min=1, help="Epoch cap for the baselines (early stopping on validation AUC)."),
+    epochs: int = typer.Option(BaselineSettings.epochs, min=1, help="Epoch cap for the baselines (early stopping on validation AUC)."),
     uni_epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap for Uni-CTR (default: --epochs)."),
-    uni_backbone: str = typer.Option("minilm", help="Uni-CTR backbone: a registered name or a local Hugging Face "
+    uni_backbone: str = typer.Option(ModelConfig.backbone, help="Uni-CTR backbone: a registered name or a local Hugging Face "
                                      "model directory."),
-    uni_batch_size: int = typer.Option(32, min=1),
-    uni_max_length: int = typer.Option(128, min=8, help="Uni-CTR prompt length cap in tokens."),
+    uni_batch_size: int = typer.Option(TrainConfig.batch_size, min=1),
+    uni_max_length: int = typer.Option(ModelConfig.max_length, min=8, help="Uni-CTR prompt length cap in tokens."),
     uni_max_steps: Optional[int] = typer.Option(None, min=1, help="Stop Uni-CTR training after N steps."),
     uni_dsn: str = typer.Option(TrainConfig.dsn, help="Uni-CTR's DSN kind in joint training: residual (the "
                                 "general network's logit + a learned correction) or standalone (the paper's)."),
@@ -41,11 +40,11 @@ def benchmark(
                                         "see `unictr train --tune-layers`."),
     holdout: Optional[str] = typer.Option(None, help="Comma-separated held-out domains for the zero-shot table "
                                           "(excluded from training). Default: the dataset's holdout_domains."),
-    seed: int = typer.Option(0, help="One seed for every model and for the subsampling."),
-    batch_size: int = typer.Option(256, min=1, help="Baseline batch size."),
-    lr: float = typer.Option(1e-3, min=0.0, help="Baseline Adam learning rate."),
-    embed_dim: int = typer.Option(16, min=1, help="Baseline embedding size."),
-    patience: int = typer.Option(2, min=1, help="Baseline early stopping: epochs without a better validation AUC."),
+    seed: int = typer.Option(BaselineSettings.seed, help="One seed for every model and for the subsampling."),
+    batch_size: int = typer.Option(BaselineSettings.batch_size, min=1, help="Baseline batch size."),
+    lr: float = typer.Option(BaselineSettings.lr, min=0.0, help="Baseline Adam learning rate."),
+    embed_dim: int = typer.Option(BaselineSettings.embed_dim, min=1, help="Baseline embedding size."),
+    patience: int = typer.Option(BaselineSettings.patience, min=1, help="Baseline early stopping: epochs without a better validation AUC."),
     threads: Optional[int] = threads_option(),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
 ) -> None:

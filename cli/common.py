@@ -1,4 +1,4 @@
-"""Options and error handling shared by the ``unictr`` commands."""
+"""Options and error handling shared by the ``unictr`` commands (imports neither torch nor transformers)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,14 @@ from typing import Callable, Optional
 
 import typer
 
-from unictr_core.artifact import ArtifactError, default_home
-from unictr_core.backbone import BackboneError
-from unictr_core.home_store import HomeStoreError
 from unictr_core.schema import DataError
+from unictr_core.store.layout import ArtifactError, default_home
+from unictr_core.store.snapshots import HomeStoreError
 
 HOME_HELP = "UniCTR home: holds core/ (the frozen core) and domains/ (domain bundles). Default: $UNICTR_HOME or ./unictr-home."
 
-USER_ERRORS = (DataError, ArtifactError, BackboneError, HomeStoreError, ValueError, FileNotFoundError,
-               FileExistsError)
+# BackboneError (unictr_core.backbone) is a ValueError
+USER_ERRORS = (DataError, ArtifactError, HomeStoreError, ValueError, FileNotFoundError, FileExistsError)
 
 
 def home_option() -> Path:

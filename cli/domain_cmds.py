@@ -1,4 +1,4 @@
-"""``unictr domain add | remove | list | show``: domains as plugins."""
+"""``unictr domain add | remove | list | show``: domains as plugins; parse, call the library, print."""
 
 from __future__ import annotations
 
@@ -7,15 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from tqdm.auto import tqdm
 
-from unictr_cli import model_cmds
+from unictr_cli import launching
 from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads,
                                threads_option, user_errors, warn)
-from unictr_core import distributed
-from unictr_core.prompts import TemplateSet, field_usage
-from unictr_core.report import format_table
+from unictr_core.config import DOMAIN_ADD_DEFAULTS
+from unictr_core.tables import format_table
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
                          no_args_is_help=True)
@@ -27,28 +25,6 @@ def _human_size(size: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(size)
-
-
-def _read_template(path: Path, name: str):
-    """A PromptTemplate YAML file, or a domain definition (``name``/``description``/``template``)."""
-    import yaml
-
-    from unictr_core.prompts import PromptTemplate
-
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"--template: file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"--template {path}: not valid YAML: {exc}") from None
-    description = ""
-    if isinstance(data, dict) and "template" in data:
-        description = str(data.get("description") or "")
-        data = data["template"]
-    if isinstance(data, dict):
-        data = dict(data)
-        data.setdefault("domain", name)
-    return PromptTemplate.from_dict(data, source=f"--template {path}"), description
 
 
 @domain_app.command("add")
@@ -63,11 +39,11 @@ def add(
                                             "(shipped definition or package), else the template in --data's "
                                             "dataset.yaml, else the core's default."),
     home: Optional[Path] = home_option(),
-    epochs: int = typer.Option(20, min=1, help="Maximum number of epochs (early stopping on validation AUC)."),
-    batch_size: int = typer.Option(32, min=1),
-    lr: float = typer.Option(3e-3, min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
-    patience: int = typer.Option(5, min=1, help="Stop after this many epochs without a better validation AUC."),
-    seed: int = typer.Option(0),
+    epochs: int = typer.Option(DOMAIN_ADD_DEFAULTS.epochs, min=1, help="Maximum number of epochs (early stopping on validation AUC)."),
+    batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1),
+    lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
+    patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1, help="Stop after this many epochs without a better validation AUC."),
+    seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
                                "and reuse them every epoch (default), or run the backbone every epoch."),
@@ -81,12 +57,12 @@ def add(
                                   "validation than zero-shot. --standalone: the paper's DSN, trained from scratch."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
-    nproc_per_node: Optional[int] = model_cmds.nproc_option(),
-    nnodes: Optional[str] = model_cmds.nnodes_option(),
-    node_rank: Optional[int] = model_cmds.node_rank_option(),
-    rdzv_endpoint: Optional[str] = model_cmds.rdzv_endpoint_option(),
-    rdzv_id: Optional[str] = model_cmds.rdzv_id_option(),
-    dist_timeout: Optional[float] = model_cmds.dist_timeout_option(),
+    nproc_per_node: Optional[int] = launching.nproc_option(),
+    nnodes: Optional[str] = launching.nnodes_option(),
+    node_rank: Optional[int] = launching.node_rank_option(),
+    rdzv_endpoint: Optional[str] = launching.rdzv_endpoint_option(),
+    rdzv_id: Optional[str] = launching.rdzv_id_option(),
+    dist_timeout: Optional[float] = launching.dist_timeout_option(),
     threads: Optional[int] = threads_option(),
 ) -> None:
     """Train a DSN for a new domain against the frozen core and register it (atomically).
@@ -97,99 +73,62 @@ def add(
     With --nproc-per-node N the command relaunches itself under torchrun (as `unictr train` does); only rank 0
     registers the bundle and prints.
     """
-    launch = model_cmds.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
-    if launch is not None:
-        model_cmds.relaunch_under_torchrun(ctx, launch)
-    set_threads(threads)
-    with model_cmds.process_group(dist_timeout) as group:
-        _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache,
-             max_cache_gb, residual, replace, description, cache_dir, precision, cache_dtype)
-
-
-def _add(group, name, data, template, home, epochs, batch_size, lr, patience, seed, max_rows, cache, max_cache_gb,
-         residual, replace, description, cache_dir=None, precision="auto", cache_dtype="auto") -> None:
-    from unictr_cli.model_cmds import subsample
-    from unictr_core.artifact import CORE_DIR, load_core
+    from unictr_core import workflows
     from unictr_core.config import TrainConfig
+
+    launch = launching.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
+    if launch is not None:
+        launching.relaunch_under_torchrun(ctx, launch)
+    set_threads(threads)
+    home_dir = resolve_home(home)
+    with launching.process_group(dist_timeout) as group:
+        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group)
+        config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=(lr / 100, lr), patience=patience,
+                             seed=seed)
+        if group.is_main:
+            _echo_plan(plan, group, residual, cache)
+        done = workflows.add_domain(plan, config, residual, cache, max_cache_gb, speed.cache_folder(cache_dir, home_dir),
+                                    cache_dtype, description, replace, group, on_epoch=_print_epoch)
+        if done is not None:  # rank 0
+            _echo_added(plan, done)
+
+
+def _print_epoch(record: dict) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(epoch_line(record))
+
+
+def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
     from unictr_core import precision as precisions
-    from unictr_core.data_io import validate_domain_name
-    from unictr_core.dataset import dataset_template
-    from unictr_core.domain_training import domain_splits, train_domain
-    from unictr_core.registry import Registry, RegistryError
 
-    echo = typer.echo if group.is_main else (lambda *a, **k: None)
-    secho = typer.secho if group.is_main else (lambda *a, **k: None)
-    with distributed.agreement(group, f"reading the core and the data of '{name}'"):
-        validate_domain_name(name, "domain name")
-        home_dir = resolve_home(home)
-        registry = Registry(home_dir)
-        if registry.core_fingerprint is None:
-            raise RegistryError(f"no trained core in {home_dir}; run `unictr train` first")
-        entry = registry.get(name)
-        if entry is not None and entry.local and not replace:
-            raise RegistryError(f"domain '{name}' already has a local bundle ({entry.bundle}); use --replace")
-        if template is not None:
-            chosen_template, template_description = _read_template(template, name)
-        else:
-            chosen_template = entry.template if entry is not None else dataset_template(data)
-            template_description = entry.description if entry is not None else ""
-        train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed)
-        model = load_core(registry.root / CORE_DIR).to(group.device)
-        precision = precisions.resolve(precision, group.device)
-    for note in notes:
-        echo(note)
-    train_rows = subsample(train_rows, max_rows, seed)
-    if group.is_main:
-        echo_field_usage(field_usage(TemplateSet({name: chosen_template} if chosen_template else {},
-                                                 default=model.templates.default), train_rows))
-    if entry is not None and entry.has_dsn and entry.compatible and not entry.local:
-        secho(f"note: '{name}' is also provided by {entry.source}; the local bundle will take precedence",
-              fg=typer.colors.YELLOW, err=True)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=(lr / 100, lr), patience=patience, seed=seed)
+    for note in plan.notes:
+        typer.echo(note)
+    echo_field_usage(plan.field_usage())
+    if plan.shadowed_source is not None:
+        typer.secho(f"note: '{plan.name}' is also provided by {plan.shadowed_source}; the local bundle will take "
+                    "precedence", fg=typer.colors.YELLOW, err=True)
     processes = f"; {group.world_size} processes ({group.backend})" if group.is_distributed else ""
-    echo(f"training a DSN for '{name}' against core {registry.core_fingerprint[:12]} "
-         f"({len(train_rows)} train / {len(valid_rows)} valid / {len(test_rows)} held-out rows; "
-         f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
-         f"{precisions.describe(precision, group.device)}{processes})")
-    result = train_domain(model, name, train_rows, valid_rows, test_rows, chosen_template, config, cache=cache,
-                          max_cache_gb=max_cache_gb, dist_ctx=group, residual=residual, precision=precision,
-                          cache_dir=Path(speed.cache_folder(cache_dir, home_dir)), cache_storage=cache_dtype,
-                          on_epoch=lambda record: tqdm.write(epoch_line(record)))
-    if not group.is_main:
-        return
-    result.check_registrable()
-    from unictr_core.baselines.floors import floor_scores
+    typer.echo(f"training a DSN for '{plan.name}' against core {plan.core_fingerprint[:12]} "
+               f"({len(plan.train_rows)} train / {len(plan.valid_rows)} valid / {len(plan.test_rows)} held-out rows; "
+               f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
+               f"{precisions.describe(plan.precision, group.device)}{processes})")
 
-    floors = floor_scores(train_rows, valid_rows, test_rows)
-    extra = {"description": description or template_description,
-             "training": {"data": str(data), "rows": result.rows, "best_epoch": result.best_epoch,
-                          "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
-                          "precision": precision,
-                          "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
-                          "config": config.to_dict(), "history": result.history}}
-    stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
-    target = _commit(home_dir, model, name, registry.core_fingerprint, stored, extra, replace)
-    test = result.test
+
+def _echo_added(plan, done) -> None:
+    warn(done.notes)
+    result, test, name = done.training, done.training.test, plan.name
     typer.echo(format_table(
         ["held-out rows", "predicted by", "AUC", "logloss"],
         [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
          [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]
-        + [[test["rows"], f"floor: {floor} (train part)", m["auc"], m["logloss"]] for floor, m in floors.items()]))
+        + [[test["rows"], f"floor: {floor} (train part)", m["auc"], m["logloss"]] for floor, m in done.floors.items()]))
     s = result.seconds
     start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
     typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}; {s['total']:.1f} s "
                f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
                f"evaluation {s['evaluate']:.1f} s)")
-    typer.echo(f"domain '{name}' registered: {target}")
-
-
-def _commit(home_dir, model, name, fingerprint, metrics, extra, replace):
-    from unictr_core.registry import commit_bundle
-
-    notes: list[str] = []
-    target = commit_bundle(home_dir, model, name, fingerprint, metrics, extra, replace=replace, notes=notes)
-    warn(notes)
-    return target
+    typer.echo(f"domain '{name}' registered: {done.target}")
 
 
 @domain_app.command("remove")
@@ -200,17 +139,16 @@ def remove(
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
 ) -> None:
     """Delete a domain's local bundle; for a domain of an installed package, explain how to disable it instead."""
-    from unictr_core.registry import Registry, removable_entry, remove_domain
+    from unictr_core import workflows
 
     home_dir = resolve_home(home)
-    entry = removable_entry(Registry(home_dir), name)
     if not yes:
+        entry = workflows.removable(home_dir, name)
         typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
-    notes: list[str] = []
-    remove_domain(home_dir, name, notes=notes)
-    warn(notes)
+    result = workflows.remove_domain(home_dir, name)
+    warn(result.notes)
     typer.echo(f"domain '{name}' removed from {home_dir}")
-    after = Registry(home_dir).get(name)
+    after = result.still_known
     if after is not None:
         typer.echo(f"'{name}' is still known from {after.source} ({after.status})")
 
@@ -239,7 +177,7 @@ def list_domains(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Every domain: its source (local or which package), compatibility with the core, size and stored AUC."""
-    from unictr_core.registry import Registry
+    from unictr_core.store.registry import Registry
 
     registry = Registry(resolve_home(home))
     if as_json:
@@ -263,7 +201,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),
 ) -> None:
     """Everything the registry knows about one domain."""
-    from unictr_core.registry import Registry
+    from unictr_core.store.registry import Registry
 
     entry = Registry(resolve_home(home)).require(name)
     data = entry.to_dict()

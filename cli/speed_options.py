@@ -7,8 +7,7 @@ from typing import Optional
 
 import typer
 
-from unictr_core.hidden_cache import DEFAULT_MAX_CACHE_GB
-from unictr_core.precision import PRECISIONS, QUANTIZE
+from unictr_core.config import PRECISIONS, QUANTIZE, TrainConfig
 
 PANEL = "Speed"
 
@@ -53,13 +52,13 @@ def quantize_option():
 
 
 def max_cache_gb_option():
-    return typer.Option(DEFAULT_MAX_CACHE_GB, "--max-cache-gb", min=0.0, rich_help_panel=PANEL, help=(
+    return typer.Option(TrainConfig.max_cache_gb, "--max-cache-gb", min=0.0, rich_help_panel=PANEL, help=(
         "Hidden-state cache kept in RAM (on a GPU: on the device while it fits); beyond it, the rest goes to a "
         "memory-mapped file in --cache-dir."))
 
 
 def cache_dtype_option():
-    return typer.Option("auto", "--cache-dtype", metavar="auto|fp16|bf16|fp32", rich_help_panel=PANEL, help=(
+    return typer.Option(TrainConfig.cache_dtype, "--cache-dtype", metavar="auto|fp16|bf16|fp32", rich_help_panel=PANEL, help=(
         "Storage of cached hidden states. auto: bf16 for decoders and bf16 runs, else fp16 (half of fp32's "
         "bytes); fp32 for exact comparisons."))
 
@@ -68,12 +67,6 @@ def cache_dir_option():
     return typer.Option(None, "--cache-dir", rich_help_panel=PANEL, show_default=False, help=(
         "Folder for the memory-mapped part of the hidden-state cache (default: the home). The file is deleted "
         "as soon as it is mapped, so nothing is left behind."))
-
-
-def check_quantize(value: str) -> bool:
-    if value not in QUANTIZE:
-        raise ValueError(f"--quantize must be one of {', '.join(QUANTIZE)}, got '{value}'")
-    return value == "int8"
 
 
 def cache_folder(cache_dir: Optional[Path], home: Path) -> str:

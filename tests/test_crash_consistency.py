@@ -21,7 +21,7 @@ import torch
 
 from conftest import toy_samples
 from test_domain_add import build_home
-from unictr_core import home_store
+from unictr_core.store import snapshots as home_store
 from unictr_core.artifact import CORE_DIR, load_core, save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.domain_training import train_domain

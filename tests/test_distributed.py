@@ -216,7 +216,7 @@ def test_forwarded_arguments_keep_positionals_and_flag_pairs():
     """What a relaunched ``domain add NAME ... --no-cache`` would be given (a command with an argument)."""
     from typer.testing import CliRunner
 
-    from unictr_cli.model_cmds import forwarded_arguments
+    from unictr_cli.launching import forwarded_arguments
 
     app, group, seen = typer.Typer(), typer.Typer(), {}
 
@@ -362,18 +362,18 @@ def test_gathered_auc_errors_and_timeouts_across_two_processes(small_data, tmp_p
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_an_error_every_rank_shares_is_printed_by_rank_0_only(rank, monkeypatch, capsys):
-    from unictr_cli import model_cmds
+    from unictr_cli import launching
 
     monkeypatch.setattr(distributed, "init_from_env", lambda timeout: DistContext(rank=rank, world_size=2))
     with pytest.raises(typer.Exit) as stop:
-        with model_cmds.process_group(None):
+        with launching.process_group(None):
             raise DistributedError("reading the dataset: ranks 0, 1 failed: DataError: x", reported_everywhere=True)
     assert stop.value.exit_code == 1
     printed = capsys.readouterr().err
     assert printed.count("reading the dataset: ranks 0, 1 failed") == (1 if rank == 0 else 0)
     # an error of this rank alone is printed by it, with its rank
     with pytest.raises(typer.Exit):
-        with model_cmds.process_group(None):
+        with launching.process_group(None):
             raise ValueError("bad row")
     assert f"error: rank {rank}/2: bad row" in capsys.readouterr().err
 

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core import artifact
+from unictr_core.store import artifact as store_artifact
 from unictr_core.artifact import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.data_io import write_samples
@@ -205,7 +206,7 @@ def test_interrupted_add_registers_nothing(home, toys_file, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifact, "save_file", disk_full)
+    monkeypatch.setattr(store_artifact, "save_file", disk_full)
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
                                  "--epochs", "1"])
     assert result.exit_code != 0
@@ -262,7 +263,7 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path):
 
 def test_train_waits_for_the_registry_lock_and_writes_nothing_when_it_cannot_get_it(home, tiny_bert, tmp_path,
                                                                                    monkeypatch):
-    from unictr_core import home_store
+    from unictr_core.store import snapshots as home_store
 
     data = tmp_path / "data"
     assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0

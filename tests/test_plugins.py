@@ -122,7 +122,7 @@ def test_plugin_whose_hook_raises_is_reported_and_registers_nothing(tmp_path):
 def test_builtin_plugins_are_registered_like_external_ones():
     pm = plugins.get_plugin_manager(reload=True)
     names = {name for name, _ in pm.list_name_plugin()}
-    assert set(plugins.BUILTIN_PLUGINS) <= names
+    assert set(plugins.builtin_plugins()) <= names
     rows = {r["name"]: r for r in plugins.plugin_rows()}
     assert rows["unictr_plugins.baselines"]["hooks"] == ["register_baselines"]
     assert rows["unictr_plugins.local_domains"]["hooks"] == ["register_domains"]

@@ -36,7 +36,7 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``target``, on error it is removed.
 
     A previous call killed between its two renames left ``target`` missing and the old folder in
-    ``.<name>.old-<pid>``: the next call puts it back first. (Homes use :mod:`unictr_core.home_store`.)
+    ``.<name>.old-<pid>``: the next call puts it back first. (Homes use :mod:`unictr_core.store.snapshots`.)
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -161,7 +161,7 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
 
 
 def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
-    from unictr_core.registry import templates_for
+    from unictr_core.store.registry import templates_for
     from unictr_core.predict import predict_samples
     from unictr_core.training import train_unictr
 

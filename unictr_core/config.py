@@ -7,6 +7,11 @@ from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
 DSN_KINDS = ("residual", "standalone")
+PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.precision
+QUANTIZE = ("none", "int8")
+DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.distributed)
+DEFAULT_DIST_TIMEOUT_S = 600.0
+DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
 
 
 @dataclass
@@ -79,7 +84,7 @@ class TrainConfig:
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
     precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.precision)
-    max_cache_gb: float = 4.0  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
+    max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
     cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
 
@@ -93,6 +98,32 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class BaselineSettings:
+    """Training settings of the baselines (unictr_core.baselines), one for all of them."""
+
+    epochs: int = 10
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 2
+    seed: int = 0
+    embed_dim: int = 16
+    hidden: tuple = (128, 64)
+    dropout: float = 0.1
+    max_history: int = 5
+    model_options: dict = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict:
+        return {"embed_dim": self.embed_dim, "hidden": tuple(self.hidden), "dropout": self.dropout,
+                **self.model_options}
+
+
+
+# what `unictr domain add` trains with unless told otherwise (only the DSN trains: a higher rate, more epochs)
+DOMAIN_ADD_DEFAULTS = TrainConfig(epochs=20, head_lr=(3e-3 / 100, 3e-3), patience=5)
 
 
 def tune_layers_text(tuned: Optional[int]) -> str:

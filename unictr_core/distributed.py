@@ -41,9 +41,9 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 import torch
 
-TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"
+from unictr_core.config import DEFAULT_DIST_TIMEOUT_S as DEFAULT_TIMEOUT_S, DIST_TIMEOUT_ENV as TIMEOUT_ENV
+
 DEVICE_ENV = "UNICTR_DEVICE"
-DEFAULT_TIMEOUT_S = 600.0
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
 

@@ -19,8 +19,7 @@ from pathlib import Path
 import yaml
 
 from unictr_core import yaml_io
-
-from unictr_core.prompts import PromptTemplate
+from unictr_core.prompts import PromptTemplate, template_from_data
 
 
 @dataclass
@@ -45,10 +44,9 @@ def read_definition(path: Path) -> DomainDefinition:
         raise ValueError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "name" not in data:
         raise ValueError(f"{path}: expected a mapping with 'name', 'description' and 'template'")
-    template_data = dict(data.get("template") or {})
-    template_data.setdefault("domain", data["name"])
-    return DomainDefinition(name=str(data["name"]), description=str(data.get("description", "")),
-                            template=PromptTemplate.from_dict(template_data, source=str(path)), path=Path(path))
+    template, description = template_from_data(dict(data, template=data.get("template") or {}), str(data["name"]),
+                                               str(path))
+    return DomainDefinition(name=str(data["name"]), description=description, template=template, path=Path(path))
 
 
 def shipped_definitions() -> dict[str, DomainDefinition]:

@@ -34,7 +34,8 @@ from unictr_core.batching import EncodedSamples
 
 STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NUMPY_STORAGE = {2: np.uint16, 4: np.float32}  # numpy has no bf16: 2-byte storage is mapped as raw uint16
-DEFAULT_MAX_CACHE_GB = 4.0
+from unictr_core.config import DEFAULT_MAX_CACHE_GB  # noqa: F401
+
 GIB = 2**30
 
 States = list[Optional[torch.Tensor]]

@@ -1,8 +1,9 @@
 """The plugin manager: built-in plugins, third-party entry points, and what they register.
 
-Built-in plugins (modules of ``unictr_plugins``) are registered exactly like
-third-party ones. Third-party plugins are found through the entry-point group
-``unictr``. ``UNICTR_LOAD_PLUGINS`` (comma-separated distribution or entry-point
+Built-in plugins are registered exactly like third-party ones, through entry
+points: the group ``unictr.builtin`` (this distribution's own plugins, always
+loaded; no module of ``unictr_core`` names them) and the group ``unictr``
+(third-party plugins). ``UNICTR_LOAD_PLUGINS`` (comma-separated distribution or entry-point
 names) limits which external plugins load; set it to an empty string to load
 none. A plugin that raises while loading, or while one of its hooks runs, is
 recorded in :func:`broken_plugins` (``unictr plugins`` shows it with its error)
@@ -17,6 +18,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
+from importlib import metadata
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -26,14 +28,8 @@ import pluggy
 from unictr_core import hookspecs
 
 ENTRY_POINT_GROUP = "unictr"
+BUILTIN_GROUP = "unictr.builtin"
 LOAD_PLUGINS_ENV = "UNICTR_LOAD_PLUGINS"
-
-BUILTIN_PLUGINS = (
-    "unictr_plugins.minilm_backbone",
-    "unictr_plugins.llm_backbones",
-    "unictr_plugins.baselines",
-    "unictr_plugins.local_domains",
-)
 
 
 @dataclass
@@ -72,6 +68,8 @@ class DomainSpec:
     core_fingerprint: Optional[str] = None
     description: str = ""
     plugin: str = ""  # filled in by the registry: the plugin that registered it
+    source: str = ""  # what `domain list` shows as the source of a registration that is neither a bundle of
+    #                   the home nor of an installed package (e.g. "shipped definition"); default "plugin <name>"
 
 
 _pm: Optional[pluggy.PluginManager] = None
@@ -147,6 +145,13 @@ def _detail(exc: BaseException) -> str:
     return f": {text}" if text else ""
 
 
+def builtin_plugins() -> tuple[str, ...]:
+    """Names of the built-in plugins, in registration order (entry points of ``unictr.builtin``, sorted by the
+    number that prefixes their name there, e.g. ``10-minilm_backbone``)."""
+    found = metadata.entry_points(group=BUILTIN_GROUP)  # not `entry_points`: tests replace that one with fakes
+    return tuple(ep.value for ep in sorted(found, key=lambda ep: ep.name))
+
+
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
     allowed = _allowed_external()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
@@ -167,7 +172,10 @@ def get_plugin_manager(reload: bool = False) -> pluggy.PluginManager:
     _dist_of.clear()
     pm = pluggy.PluginManager("unictr")
     pm.add_hookspecs(hookspecs)
-    for module_name in BUILTIN_PLUGINS:
+    if not builtin_plugins():
+        _record_broken(BUILTIN_GROUP, "no built-in plugins are registered: the installed metadata of unictr predates "
+                       "them; reinstall it (`pip install -e .` in the source tree, or scripts/install.sh)")
+    for module_name in builtin_plugins():
         _guarded(module_name, "", lambda m=module_name: pm.register(importlib.import_module(m), name=m))
     _load_entry_points(pm)
     _pm = pm
@@ -262,7 +270,7 @@ def plugin_rows(home: Optional[Path] = None) -> list[dict[str, Any]]:
         rows.append(_plugin_row(name, hooks, "; ".join(errors.pop(name, [])) or None))
     for name, messages in errors.items():
         rows.append(_plugin_row(name, [], "; ".join(messages)))
-    builtin_first = {name: i for i, name in enumerate(BUILTIN_PLUGINS)}
+    builtin_first = {name: i for i, name in enumerate(builtin_plugins())}
     rows.sort(key=lambda r: (not r["builtin"], builtin_first.get(r["name"], 0), r["name"], r["error"] or ""))
     return rows
 
@@ -277,5 +285,5 @@ def _plugin_row(name: str, hooks: list[str], error: Optional[str]) -> dict[str, 
             version = dist_version(dist)
         except Exception:
             version = None
-    return {"name": name, "builtin": name in BUILTIN_PLUGINS, "distribution": dist, "version": version,
+    return {"name": name, "builtin": name in builtin_plugins(), "distribution": dist, "version": version,
             "hooks": sorted(set(hooks)), "error": error}

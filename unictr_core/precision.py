@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-PRECISIONS = ("auto", "fp32", "bf16")
-QUANTIZE = ("none", "int8")
+from unictr_core.config import PRECISIONS, QUANTIZE  # noqa: F401 - the settings' names live with the configs
+
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

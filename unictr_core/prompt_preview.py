@@ -60,7 +60,8 @@ def _read(data: Path, split: str) -> list[Sample]:
 
 def _templates(data: Path, domains: Sequence[str], home: Path, backbone: str, max_length: int):
     """(templates, tokenizer, max_length, source) as training or prediction would use them."""
-    from unictr_core.registry import core_fingerprint_of, load_model, templates_for
+    from unictr_core.store.loading import load_model
+    from unictr_core.store.registry import core_fingerprint_of, templates_for
 
     if core_fingerprint_of(home) is not None:
         model, _ = load_model(home, domains=list(domains))

@@ -151,14 +151,39 @@ class PromptTemplate:
 
     @classmethod
     def load(cls, path: str | Path) -> "PromptTemplate":
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ValueError(f"template file not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: not valid YAML: {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        """The template in a YAML file (see :func:`read_template_file`)."""
+        return read_template_file(path)[0]
+
+
+def read_template_file(path: str | Path, name: Optional[str] = None, what: str = "template file"
+                       ) -> tuple["PromptTemplate", str]:
+    """``(template, description)`` from a YAML file: a template, or a domain definition (a mapping with
+    ``template:`` and optionally ``name:`` and ``description:``). The template's ``domain`` defaults to
+    ``name``, else the definition's name. ``what`` names the file in errors (e.g. ``--template``)."""
+    from unictr_core import yaml_io
+
+    path = Path(path)
+    try:
+        data = yaml_io.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"{what}: file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{what} {path}: not valid YAML: {exc}") from None
+    return template_from_data(data, name, f"{what} {path}")
+
+
+def template_from_data(data: Any, name: Optional[str], source: str) -> tuple["PromptTemplate", str]:
+    """``(template, description)`` from parsed YAML: a template mapping or a domain definition (see
+    :func:`read_template_file`); ``source`` names it in errors."""
+    description = ""
+    if isinstance(data, dict) and "template" in data:
+        description = str(data.get("description") or "")
+        name = name or (str(data["name"]) if data.get("name") is not None else None)
+        data = data["template"] or {}
+    if isinstance(data, dict) and name is not None:
+        data = dict(data)
+        data.setdefault("domain", name)
+    return PromptTemplate.from_dict(data, source=source), description
 
 
 class TemplateSet:

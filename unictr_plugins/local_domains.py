@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unictr_core.artifact import DOMAINS_DIR, ArtifactError, read_domain_record
+from unictr_core.store.layout import DOMAINS_DIR, ArtifactError
+from unictr_core.store.records import read_domain_record
 from unictr_core.domain_defs import shipped_definitions
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
@@ -22,7 +23,7 @@ from unictr_core.plugins import DomainSpec
 def register_domains(register, home):
     for definition in shipped_definitions().values():
         register(DomainSpec(name=definition.name, template=definition.template,
-                            description=definition.description))
+                            description=definition.description, source="shipped definition"))
     root = Path(home) / DOMAINS_DIR
     if not root.is_dir():
         return

@@ -22,9 +22,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "src"))
 
-from unictr_core.artifact import CORE_DIR, load_core, save_domain_bundle  # noqa: E402
+from unictr_core import workflows  # noqa: E402
 from unictr_core.config import TrainConfig  # noqa: E402
-from unictr_core.domain_training import domain_splits, train_domain  # noqa: E402
+from unictr_core.store.artifact import save_domain_bundle  # noqa: E402
 from unictr_domain_movielens import BUNDLES_DIR, DESCRIPTION, DOMAIN, template  # noqa: E402
 
 
@@ -39,15 +39,16 @@ def main(argv=None) -> Path:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
 
-    model = load_core(args.home / CORE_DIR)
-    fingerprint = model.core_fingerprint
-    train, valid, test, notes = domain_splits(args.data, DOMAIN, args.seed, all_rows=True)
-    for note in notes:
+    # the same steps as `unictr domain add`, but the bundle goes into this package instead of the home
+    plan = workflows.plan_domain_add(args.home, DOMAIN, args.data, template(), replace=True, seed=args.seed,
+                                     precision="fp32", all_rows=True)
+    for note in plan.notes:
         print(note)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=args.seed)
-    result = train_domain(model, DOMAIN, train, valid, test, template(), config, progress=not args.quiet)
+    result = workflows.train_dsn(plan, config, progress=not args.quiet)
+    fingerprint = plan.core_fingerprint
     target = args.out / fingerprint[:16] / DOMAIN
-    save_domain_bundle(model, DOMAIN, target, fingerprint, result.metrics(),
+    save_domain_bundle(plan.model, DOMAIN, target, fingerprint, result.metrics(),
                        extra={"description": DESCRIPTION, "training": {"data": str(args.data), "rows": result.rows}})
     print(f"held-out AUC {result.test['auc']:.4f} (general network zero-shot {result.test['general_auc']:.4f}); "
           f"bundle for core {fingerprint[:12]} written to {target}")

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from unictr_core.adapters import PrepareReport, build_report, drop_duplicates, snake_case
+from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
 from unictr_core.schema import DataError, Sample
 
 PathLike = Union[str, Path]

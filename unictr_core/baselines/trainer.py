@@ -20,28 +20,10 @@ from torch import nn
 from unictr_core import metrics
 from unictr_core.baselines.base import BaselineModel
 from unictr_core.baselines.features import EncodedData, FeatureEncoder
+from unictr_core.config import BaselineSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
 from unictr_core.schema import DataError, Sample
 
 ALL_DOMAINS = "*"
-
-
-@dataclass
-class BaselineSettings:
-    epochs: int = 10
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    patience: int = 2
-    seed: int = 0
-    embed_dim: int = 16
-    hidden: tuple = (128, 64)
-    dropout: float = 0.1
-    max_history: int = 5
-    model_options: dict = field(default_factory=dict)
-
-    def model_kwargs(self) -> dict:
-        return {"embed_dim": self.embed_dim, "hidden": tuple(self.hidden), "dropout": self.dropout,
-                **self.model_options}
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""The one training skeleton of UniCTR, the domain add and the baselines: loss, optimiser step, early stopping.
+
+* :func:`bce` - the one loss: binary cross-entropy of click logits, a mean over the rows, or a weighted sum over
+  a shard's rows divided by the global batch's count (the shards' parts then add up to the global mean).
+* :func:`optimiser_step` - zero the gradients, backward, clip, step the optimiser and the learning-rate schedule.
+* :func:`epoch_score` - the one rule for choosing epochs: the validation AUC; where it is undefined (one label
+  class in the validation rows) minus the training loss, so a run still keeps its best (lowest-loss) epoch.
+* :class:`EarlyStopping` - the best epoch, its state and its details; stops after ``patience`` epochs without a
+  better score. In a distributed run rank 0's decision is broadcast, so every rank leaves the loop together.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any, Callable, ContextManager, Iterable, Optional
+
+import torch
+import torch.nn.functional as F
+
+
+def bce(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor] = None,
+        count: Optional[int] = None) -> torch.Tensor:
+    """Binary cross-entropy of ``logits`` against 0/1 ``labels``: the mean over the rows; with ``weights`` (0 for
+    padding rows) the weighted sum divided by ``count`` (the rows of the whole global batch)."""
+    if weights is None:
+        return F.binary_cross_entropy_with_logits(logits, labels.float())
+    per_row = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
+    return (per_row * weights).sum() / count
+
+
+def optimiser_step(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], optimizer, scheduler=None,
+                   max_grad_norm: float = 0.0, backward: Optional[ContextManager] = None) -> None:
+    """One optimiser step on ``loss``: clip the gradients of ``parameters`` to ``max_grad_norm`` (0: no
+    clipping), then step the optimiser and ``scheduler``. ``backward``: a context the backward pass runs in
+    (e.g. :func:`unictr_core.distributed.collective`, which turns a lost peer into an error)."""
+    optimizer.zero_grad(set_to_none=True)
+    with backward if backward is not None else contextlib.nullcontext():
+        loss.backward()
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def epoch_score(valid_auc: Optional[float], train_loss: float) -> float:
+    """The score epochs are compared by: the validation AUC, or minus the training loss where it is undefined."""
+    return valid_auc if valid_auc is not None else -train_loss
+
+
+class EarlyStopping:
+    """Keeps the best epoch: its score, number, state (``snapshot()``) and details; counts epochs without one.
+
+    The starting point (``epoch`` 0, e.g. an untrained DSN scored before training) may be given; by default
+    any first score beats it.
+    """
+
+    def __init__(self, patience: int, snapshot: Callable[[], Any], score: float = -math.inf, epoch: int = 0,
+                 state: Any = None, details: Any = None):
+        self.patience = patience
+        self.snapshot = snapshot
+        self.score, self.epoch, self.state, self.details = score, epoch, state, details
+        self.stale = 0
+
+    def update(self, epoch: int, score: float, details: Any = None, out_of_steps: bool = False, ctx=None,
+               what: str = "early stopping") -> bool:
+        """Record an epoch's ``score``; True when training should stop (``patience`` epochs without a better
+        score, or ``out_of_steps``). With a distributed ``ctx``, rank 0's decision counts on every rank."""
+        improved = score > self.score
+        stale = 0 if improved else self.stale + 1
+        stop = stale >= self.patience or out_of_steps
+        if ctx is not None:
+            from unictr_core import distributed
+
+            # every rank computed the same, but only rank 0's decision counts: no rank can leave the loop alone
+            improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop), what)
+        self.stale = stale
+        if improved:
+            self.score, self.epoch, self.state, self.details = score, epoch, self.snapshot(), details
+        return stop

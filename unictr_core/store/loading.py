@@ -1,0 +1,55 @@
+"""A model from a home: its core with every compatible DSN the domain registry serves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+from unictr_core.store.artifact import load_core, load_domain_bundle
+from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
+from unictr_core.store.registry import Registry
+
+
+def load_model(home: Path, domains: Optional[list[str]] = None, core=None, registry: Optional[Registry] = None):
+    """The home's core with every compatible DSN the registry serves; returns (model, notes).
+
+    Domains without a usable DSN keep the template the registry knows for them
+    (shipped definition or package), and the general network predicts them
+    (zero-shot). ``domains`` limits which domains are attached. ``core``: an
+    already loaded core without DSNs to attach them to (default: load it);
+    ``registry``: the snapshot to resolve domains with (default: a new one).
+    """
+    home = Path(home)
+    registry = Registry(home) if registry is None else registry
+    if not (registry.root / CORE_DIR / MANIFEST).exists():
+        raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
+    model = load_core(registry.root / CORE_DIR) if core is None else core
+    notes = list(registry.problems)
+    for name, entry in registry.entries.items():
+        if domains is not None and name not in domains:
+            continue
+        if entry.has_dsn and entry.compatible:
+            try:
+                load_domain_bundle(model, entry.bundle)  # verifies fingerprint and weights again
+                continue
+            except (ArtifactError, ValueError, RuntimeError) as exc:
+                notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")
+        elif entry.problem is not None:
+            notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {entry.problem}")
+        elif entry.bundle is not None:
+            notes.append(
+                f"domain bundle '{name}' ({entry.source}, {entry.bundle}) was trained against core "
+                f"{str(entry.core_fingerprint)[:12]}…, but the loaded core is {str(registry.core_fingerprint)[:12]}…; "
+                f"'{name}' is predicted zero-shot; retrain it with `unictr domain add {name}`")
+        if entry.template is not None:
+            model.templates.templates[name] = entry.template
+    return model, notes
+
+
+def load_home(home: Path, domains: Optional[list[str]] = None):
+    """The core of ``home`` with every compatible DSN the domain registry serves; returns (model, notes).
+
+    The same as :func:`load_model`: local bundles and the bundles of installed domain packages; bundles of
+    another core are skipped with a note (those domains are then predicted zero-shot).
+    """
+    return load_model(home, domains)

@@ -1,0 +1,234 @@
+"""The domain registry: every domain any plugin provides, resolved against the current core.
+
+Plugins register :class:`~unictr_core.plugins.DomainSpec` objects through the
+``register_domains`` hook. The built-in plugin :mod:`unictr_plugins.local_domains`
+serves the bundles in ``<home>/domains/`` and the shipped definitions; installed
+packages add their own. One name may be registered several times (a local
+bundle, a package bundle per core it was built for, a definition): the registry
+picks, per name, the registration that serves best:
+
+1. a bundle trained against the current core (compatible),
+2. a bundle trained against another core (listed as incompatible; the domain is
+   then predicted zero-shot with the bundle's template),
+3. a definition only (template + description; predicted zero-shot).
+
+Ties go to the local bundle, then to the first registered plugin (built-in first).
+
+The registry resolves the home's current snapshot once
+(:mod:`unictr_core.store.snapshots`) and reads only records (no torch, no
+weights); :mod:`unictr_core.store.loading` builds a model from it and
+:mod:`unictr_core.store.writes` commits and removes bundles.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from unictr_core import plugins
+from unictr_core.data_io import validate_domain_name
+from unictr_core.prompts import PromptTemplate, TemplateSet
+from unictr_core.schema import DataError
+from unictr_core.store import snapshots
+from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError
+from unictr_core.store.records import read_manifest, verify_domain_bundle
+
+
+class RegistryError(ArtifactError):
+    """A registry operation that cannot be done (unknown domain, not ours to delete, locked, ...)."""
+
+
+@dataclass
+class DomainEntry:
+    """One domain as the registry resolved it."""
+
+    name: str
+    source: str  # "local", "shipped definition", "package <distribution>" or "plugin <name>"
+    plugin: str
+    distribution: Optional[str] = None
+    description: str = ""
+    template: Optional[PromptTemplate] = None  # None: the core's default template
+    bundle: Optional[Path] = None
+    core_fingerprint: Optional[str] = None
+    compatible: Optional[bool] = None  # None: no bundle, or no core to compare with
+    local: bool = False  # the bundle lives in <home>/domains and `domain remove` may delete it
+    size_bytes: int = 0
+    metrics: dict = field(default_factory=dict)
+    created: Optional[str] = None
+    training: dict = field(default_factory=dict)  # how the DSN was trained, with its per-epoch history
+    problem: Optional[str] = None
+    others: list[str] = field(default_factory=list)  # other registrations of this name, not chosen
+
+    @property
+    def has_dsn(self) -> bool:
+        return self.bundle is not None and self.problem is None
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "broken"
+        if self.bundle is None:
+            return "zero-shot"
+        if self.compatible is None:
+            return "no core"
+        return "ready" if self.compatible else "incompatible"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "source": self.source, "plugin": self.plugin, "distribution": self.distribution,
+            "description": self.description, "status": self.status, "has_dsn": self.has_dsn,
+            "compatible": self.compatible, "bundle": None if self.bundle is None else str(self.bundle),
+            "core_fingerprint": self.core_fingerprint, "size_bytes": self.size_bytes, "metrics": self.metrics,
+            "created": self.created, "training": self.training, "local": self.local, "problem": self.problem,
+            "others": self.others,
+            "template": None if self.template is None else self.template.to_dict(),
+        }
+
+
+def core_fingerprint_of(home: Path) -> Optional[str]:
+    """The fingerprint of the core in ``home`` (a home or a snapshot folder), or ``None`` when it has none."""
+    core = snapshots.snapshot(Path(home)) / CORE_DIR
+    if not (core / MANIFEST).exists():
+        return None
+    return str(read_manifest(core)["fingerprint"])
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _is_inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+class Registry:
+    """The resolved view over all plugins for one home (a snapshot; build a new one after changes)."""
+
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.root = snapshots.snapshot(self.home)  # resolved once: everything below reads this snapshot
+        self.domains_dir = self.root / DOMAINS_DIR
+        self.core_fingerprint = core_fingerprint_of(self.root)
+        self.problems: list[str] = []
+        candidates: dict[str, list[DomainEntry]] = {}
+        for spec in plugins.domain_specs(self.root):
+            try:
+                validate_domain_name(spec.name, f"plugin '{spec.plugin}'")
+            except DataError as exc:
+                self.problems.append(f"ignored a domain registered by plugin '{spec.plugin}': {exc.reason}")
+                continue
+            candidates.setdefault(spec.name, []).append(self._entry(spec))
+        self.entries: dict[str, DomainEntry] = {}
+        for name in sorted(candidates):
+            ranked = sorted(enumerate(candidates[name]), key=lambda pair: (self._rank(pair[1]), pair[0]))
+            chosen = ranked[0][1]
+            chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
+            self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
+                              for _, e in ranked[1:] if e.problem is not None]
+            if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
+                chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
+            if chosen.description == "":
+                chosen.description = next((e.description for _, e in ranked if e.description), "")
+            self.entries[name] = chosen
+
+    @staticmethod
+    def _rank(entry: DomainEntry) -> tuple[int, int]:
+        # a broken bundle outranks a bare definition: `domain list` must show it broken, not hide it
+        usefulness = {"ready": 0, "no core": 1, "incompatible": 1, "broken": 2, "zero-shot": 3}[entry.status]
+        return usefulness, 0 if entry.local else 1
+
+    def _entry(self, spec: plugins.DomainSpec) -> DomainEntry:
+        entry = DomainEntry(name=spec.name, source="", plugin=spec.plugin, description=spec.description or "",
+                            template=spec.template, core_fingerprint=spec.core_fingerprint)
+        entry.distribution = plugins.distribution_of(spec.plugin)
+        if spec.bundle is not None:
+            entry.bundle = Path(spec.bundle)
+            # a bundle is local when it is a folder of the home's domains/ itself: a symbolic link there is
+            # refused (broken), never followed to files outside the home
+            entry.local = entry.bundle.parent == self.domains_dir or (
+                not entry.bundle.is_symlink() and _is_inside(entry.bundle, self.domains_dir))
+            self._read_bundle(entry)
+        if entry.local:
+            entry.source = "local"
+        elif entry.distribution is not None:
+            entry.source = f"package {entry.distribution}"
+        elif spec.source:
+            entry.source = spec.source  # e.g. "shipped definition"
+        else:
+            entry.source = f"plugin {spec.plugin}"
+        return entry
+
+    def _read_bundle(self, entry: DomainEntry) -> None:
+        bundle = entry.bundle
+        assert bundle is not None
+        try:
+            record = verify_domain_bundle(bundle)  # SHA-256 and header checked here, before any load
+            if record.get("name") != entry.name or bundle.name != entry.name:
+                raise ArtifactError(f"bundle {bundle} names domain '{record.get('name')}' in a folder named "
+                                    f"'{bundle.name}', but was registered as '{entry.name}'")
+            if entry.core_fingerprint is not None and entry.core_fingerprint != record.get("core_fingerprint"):
+                raise ArtifactError(f"bundle {bundle} records core {str(record.get('core_fingerprint'))[:12]}…, "
+                                    f"but its plugin registered it for core {entry.core_fingerprint[:12]}…")
+            entry.core_fingerprint = record.get("core_fingerprint")
+            entry.metrics = dict(record.get("metrics") or {})
+            entry.created = record.get("created")
+            entry.training = dict(record.get("training") or {}) if isinstance(record.get("training"), dict) else {}
+            entry.description = entry.description or str(record.get("description") or "")
+            entry.template = (PromptTemplate.from_dict(record["template"], source=str(bundle))
+                              if record.get("template") else None)
+            entry.size_bytes = _size(bundle)
+            if self.core_fingerprint is not None:
+                entry.compatible = entry.core_fingerprint == self.core_fingerprint
+        except (ArtifactError, ValueError, OSError) as exc:
+            entry.problem = str(exc)
+
+    # ------------------------------------------------------------------ queries
+    def get(self, name: str) -> Optional[DomainEntry]:
+        return self.entries.get(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What `unictr domain list --json` prints (and the server's ``GET /v1/domains``)."""
+        return {"home": str(self.home), "core_fingerprint": self.core_fingerprint,
+                "domains": [e.to_dict() for e in self.entries.values()], "problems": list(self.problems)}
+
+    def require(self, name: str) -> DomainEntry:
+        validate_domain_name(name, "domain name")
+        entry = self.entries.get(name)
+        if entry is None:
+            known = ", ".join(self.entries) or "none"
+            raise RegistryError(f"unknown domain '{name}' (known: {known})")
+        return entry
+
+
+def state_token(home: Path) -> str:
+    """Changes whenever train / domain add / replace / remove has committed; cheap (reads no weights).
+
+    A server reloads its model when it changes (see :func:`unictr_core.store.snapshots.state_token`).
+    """
+    return snapshots.state_token(Path(home))
+
+
+def templates_for(domains: Sequence[str], home: Optional[Path] = None,
+                  default: Optional[PromptTemplate] = None) -> TemplateSet:
+    """The template the domain registry knows for each of ``domains``; ``default`` for the others.
+
+    The one source of templates: training uses it, and prediction reads the same
+    entries (a bundle stores the template its DSN was trained with). Without a
+    ``home``, only plugins' and shipped definitions' templates count. ``default``
+    (a dataset's own template, see :func:`unictr_core.dataset.dataset_template`;
+    else the built-in default) becomes the core's default template, which renders
+    every domain without a template of its own, zero-shot ones included.
+    """
+    if home is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as empty:
+            return templates_for(domains, Path(empty), default)
+    registry = Registry(home)
+    known = {name: entry.template for name, entry in registry.entries.items() if entry.template is not None}
+    return TemplateSet({d: known[d] for d in domains if d in known}, default=default)

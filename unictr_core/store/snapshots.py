@@ -1,0 +1,366 @@
+"""A UniCTR home as a sequence of immutable snapshots, switched by one atomic pointer.
+
+Layout::
+
+    home/
+      current -> generations/g000007   the pointer: a relative symbolic link, the only thing a write
+                                       changes in place (one ``os.replace``)
+      core -> current/core             static links, so paths of earlier releases (home/core/manifest.yaml,
+      domains -> current/domains       home/domains/<name>/) still read the current state
+      generations/g000007/core/        manifest.yaml, core.safetensors
+      generations/g000007/domains/     <name>/domain.yaml, <name>/dsn.safetensors
+      .lock                            writers' exclusive lock
+
+A write (train, domain add / replace / remove) holds the lock, builds a complete
+new generation in ``generations/.staging-*`` (hard links to the unchanged files
+of the current one, new files for what changes), fsyncs its files and folders,
+renames it to the next ``gNNNNNN`` and switches ``current`` to it with one
+``os.replace``, then fsyncs the home. A reader resolves ``current`` once
+(:func:`snapshot`) and reads only that generation's files, which are never
+modified; so a reader never sees a mix, and a crash at any instant leaves the
+old state or the new one.
+
+The next write cleans up after an interrupted one (staging folders, a generation
+that was never switched to) and says so; generations no longer current are
+deleted once they have been retired for :data:`GRACE_S` seconds (readers that
+resolved them earlier have finished by then).
+
+A home in the earlier layout (real ``core/`` and ``domains/`` folders) is read as
+it is; the first write migrates it (hard links, then the two folders become the
+static links) and reports the migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import filelock
+
+from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST
+
+CORE = CORE_DIR
+DOMAINS = DOMAINS_DIR
+POINTER = "current"
+GENERATIONS = "generations"
+LOCK = ".lock"
+GRACE_S = float(os.environ.get("UNICTR_GENERATION_GRACE_S", 600))
+LOCK_TIMEOUT_S = 30.0
+_GENERATION = re.compile(r"g(\d{6,})")
+
+# test-only: called with a description before every filesystem step of a write (crash-consistency tests)
+crash_hook: Optional[Callable[[str], None]] = None
+
+
+class HomeStoreError(RuntimeError):
+    """The home cannot be written now (locked by another writer, unreadable pointer, ...)."""
+
+
+def step(what: str) -> None:
+    """Mark one filesystem step of a write (the crash tests kill the process here)."""
+    if crash_hook is not None:
+        crash_hook(what)
+
+
+# --------------------------------------------------------------------------- readers
+def snapshot(home: Path) -> Path:
+    """The folder holding the home's current ``core/`` and ``domains/``; resolve it once per read.
+
+    For a home in the earlier layout (no pointer) it is the home itself.
+    """
+    home = Path(home)
+    pointer = home / POINTER
+    if not pointer.is_symlink():
+        return home
+    target = os.readlink(pointer)
+    if not _GENERATION.fullmatch(Path(target).name) or Path(target).parent != Path(GENERATIONS):
+        raise HomeStoreError(f"{pointer} points to {target!r}, not to a generation in {GENERATIONS}/")
+    return home / GENERATIONS / Path(target).name
+
+
+def state_token(home: Path) -> str:
+    """A string that changes whenever a write (train, domain add/replace/remove) has committed; reads no weights."""
+    home = Path(home)
+    pointer = home / POINTER
+    if pointer.is_symlink():
+        return os.readlink(pointer)
+    parts = []
+    for path in [home / CORE / MANIFEST, *sorted((home / DOMAINS).glob("*/domain.yaml"))]:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            parts.append(f"{path.relative_to(home)}:{stat.st_mtime_ns}:{stat.st_size}")
+    return "legacy:" + "|".join(parts) if parts else "empty"
+
+
+# --------------------------------------------------------------------------- the lock
+@contextlib.contextmanager
+def lock(home: Path, timeout: Optional[float] = None) -> Iterator[Path]:
+    """Exclusive lock on the home's writes; waits up to ``timeout`` (default LOCK_TIMEOUT_S) s for another writer.
+
+    The lock file records its holder's pid, which the error names when the wait runs out.
+    """
+    timeout = LOCK_TIMEOUT_S if timeout is None else timeout
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / LOCK
+
+    def record_holder(fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+
+    held = filelock.FileLock(path, timeout=timeout, poll_interval=0.1, on_acquired=record_holder)
+    try:
+        held.acquire()
+    except filelock.Timeout:
+        try:
+            holder = path.read_text(errors="replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
+        raise HomeStoreError(f"the home {home} is locked by another writer (`unictr train` or `domain "
+                             f"add/remove`, {holder}); try again when it has finished") from None
+    try:
+        yield path
+    finally:
+        held.release()
+
+
+# --------------------------------------------------------------------------- writers
+@dataclass
+class Transaction:
+    """A write in progress: ``root`` is the new generation being built, ``base`` the current snapshot."""
+
+    home: Path
+    root: Path
+    base: Path
+    notes: list[str] = field(default_factory=list)
+
+    def remove(self, relative: str) -> None:
+        """Delete ``relative`` (a file, folder or link) from the new generation; a link is removed, not followed."""
+        path = self.root / relative
+        step(f"delete {relative}")
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+
+
+@contextlib.contextmanager
+def transaction(home: Path, lock_timeout: Optional[float] = None,
+                notes: Optional[list[str]] = None) -> Iterator[Transaction]:
+    """Build the next generation of ``home`` and switch to it atomically when the block succeeds.
+
+    The block gets a :class:`Transaction` whose ``root`` starts as a copy (hard
+    links) of the current snapshot; it changes only files under ``root`` by
+    writing new files (never writing into an existing one). On an exception the
+    new generation is discarded and the home is unchanged. ``notes`` (when given)
+    receives what had to be cleaned up first (see :func:`recover`).
+    """
+    home = Path(home)
+    notes = [] if notes is None else notes
+    with lock(home, lock_timeout):
+        notes += recover(home)
+        base = snapshot(home)
+        generations = home / GENERATIONS
+        generations.mkdir(exist_ok=True)
+        staging = generations / f".staging-{os.getpid()}-{time.time_ns()}"
+        step("create staging")
+        staging.mkdir()
+        txn = Transaction(home, staging, base, notes)
+        try:
+            for part in (CORE, DOMAINS):
+                if (base / part).is_dir():
+                    _link_tree(base / part, staging / part)
+            (staging / DOMAINS).mkdir(exist_ok=True)
+            yield txn
+            _fsync_tree(staging)
+            name = f"g{_last_number(home) + 1:06d}"
+            step(f"rename staging to {name}")
+            os.rename(staging, generations / name)
+            _fsync_dir(generations)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        _switch(home, name)
+        _ensure_links(home)
+        _collect_garbage(home, txn.notes)
+
+
+def recover(home: Path) -> list[str]:
+    """Clean up after an interrupted write and migrate an earlier-layout home (holding the lock). Returns notes."""
+    home = Path(home)
+    notes: list[str] = []
+    for pattern in (f".{POINTER}-*", f".{CORE}-*", f".{DOMAINS}-*"):  # links and folders of an interrupted switch
+        for stale in home.glob(pattern):
+            step(f"delete {stale.name}")
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+    if not (home / POINTER).is_symlink():
+        _migrate(home, notes)
+        return notes
+    _ensure_links(home)
+    current = _number(snapshot(home).name)
+    generations = home / GENERATIONS
+    for path in sorted(generations.iterdir()):
+        if path.name.startswith((".staging-", ".deleting-")):
+            notes.append(f"cleaned up an interrupted write of {home} ({path.name}, never committed)")
+            step(f"delete {path.name}")
+            shutil.rmtree(path)
+        elif _number(path.name) is not None and _number(path.name) > current:
+            notes.append(f"discarded generation {path.name} of {home}: an interrupted write built it but never "
+                         f"switched to it; the home stays at g{current:06d}")
+            _delete_generation(generations, path)
+    return notes
+
+
+def _migrate(home: Path, notes: list[str]) -> None:
+    """Earlier layout -> snapshots: generation 1 from ``core/`` and ``domains/`` (hard links), then the pointer."""
+    legacy = [home / part for part in (CORE, DOMAINS) if (home / part).is_dir() and not (home / part).is_symlink()]
+    generations = home / GENERATIONS
+    if not legacy:
+        if generations.is_dir() and any(_number(p.name) is not None for p in generations.iterdir()):
+            raise HomeStoreError(f"{home} holds generations but no '{POINTER}' link to the current one; restore it "
+                                 f"(e.g. `ln -s {GENERATIONS}/gNNNNNN {home / POINTER}`) before writing")
+        return
+    # the earlier layout is the truth: whatever a crashed migration left beside it is derived from it
+    if (home / POINTER).exists():  # a plain folder: a copy of the home made without keeping the links
+        notes.append(f"{home / POINTER} was a folder, not the pointer link (a copy without symlinks?); replaced")
+        shutil.rmtree(home / POINTER)
+    if generations.exists():
+        shutil.rmtree(generations)
+    generations.mkdir()
+    staging = generations / f".staging-{os.getpid()}-{time.time_ns()}"
+    staging.mkdir()
+    for folder in legacy:
+        _link_tree(folder, staging / folder.name)
+    (staging / DOMAINS).mkdir(exist_ok=True)
+    _fsync_tree(staging)
+    os.rename(staging, generations / "g000001")
+    _fsync_dir(generations)
+    _switch(home, "g000001")
+    _ensure_links(home)
+    notes.append(f"migrated {home} to the snapshot layout (generations/ + the 'current' pointer); its core/ and "
+                 "domains/ are now links to the current generation")
+
+
+def _switch(home: Path, name: str) -> None:
+    """Point ``current`` at generation ``name`` in one atomic step, then make it durable."""
+    previous = home / POINTER
+    retired = snapshot(home) if previous.is_symlink() else None
+    temporary = home / f".{POINTER}-{os.getpid()}"
+    step(f"link {temporary.name}")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    os.symlink(f"{GENERATIONS}/{name}", temporary)
+    step(f"switch {POINTER} to {name}")
+    os.replace(temporary, previous)
+    _fsync_dir(home)
+    if retired is not None and retired.is_dir():
+        os.utime(retired)  # its retirement time, for the grace period
+
+
+def _ensure_links(home: Path) -> None:
+    """``core`` and ``domains`` in the home are the static links into ``current``; fixes an interrupted migration."""
+    for part in (CORE, DOMAINS):
+        path = home / part
+        wanted = f"{POINTER}/{part}"
+        if path.is_symlink() and os.readlink(path) == wanted:
+            continue
+        if path.is_dir() and not path.is_symlink():  # already copied into a generation by the migration
+            aside = home / f".{part}-migrated-{os.getpid()}"
+            step(f"move {part} aside")
+            os.rename(path, aside)
+            step(f"delete {aside.name}")
+            shutil.rmtree(aside)
+        temporary = home / f".{part}-link-{os.getpid()}"
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        step(f"link {part}")
+        os.symlink(wanted, temporary)
+        os.replace(temporary, path)
+    _fsync_dir(home)
+
+
+def _collect_garbage(home: Path, notes: list[str]) -> None:
+    """Delete generations that have been retired for GRACE_S seconds (never the current one)."""
+    generations = home / GENERATIONS
+    current = _number(snapshot(home).name)
+    now = time.time()
+    for path in sorted(generations.iterdir()):
+        number = _number(path.name)
+        if number is None or number >= current:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if now - path.stat().st_mtime >= GRACE_S:
+                _delete_generation(generations, path)
+
+
+def _delete_generation(generations: Path, path: Path) -> None:
+    """Out of sight in one rename, then deleted (an interrupted delete is finished by the next write)."""
+    doomed = generations / f".deleting-{path.name}-{os.getpid()}"
+    step(f"retire {path.name}")
+    os.rename(path, doomed)
+    step(f"delete {doomed.name}")
+    shutil.rmtree(doomed)
+
+
+def _number(name: str) -> Optional[int]:
+    match = _GENERATION.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _last_number(home: Path) -> int:
+    numbers = [_number(p.name) for p in (home / GENERATIONS).iterdir()]
+    return max([n for n in numbers if n is not None] + [0])
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Copy a folder as hard links (files are immutable); symbolic links are copied as links, never followed.
+
+    Names starting with a dot (temporary files of earlier releases, their lock) are left out.
+    """
+    target.mkdir()
+    for entry in sorted(source.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        destination = target / entry.name
+        if entry.is_symlink():
+            os.symlink(os.readlink(entry), destination)
+        elif entry.is_dir():
+            _link_tree(entry, destination)
+        else:
+            step(f"link {destination.name}")
+            try:
+                os.link(entry, destination)
+            except OSError:  # no hard links on this filesystem
+                shutil.copy2(entry, destination)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_symlink():
+            continue
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        elif path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,358 @@
+"""The use cases, one function per verb: train a home, add / remove a domain, evaluate, predict; they print nothing.
+
+The ``unictr`` CLI parses its options, calls these and prints what they return; scripts (the third-party
+example, the benchmarks) call them too instead of repeating the steps. Verbs that train come in two steps:
+``plan_*`` reads and checks everything (data, registry, core) and returns a plan a caller can show before
+the long part; the verb itself trains, writes the home, and returns its result. In a distributed run
+(``group``, see :mod:`unictr_core.distributed`) every rank calls both; only rank 0 writes, the others
+get ``None``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from unictr_core.schema import Sample
+
+EpochCallback = Optional[Callable[[dict], None]]
+
+
+def subsample(samples: Sequence[Sample], max_rows: Optional[int], seed: int):
+    """At most ``max_rows`` samples per domain (domains in order of first appearance), chosen with ``seed``,
+    original order kept; ``samples`` itself when ``max_rows`` is None."""
+    if max_rows is None:
+        return samples
+    by_domain: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        by_domain.setdefault(s.domain, []).append(i)
+    keep = set()
+    rng = random.Random(seed)
+    for rows in by_domain.values():
+        keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
+    return [s for i, s in enumerate(samples) if i in keep]
+
+
+def _lone_process():
+    from unictr_core.distributed import DistContext
+
+    return DistContext()
+
+
+# --------------------------------------------------------------------------- train a home
+@dataclass
+class TrainPlan:
+    """What ``unictr train`` will do: the dataset, the chosen domains, their rows, templates and settings."""
+
+    data: Path
+    home: Path
+    dataset: Any  # unictr_core.dataset.Dataset
+    domains: list[str]
+    train_rows: list[Sample]
+    model_config: Any  # ModelConfig
+    train_config: Any  # TrainConfig
+    templates: Any  # TemplateSet
+
+    @property
+    def training_rows(self) -> int:
+        return sum(s.domain in self.domains for s in self.train_rows)
+
+    def field_usage(self):
+        """Which sample fields the templates render and ignore (see :func:`unictr_core.prompts.field_usage`)."""
+        from unictr_core.prompts import field_usage
+
+        return field_usage(self.templates, [s for s in self.train_rows if s.domain in self.domains])
+
+
+@dataclass
+class TrainHomeResult:
+    fingerprint: str
+    training: Any  # unictr_core.training.TrainResult
+    notes: list[str] = field(default_factory=list)  # what the write cleaned up first
+
+
+def plan_training(data: Path, home: Path, model_config, train_config, domains: Optional[list[str]] = None,
+                  max_rows: Optional[int] = None, group=None) -> TrainPlan:
+    """Read ``data`` and check the settings; ``domains`` default: every domain but the dataset's holdout ones.
+
+    ``train_config.domains`` is set to the chosen domains.
+    """
+    from unictr_core import distributed
+    from unictr_core.dataset import load_dataset
+    from unictr_core.store.registry import templates_for
+
+    group = group or _lone_process()
+    data, home = Path(data), Path(home)
+    with distributed.agreement(group, "reading the dataset"):
+        dataset = load_dataset(data)
+        chosen = domains
+        if chosen is None:
+            holdout = set(dataset.meta.get("holdout_domains") or [])
+            chosen = sorted({s.domain for s in dataset.train} - holdout)
+        missing = sorted(set(chosen) - {s.domain for s in dataset.train})
+        if missing:
+            raise ValueError(f"--domains: no training rows for {', '.join(missing)} in {data / 'train.jsonl'}")
+        model_config.validate()
+        train_config.domains = chosen
+        train_config.validate()
+    train_rows = subsample(dataset.train, max_rows, train_config.seed)
+    templates = templates_for(chosen, home, dataset.template)
+    return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates)
+
+
+def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None) -> Optional[TrainHomeResult]:
+    """Train the core and one DSN per domain jointly, then write them to the home in one snapshot switch."""
+    from unictr_core.store.writes import save_trained
+    from unictr_core.training import train_unictr
+
+    group = group or _lone_process()
+    result = train_unictr(plan.train_rows, plan.dataset.valid, plan.model_config, plan.train_config,
+                          templates=plan.templates, dist_ctx=group, on_epoch=on_epoch)
+    if not group.is_main:
+        return None
+    history = [{k: v for k, v in r.items() if k != "valid"} for r in result.history]
+    training = {"dataset": str(plan.data), "domains": plan.domains, "best_epoch": result.best_epoch,
+                "valid_auc": result.best_valid_auc, "seconds": round(result.seconds, 1),
+                "config": plan.train_config.to_dict(), "distributed": result.distributed, "history": history,
+                "precision": result.precision, "hidden_state_cache": result.cache}
+    per_domain_history = {d: {"training": {"best_epoch": result.best_epoch, "history": [
+        {"epoch": r["epoch"], "train_loss": r["train_loss"], "valid_auc": r["valid"].get(d, {}).get("auc"),
+         "valid_logloss": r["valid"].get(d, {}).get("logloss"), "seconds": r["seconds"]}
+        for r in result.history]}} for d in plan.domains}
+    notes: list[str] = []  # one snapshot switch under the home's lock: readers see the old home or the new
+    fingerprint = save_trained(result.model, plan.home, training, result.valid_metrics, per_domain_history, notes)
+    return TrainHomeResult(fingerprint, result, notes)
+
+
+# --------------------------------------------------------------------------- add a domain
+@dataclass
+class DomainAddPlan:
+    """What ``unictr domain add`` will train: the core, the domain's template, its splits."""
+
+    name: str
+    home: Path
+    data: Path
+    core_fingerprint: str
+    entry: Any  # the registry's DomainEntry for the name, or None
+    template: Any  # PromptTemplate or None (the core's default)
+    description: str
+    train_rows: list[Sample]
+    valid_rows: list[Sample]
+    test_rows: list[Sample]
+    notes: list[str]  # about the split of the data
+    model: Any  # the loaded core (UniCTRModel, no DSN for ``name`` yet)
+    precision: str
+
+    @property
+    def shadowed_source(self) -> Optional[str]:
+        """The package or plugin that also serves a ready DSN for the name (the local bundle will win)."""
+        entry = self.entry
+        if entry is not None and entry.has_dsn and entry.compatible and not entry.local:
+            return entry.source
+        return None
+
+    def field_usage(self):
+        from unictr_core.prompts import TemplateSet, field_usage
+
+        return field_usage(TemplateSet({self.name: self.template} if self.template else {},
+                                       default=self.model.templates.default), self.train_rows)
+
+
+@dataclass
+class DomainAddResult:
+    target: Path  # the bundle folder in the home
+    training: Any  # unictr_core.domain_training.DomainTrainResult
+    floors: dict  # count rules scored on the held-out part: {name: {"auc", "logloss"}}
+    notes: list[str] = field(default_factory=list)  # what the write cleaned up first
+
+
+def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False, seed: int = 0,
+                    max_rows: Optional[int] = None, precision: str = "auto", group=None, all_rows: bool = False
+                    ) -> DomainAddPlan:
+    """Check the name against the registry, choose the template, split ``data``, load the core.
+
+    ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
+    ``template:``); default: the template the registry knows for ``name``, else the one in ``data``'s
+    dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
+    (see :func:`unictr_core.domain_training.domain_splits`).
+    """
+    from unictr_core import distributed
+    from unictr_core import precision as precisions
+    from unictr_core.data_io import validate_domain_name
+    from unictr_core.dataset import dataset_template
+    from unictr_core.domain_training import domain_splits
+    from unictr_core.prompts import PromptTemplate, read_template_file
+    from unictr_core.store.artifact import load_core
+    from unictr_core.store.layout import CORE_DIR
+    from unictr_core.store.registry import Registry, RegistryError
+
+    group = group or _lone_process()
+    home = Path(home)
+    with distributed.agreement(group, f"reading the core and the data of '{name}'"):
+        validate_domain_name(name, "domain name")
+        registry = Registry(home)
+        if registry.core_fingerprint is None:
+            raise RegistryError(f"no trained core in {home}; run `unictr train` first")
+        entry = registry.get(name)
+        if entry is not None and entry.local and not replace:
+            raise RegistryError(f"domain '{name}' already has a local bundle ({entry.bundle}); use --replace")
+        if isinstance(template, PromptTemplate):
+            chosen_template, description = template, ""
+        elif template is not None:
+            chosen_template, description = read_template_file(template, name, what="--template")
+        else:
+            chosen_template = entry.template if entry is not None else dataset_template(data)
+            description = entry.description if entry is not None else ""
+        train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed, all_rows=all_rows)
+        model = load_core(registry.root / CORE_DIR).to(group.device)
+        precision = precisions.resolve(precision, group.device)
+    train_rows = subsample(train_rows, max_rows, seed)
+    return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
+                         train_rows, valid_rows, test_rows, notes, model, precision)
+
+
+def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
+              max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
+              cache_dtype: Optional[str] = None, group=None, on_epoch: EpochCallback = None,
+              progress: bool = True):
+    """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
+
+    Returns :class:`unictr_core.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
+    ``cache_dir``: where a memory-mapped hidden-state cache goes (default: the home).
+    """
+    from unictr_core.config import DEFAULT_MAX_CACHE_GB
+    from unictr_core.domain_training import train_domain
+
+    return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
+                        config, cache=cache, max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
+                        progress=progress, dist_ctx=group or _lone_process(), residual=residual,
+                        precision=plan.precision, cache_dir=Path(cache_dir if cache_dir is not None else plan.home),
+                        cache_storage=cache_dtype, on_epoch=on_epoch)
+
+
+def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
+               max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
+               cache_dtype: Optional[str] = None, description: Optional[str] = None, replace: bool = False,
+               group=None, on_epoch: EpochCallback = None) -> Optional[DomainAddResult]:
+    """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
+
+    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
+    """
+    from unictr_core.baselines.floors import floor_scores
+    from unictr_core.store.writes import commit_bundle
+
+    group = group or _lone_process()
+    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch)
+    if not group.is_main:
+        return None
+    result.check_registrable()
+    floors = floor_scores(plan.train_rows, plan.valid_rows, plan.test_rows)
+    extra = {"description": description or plan.description,
+             "training": {"data": str(plan.data), "rows": result.rows, "best_epoch": result.best_epoch,
+                          "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
+                          "precision": plan.precision,
+                          "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
+                          "config": config.to_dict(), "history": result.history}}
+    stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
+    notes: list[str] = []
+    target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=replace,
+                           notes=notes)
+    return DomainAddResult(target, result, floors, notes)
+
+
+# --------------------------------------------------------------------------- remove a domain
+@dataclass
+class DomainRemoveResult:
+    removed: Path  # the bundle folder that was deleted
+    still_known: Any  # the registry's entry for the name after the removal (a package's, a definition), or None
+    notes: list[str] = field(default_factory=list)
+
+
+def removable(home: Path, name: str):
+    """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none."""
+    from unictr_core.store.registry import Registry
+    from unictr_core.store.writes import removable_entry
+
+    return removable_entry(Registry(Path(home)), name)
+
+
+def remove_domain(home: Path, name: str) -> DomainRemoveResult:
+    """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
+    from unictr_core.store.registry import Registry
+    from unictr_core.store.writes import remove_domain as remove_bundle
+
+    home = Path(home)
+    bundle = removable(home, name).bundle
+    notes: list[str] = []
+    remove_bundle(home, name, notes=notes)
+    return DomainRemoveResult(bundle, Registry(home).get(name), notes)
+
+
+# --------------------------------------------------------------------------- evaluate and predict
+def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", quantize: str = "none"):
+    """The home's core with the DSNs of ``domains``, int8-quantized when ``quantize`` is ``int8``;
+    returns (model, notes)."""
+    import torch
+
+    from unictr_core import precision as precisions
+    from unictr_core.store.loading import load_model
+
+    if quantize not in precisions.QUANTIZE:
+        raise ValueError(f"--quantize must be one of {', '.join(precisions.QUANTIZE)}, got '{quantize}'")
+    int8 = quantize == "int8"
+    precisions.resolve(precision, torch.device("cpu"), int8)  # a bad combination fails before the model loads
+    model, notes = load_model(Path(home), domains=sorted(set(domains)))
+    if int8:
+        precisions.quantize_int8(model)
+    return model, notes
+
+
+@dataclass
+class EvaluationResult:
+    report: dict  # see unictr_core.report.evaluation_report
+    notes: list[str] = field(default_factory=list)  # domains predicted zero-shot, broken bundles
+
+
+def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", batch_size: int = 64,
+             precision: str = "auto", quantize: str = "none", progress=None) -> EvaluationResult:
+    """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
+    ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
+    ``progress``: a tqdm-like bar advanced by the rows predicted."""
+    from unictr_core.predict import predict_samples
+    from unictr_core.report import evaluation_report
+
+    reference_report = None
+    if reference != "general":
+        reference_report = json.loads(Path(reference).read_text(encoding="utf-8"))
+    model, notes = serving_model(home, [s.domain for s in samples], precision, quantize)
+    predictions = predict_samples(model, samples, batch_size, progress=progress, precision=precision)
+    report = evaluation_report(samples, predictions, reference if reference == "general" else Path(reference).stem,
+                               reference_report)
+    return EvaluationResult(report, notes)
+
+
+@dataclass
+class PredictionResult:
+    records: list[dict]  # one per sample, see unictr_core.predict.prediction_records
+    predictions: Any  # unictr_core.predict.Predictions
+    zero_shot_domains: list[str]  # domains the general network answered (no usable DSN)
+    notes: list[str] = field(default_factory=list)
+
+
+def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
+            precision: str = "auto", quantize: str = "none") -> PredictionResult:
+    """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
+    from unictr_core.data_io import validate_domain_name
+    from unictr_core.predict import prediction_records, predict_samples
+
+    if domain is not None:
+        validate_domain_name(domain, "--domain")
+        for s in samples:
+            s.domain = domain
+    model, notes = serving_model(home, [s.domain for s in samples], precision, quantize)
+    predictions = predict_samples(model, samples, batch_size, precision=precision)
+    zero = sorted({s.domain for s, z in zip(samples, predictions.zero_shot) if z})
+    return PredictionResult(prediction_records(samples, predictions), predictions, zero, notes)
