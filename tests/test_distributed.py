@@ -22,8 +22,8 @@ import yaml
 
 from unictr_core import distributed
 from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
-from unictr_core.model import ModelOutput, ctr_loss
-from unictr_core.training import global_batch_loss
+from unictr_core.fit.loop import ctr_loss, shard_loss
+from unictr_core.model import ModelOutput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +98,7 @@ def test_eval_shards_pad_like_distributed_sampler():
     assert distributed.eval_shard(7, DistContext()) == list(range(7))
 
 
-def test_shard_losses_sum_to_the_global_batch_loss():
+def test_shard_losses_sum_to_the_shard_loss():
     torch.manual_seed(0)
     n = 9
     general = torch.randn(n, requires_grad=True)
@@ -116,13 +116,13 @@ def test_shard_losses_sum_to_the_global_batch_loss():
     for rank in range(4):
         rows, padding = distributed.shard_of_global_batch(list(range(n)), DistContext(rank=rank, world_size=4))
         weights = torch.zeros(len(rows)) if padding else torch.ones(len(rows))
-        parts.append(global_batch_loss(output(rows), labels[rows], weights, n, int(has_dsn.sum())))
+        parts.append(shard_loss(output(rows), labels[rows], weights, n, int(has_dsn.sum())))
     assert torch.allclose(sum(parts), whole, atol=1e-6)
     # the uneven shards (3, 2, 2, 2 rows) each averaged on their own would not give the global loss
     naive = sum(ctr_loss(output(rows), labels[rows]) for rows in ([0, 4, 8], [1, 5], [2, 6], [3, 7])) / 4
     assert not torch.allclose(naive, whole, atol=1e-4)
     # a padding row (weight 0) adds nothing
-    pad = global_batch_loss(output([2]), labels[[2]], torch.zeros(1), n, int(has_dsn.sum()))
+    pad = shard_loss(output([2]), labels[[2]], torch.zeros(1), n, int(has_dsn.sum()))
     assert float(pad.detach()) == 0.0
 
 

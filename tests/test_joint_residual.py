@@ -13,7 +13,7 @@ from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core import artifact
 from unictr_core.artifact import save_trained
-from unictr_core.model import ctr_loss
+from unictr_core.fit.loop import ctr_loss
 from unictr_core.predict import encode, predict_samples
 from unictr_core.registry import load_model
 from unictr_core.training import build_model, train_unictr

@@ -7,7 +7,7 @@ import torch
 
 from conftest import toy_samples
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.model import ctr_loss
+from unictr_core.fit.loop import ctr_loss
 from unictr_core.predict import encode, predict_samples
 from unictr_core.schema import Sample
 from unictr_core.training import build_model, train_unictr

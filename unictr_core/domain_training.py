@@ -24,7 +24,6 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from unictr_core import distributed, metrics
@@ -33,6 +32,7 @@ from unictr_core.batching import EncodedSamples
 from unictr_core.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
 from unictr_core.config import TrainConfig
 from unictr_core.distributed import DistContext
+from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
 from unictr_core.model import UniCTRModel
 from unictr_core.predict import encode
 from unictr_core.prompts import PromptTemplate
@@ -297,12 +297,14 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                           ctx, precision)
         start_auc = start["auc"]
         eval_seconds = time.perf_counter() - eval_tick
-        best = (-math.inf if start_auc is None else start_auc, 0, trainable_state(model), start_auc)
+        stopping = EarlyStopping(config.patience, lambda: trainable_state(model),
+                                 score=-math.inf if start_auc is None else start_auc, epoch=0,
+                                 state=trainable_state(model), details=start_auc)
         history: list[dict] = [{"epoch": 0, "train_loss": None, "valid_auc": start_auc,
                                 "valid_logloss": start["logloss"], "seconds": round(eval_seconds, 2)}]
         if on_epoch is not None and ctx.is_main:
             on_epoch(history[0])
-        stale = steps = 0
+        steps = 0
         for epoch in range(1, config.epochs + 1):
             epoch_started = time.perf_counter()
             dsn.train()
@@ -320,16 +322,11 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                         with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
                             general_logits = model.general(states, mask, ids)
                     logits = net(states, mask, general_logits, ids)
-                bce = F.binary_cross_entropy_with_logits(logits.float(), train_labels[mine], reduction="none")
                 # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
-                loss = bce.sum() * (0.0 if padding else 1.0) / len(rows)
-                optimizer.zero_grad(set_to_none=True)
-                with distributed.collective(ctx, f"'{name}' training step {steps + 1}"):
-                    (loss * ctx.world_size).backward()
-                if config.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(dsn.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=logits.device)
+                loss = bce(logits.float(), train_labels[mine], weights, len(rows))
+                optimiser_step(loss * ctx.world_size, dsn.parameters(), optimizer, scheduler, config.max_grad_norm,
+                               backward=distributed.collective(ctx, f"'{name}' training step {steps + 1}"))
                 losses.append(float(loss.detach()))
                 steps += 1
                 bar.update(len(rows))
@@ -351,17 +348,12 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                             "seconds": round(time.perf_counter() - epoch_started, 2)})
             if on_epoch is not None and ctx.is_main:
                 on_epoch(history[-1])
-            score = valid_auc if valid_auc is not None else -train_loss
-            improved = score > best[0]
-            stale = 0 if improved else stale + 1
-            stop = stale >= config.patience or (config.max_steps is not None and steps >= config.max_steps)
-            improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop), f"early stopping of '{name}'")
-            if improved:
-                best = (score, epoch, trainable_state(model), valid_auc)
-            if stop:
+            out_of_steps = config.max_steps is not None and steps >= config.max_steps
+            if stopping.update(epoch, epoch_score(valid_auc, train_loss), valid_auc, out_of_steps, ctx,
+                               f"early stopping of '{name}'"):
                 break
         seconds["train"] = time.perf_counter() - tick - eval_seconds
-        restore_state(model, best[2])
+        restore_state(model, stopping.state)
         dsn.eval()
         tick = time.perf_counter()
         test_metrics = _evaluate(model, name, test_src, sets[2], config.eval_batch_size, shards[2], len(test),
@@ -371,7 +363,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     except BaseException:
         model.remove_domain(name)
         raise
-    return DomainTrainResult(name=name, best_epoch=best[1], valid_auc=best[3], test=test_metrics, seconds=seconds,
+    return DomainTrainResult(name=name, best_epoch=stopping.epoch, valid_auc=stopping.details, test=test_metrics,
+                             seconds=seconds,
                              cache=cache, cache_bytes=cache_bytes,
                              rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=history,
                              residual=residual)

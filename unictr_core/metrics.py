@@ -25,6 +25,21 @@ def logloss(labels: Sequence[int], probs: Sequence[float]) -> Optional[float]:
     return float(log_loss(y, p, labels=[0, 1]))
 
 
+def scores_by_domain(domains: Sequence[str], labels: Sequence[int], probs: Sequence[float]) -> dict[str, dict]:
+    """The one per-domain scoring: for each domain (sorted), its rows, positives, positive rate, AUC and logloss
+    of ``probs`` (row i belongs to ``domains[i]`` and has label ``labels[i]``)."""
+    names = np.asarray(domains)
+    y_all = np.asarray(labels, dtype=np.int64)
+    p_all = np.asarray(probs, dtype=np.float64)
+    out: dict[str, dict] = {}
+    for domain in sorted(set(names.tolist())):
+        rows = names == domain
+        y = y_all[rows]
+        out[domain] = {"rows": int(rows.sum()), "positives": int(y.sum()), "positive_rate": float(y.mean()),
+                       "auc": auc(y, p_all[rows]), "logloss": logloss(y, p_all[rows])}
+    return out
+
+
 def rela_impr(auc_model: Optional[float], auc_base: Optional[float]) -> Optional[float]:
     """RelaImpr = ((AUC_model - 0.5) / (AUC_base - 0.5) - 1) * 100 (percent).
 

@@ -20,7 +20,6 @@ from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from unictr_core.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
 from unictr_core.config import ModelConfig
@@ -37,16 +36,6 @@ class ModelOutput:
     def float(self) -> "ModelOutput":
         """The logits in float32 (the loss and probabilities are computed in float32 under bf16 autocast too)."""
         return ModelOutput(self.general_logits.float(), self.dsn_logits.float(), self.has_dsn)
-
-
-def ctr_loss(output: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
-    """Masked loss: BCE of each sample's own DSN (where it has one) + BCE of the general network."""
-    labels = labels.float()
-    loss = F.binary_cross_entropy_with_logits(output.general_logits, labels)
-    if bool(output.has_dsn.any()):
-        rows = output.has_dsn
-        loss = loss + F.binary_cross_entropy_with_logits(output.dsn_logits[rows], labels[rows])
-    return loss
 
 
 class UniCTRModel(nn.Module):

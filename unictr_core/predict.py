@@ -79,22 +79,15 @@ def prediction_records(samples: Sequence[Sample], predictions: Predictions) -> l
 
 def domain_metrics(samples: Sequence[Sample], predictions: Predictions) -> dict[str, dict]:
     """Per domain: rows, positive rate, AUC and logloss of the model and of the general network."""
-    labels = np.array([s.label for s in samples], dtype=np.int64)
-    domains = np.array([s.domain for s in samples])
-    out: dict[str, dict] = {}
-    for domain in sorted(set(domains.tolist())):
-        rows = domains == domain
-        y = labels[rows]
-        out[domain] = {
-            "rows": int(rows.sum()),
-            "positive_rate": float(y.mean()),
-            "zero_shot": bool(predictions.zero_shot[rows].all()),
-            "auc": metrics.auc(y, predictions.probs[rows]),
-            "logloss": metrics.logloss(y, predictions.probs[rows]),
-            "general_auc": metrics.auc(y, predictions.general_probs[rows]),
-            "general_logloss": metrics.logloss(y, predictions.general_probs[rows]),
-        }
-    return out
+    domains, labels = [s.domain for s in samples], [s.label for s in samples]
+    model = metrics.scores_by_domain(domains, labels, predictions.probs)
+    general = metrics.scores_by_domain(domains, labels, predictions.general_probs)
+    zero_shot = np.asarray(predictions.zero_shot)
+    names = np.asarray(domains)
+    return {domain: {"rows": m["rows"], "positive_rate": m["positive_rate"],
+                     "zero_shot": bool(zero_shot[names == domain].all()), "auc": m["auc"], "logloss": m["logloss"],
+                     "general_auc": general[domain]["auc"], "general_logloss": general[domain]["logloss"]}
+            for domain, m in model.items()}
 
 
 def mean_auc(per_domain: dict[str, dict], key: str = "auc", include_zero_shot: bool = False) -> Optional[float]:

@@ -5,7 +5,7 @@ One code path serves one process and many: started under ``torchrun`` (see
 same arguments, the model is wrapped in ``DistributedDataParallel`` and each
 rank computes its shard of every global batch. A global batch is the same rows
 in the same order as in a single-process run with the same seed, and the loss is
-normalised by the global batch (see :func:`global_batch_loss`), so N processes
+normalised by the global batch (see :func:`unictr_core.fit.loop.shard_loss`), so N processes
 make the same optimiser steps as one process (up to float rounding).
 """
 
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from torch.nn import functional as F
 
 from unictr_core import distributed
 from unictr_core import precision as precisions
@@ -30,7 +29,8 @@ from unictr_core.batching import Batch, EncodedSamples
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.distributed import DistContext
 from unictr_core.hidden_cache import HiddenStateCache, build_cache
-from unictr_core.model import ModelOutput, UniCTRModel, ctr_loss
+from unictr_core.fit.loop import EarlyStopping, ctr_loss, epoch_score, optimiser_step, shard_loss
+from unictr_core.model import UniCTRModel
 from unictr_core.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
 from unictr_core.prompts import TemplateSet
 from unictr_core.schema import Sample
@@ -144,9 +144,9 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     optimizer, scheduler = make_optimizer(model, train_config, steps_per_epoch)
 
-    best = (-math.inf, 0, trainable_state(model), {})
+    stopping = EarlyStopping(train_config.patience, lambda: trainable_state(model), state=trainable_state(model),
+                             details={})
     history: list[dict] = []
-    stale = 0
     steps = 0
     epoch_seconds: list[float] = []
     for epoch in range(1, train_config.epochs + 1):
@@ -181,22 +181,14 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
                         "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain})
         if on_epoch is not None and ctx.is_main:
             on_epoch(history[-1])
-        score = valid_auc if valid_auc is not None else -train_loss
-        improved = score > best[0]
-        stale = 0 if improved else stale + 1
-        stop = stale >= train_config.patience or (train_config.max_steps is not None
-                                                  and steps >= train_config.max_steps)
-        # every rank computed the same, but only rank 0's decision counts: no rank can leave the loop alone
-        improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop),
-                                                      f"sharing the early-stopping decision of epoch {epoch}")
-        if improved:
-            best = (score, epoch, trainable_state(model), per_domain)
-        if stop:
+        out_of_steps = train_config.max_steps is not None and steps >= train_config.max_steps
+        if stopping.update(epoch, epoch_score(valid_auc, train_loss), per_domain, out_of_steps, ctx,
+                           f"sharing the early-stopping decision of epoch {epoch}"):
             break
-    restore_state(model, best[2])
+    restore_state(model, stopping.state)
     model.eval()
-    best_auc = best[0] if best[3] and mean_auc(best[3]) is not None else None
-    return TrainResult(model=model, best_epoch=best[1], best_valid_auc=best_auc, valid_metrics=best[3],
+    best_auc = stopping.score if stopping.details and mean_auc(stopping.details) is not None else None
+    return TrainResult(model=model, best_epoch=stopping.epoch, best_valid_auc=best_auc, valid_metrics=stopping.details,
                        seconds=time.perf_counter() - started, history=history, distributed=ctx.describe(),
                        precision=precision, cache=cache_info, epoch_seconds=epoch_seconds)
 
@@ -241,25 +233,6 @@ def wrap_for_training(model: UniCTRModel, ctx: DistContext) -> torch.nn.Module:
                                        find_unused_parameters=True, forward_sync_buffers=False)
 
 
-def global_batch_loss(output: ModelOutput, labels: torch.Tensor, weights: torch.Tensor, global_rows: int,
-                      global_dsn_rows: int) -> torch.Tensor:
-    """This shard's part of the loss of a global batch; the parts of all shards sum to :func:`ctr_loss`.
-
-    ``ctr_loss`` = mean BCE of the general network over the batch + mean BCE of
-    the DSNs over the batch's rows that have a DSN. Each mean is a sum over the
-    rows of every shard divided by a count over the whole global batch, so the
-    shard sums its rows (times ``weights``: 0 for padding rows) and divides by
-    the global counts.
-    """
-    labels = labels.float()
-    general = F.binary_cross_entropy_with_logits(output.general_logits, labels, reduction="none")
-    loss = (general * weights).sum() / global_rows
-    if global_dsn_rows:
-        own = F.binary_cross_entropy_with_logits(output.dsn_logits, labels, reduction="none")
-        loss = loss + (own * weights * output.has_dsn.to(own.device, own.dtype)).sum() / global_dsn_rows
-    return loss
-
-
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
                       optimizer, scheduler, max_grad_norm: float, ctx: DistContext,
                       cache: Optional[HiddenStateCache] = None, precision: str = "fp32") -> float:
@@ -280,26 +253,18 @@ def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: Encoded
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
     with precisions.autocast(precision, ctx.device):
         output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
-    part = global_batch_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
+    part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
     # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
     # result the gradient of the sum of the parts, i.e. of the global batch loss
-    apply_gradients(part * ctx.world_size, model, optimizer, scheduler, max_grad_norm)
+    optimiser_step(part * ctx.world_size, [p for p in model.parameters() if p.requires_grad], optimizer, scheduler,
+                   max_grad_norm)
     return float(part.detach())
-
-
-def apply_gradients(loss: torch.Tensor, model: torch.nn.Module, optimizer, scheduler, max_grad_norm: float) -> None:
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    if max_grad_norm:
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], max_grad_norm)
-    optimizer.step()
-    scheduler.step()
 
 
 def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
     """One single-process optimiser step on ``batch`` with :func:`ctr_loss`."""
     loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids), batch.labels)
-    apply_gradients(loss, model, optimizer, scheduler, max_grad_norm)
+    optimiser_step(loss, [p for p in model.parameters() if p.requires_grad], optimizer, scheduler, max_grad_norm)
     return float(loss.detach())
 
 

@@ -8,19 +8,18 @@ Features are fitted on the training split only.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
 from unictr_core import metrics
 from unictr_core.baselines.base import BaselineModel
 from unictr_core.baselines.features import EncodedData, FeatureEncoder
 from unictr_core.config import BaselineSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
+from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
 from unictr_core.schema import DataError, Sample
 
 ALL_DOMAINS = "*"
@@ -85,16 +84,9 @@ class FittedBaseline:
 
 
 def score_by_domain(samples: Sequence[Sample], probs: np.ndarray) -> dict[str, DomainScore]:
-    """AUC / logloss per domain (via :mod:`unictr_core.metrics`)."""
-    by_domain: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_domain.setdefault(s.domain, []).append(i)
-    out = {}
-    for domain, rows in sorted(by_domain.items()):
-        labels = np.array([samples[i].label for i in rows], dtype=np.int64)
-        p = probs[rows]
-        out[domain] = DomainScore(metrics.auc(labels, p), metrics.logloss(labels, p), len(rows), int(labels.sum()))
-    return out
+    """AUC / logloss per domain (see :func:`unictr_core.metrics.scores_by_domain`)."""
+    scores = metrics.scores_by_domain([s.domain for s in samples], [s.label for s in samples], probs)
+    return {domain: DomainScore(m["auc"], m["logloss"], m["rows"], m["positives"]) for domain, m in scores.items()}
 
 
 def check_labels(samples: Sequence[Sample], source: str) -> None:
@@ -180,10 +172,10 @@ def _train(model: BaselineModel, train: EncodedData, train_heads: np.ndarray, va
     if len(train) == 0:
         raise ValueError(f"{label}: no training rows")
     optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    loss_fn = nn.BCEWithLogitsLoss()
     rng = np.random.default_rng(settings.seed)
     labels = torch.from_numpy(train.labels)
-    best_score, best_state, stale, epochs = -math.inf, None, 0, 0
+    stopping = EarlyStopping(settings.patience, lambda: copy.deepcopy(model.state_dict()))
+    epochs = 0
     for epoch in range(settings.epochs):
         model.train()
         order = rng.permutation(len(train))
@@ -191,25 +183,16 @@ def _train(model: BaselineModel, train: EncodedData, train_heads: np.ndarray, va
         for begin in range(0, len(order), settings.batch_size):
             rows = order[begin:begin + settings.batch_size]
             logits = model(*_tensors(train, train_heads, rows))
-            loss = loss_fn(logits, labels[rows])
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            loss = bce(logits, labels[rows])
+            optimiser_step(loss, model.parameters(), optimiser)
             total += float(loss.detach()) * len(rows)
         epochs = epoch + 1
         score = _valid_score(model, valid, valid_heads, settings.batch_size * 4)
         if log is not None:
             shown = "n/a" if score is None else f"{score:.4f}"
             log(f"{label} epoch {epochs}: train loss {total / len(order):.4f}, valid AUC {shown}")
-        if score is None:
-            continue                          # nothing to stop on: keep training, keep the last weights
-        if score > best_score:
-            best_score, best_state, stale = score, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= settings.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stopping.update(epochs, epoch_score(score, total / len(order)), score):
+            break
+    model.load_state_dict(stopping.state)
     model.eval()
-    return model, epochs, (None if best_state is None else best_score)
+    return model, epochs, stopping.details

@@ -1,7 +1,9 @@
 """The one training skeleton of UniCTR, the domain add and the baselines: loss, optimiser step, early stopping.
 
 * :func:`bce` - the one loss: binary cross-entropy of click logits, a mean over the rows, or a weighted sum over
-  a shard's rows divided by the global batch's count (the shards' parts then add up to the global mean).
+  a shard's rows divided by the global batch's count (the shards' parts then add up to the global mean);
+  :func:`ctr_loss` (Uni-CTR's: general network + each row's DSN) and :func:`shard_loss` (a rank's part of it) are
+  built from it.
 * :func:`optimiser_step` - zero the gradients, backward, clip, step the optimiser and the learning-rate schedule.
 * :func:`epoch_score` - the one rule for choosing epochs: the validation AUC; where it is undefined (one label
   class in the validation rows) minus the training loss, so a run still keeps its best (lowest-loss) epoch.
@@ -27,6 +29,33 @@ def bce(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tens
         return F.binary_cross_entropy_with_logits(logits, labels.float())
     per_row = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
     return (per_row * weights).sum() / count
+
+
+def ctr_loss(output, labels: torch.Tensor) -> torch.Tensor:
+    """Uni-CTR's masked loss on a :class:`~unictr_core.model.ModelOutput`: BCE of the general network over every
+    row + BCE of each row's own DSN over the rows that have one."""
+    labels = labels.float()
+    loss = bce(output.general_logits, labels)
+    if bool(output.has_dsn.any()):
+        rows = output.has_dsn
+        loss = loss + bce(output.dsn_logits[rows], labels[rows])
+    return loss
+
+
+def shard_loss(output, labels: torch.Tensor, weights: torch.Tensor, global_rows: int,
+               global_dsn_rows: int) -> torch.Tensor:
+    """This shard's part of the loss of a global batch; the parts of all shards sum to :func:`ctr_loss`.
+
+    Each of ``ctr_loss``'s two means is a sum over the rows of every shard divided by a count over the whole
+    global batch, so the shard sums its rows (times ``weights``: 0 for padding rows) and divides by the global
+    counts.
+    """
+    labels = labels.float()
+    loss = bce(output.general_logits, labels, weights, global_rows)
+    if global_dsn_rows:
+        loss = loss + bce(output.dsn_logits, labels, weights * output.has_dsn.to(weights.device, weights.dtype),
+                          global_dsn_rows)
+    return loss
 
 
 def optimiser_step(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter], optimizer, scheduler=None,
