@@ -45,11 +45,11 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.dataset import load_dataset
+    from unictr_core.data.dataset import load_dataset
     from unictr_core.store.registry import templates_for
-    from unictr_core.predict import domain_metrics, mean_auc, predict_samples
-    from unictr_core.tiny import make_tiny_backbone
-    from unictr_core.training import train_unictr
+    from unictr_core.modeling.predict import domain_metrics, mean_auc, predict_samples
+    from unictr_core.modeling.tiny import make_tiny_backbone
+    from unictr_core.fit.training import train_unictr
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)
@@ -95,7 +95,7 @@ def run_one(args: argparse.Namespace) -> dict:
 
 
 def _table(results: list[dict]) -> str:
-    from unictr_core.report import format_table
+    from unictr_core.fit.report import format_table
 
     domains = sorted({d for r in results if "test_auc" in r for d in r["test_auc"]})
     headers = ["backbone", "layers x hidden", "params", *[f"AUC {d}" for d in domains], "mean AUC",
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         data_label = str(args.data)
         if args.data is None:
-            from unictr_core.synthetic import write_builtin_dataset
+            from unictr_core.data.synthetic import write_builtin_dataset
 
             args.data = Path(scratch) / "synthetic"
             write_builtin_dataset(args.data)

@@ -49,7 +49,7 @@ def warm_up(model, samples) -> None:
     """One untimed backbone pass, so one-off start-up costs do not land on the first timed mode."""
     import torch
 
-    from unictr_core.predict import encode
+    from unictr_core.modeling.predict import encode
 
     batch = encode(model, samples).batch(list(range(len(samples))))
     with torch.no_grad():
@@ -57,7 +57,7 @@ def warm_up(model, samples) -> None:
 
 
 def table(runs: list[dict]) -> str:
-    from unictr_core.report import format_table
+    from unictr_core.fit.report import format_table
 
     rows = []
     for r in runs:

@@ -133,7 +133,7 @@ def run_level(port: int, requests: list[list[dict]], clients: int) -> dict:
 
 def reference_predict(home: Path, samples, batch_size: int = 64) -> dict:
     """What `unictr predict` does after loading: predict_samples over all rows, batch 64."""
-    from unictr_core.predict import predict_samples
+    from unictr_core.modeling.predict import predict_samples
     from unictr_core.store.loading import load_model
 
     model, _ = load_model(home, domains=sorted({s.domain for s in samples}))
@@ -278,8 +278,8 @@ def main(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from unictr_core.data_io import read_samples
-    from unictr_core.report import format_table, write_json
+    from unictr_core.data.data_io import read_samples
+    from unictr_core.fit.report import format_table, write_json
 
     samples = read_samples(args.rows)[: args.max_rows]
     payload = [s.to_dict() for s in samples]

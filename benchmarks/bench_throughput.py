@@ -38,7 +38,7 @@ def peak_rss_gb() -> float:
 
 def load_rows(args):
     from unictr_core.benchmark import subsample_per_domain
-    from unictr_core.dataset import load_dataset
+    from unictr_core.data.dataset import load_dataset
 
     dataset = load_dataset(args.data)
     holdout = set(dataset.meta.get("holdout_domains") or [])
@@ -50,7 +50,7 @@ def load_rows(args):
 
 
 def scores(samples, predictions, joint, holdout) -> dict:
-    from unictr_core.predict import domain_metrics
+    from unictr_core.modeling.predict import domain_metrics
 
     per_domain = domain_metrics(samples, predictions)
     mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
@@ -63,11 +63,11 @@ def worker(args, tune: str, precision: str) -> dict:
     """Train one setting; for full-LoRA fp32 also measure prediction in fp32, bf16 and int8."""
     import torch
 
-    from unictr_core import precision as precisions
+    from unictr_core.modeling import precision as precisions
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.predict import encode, predict_encoded
+    from unictr_core.modeling.predict import encode, predict_encoded
     from unictr_core.store.registry import templates_for
-    from unictr_core.training import train_unictr
+    from unictr_core.fit.training import train_unictr
 
     torch.set_num_threads(args.threads)
     joint, holdout, train, valid, test = load_rows(args)
@@ -112,7 +112,7 @@ def run_setting(args, tune: str, precision: str) -> dict:
 
 
 def table(runs: list[dict]) -> str:
-    from unictr_core.report import format_table
+    from unictr_core.fit.report import format_table
 
     reference = runs[0]
     base_train, base_auc = reference["train_samples_per_s"], reference["test_auc"]
@@ -164,7 +164,7 @@ def main(argv=None) -> dict:
     for tune, precision in settings:
         runs.append(run_setting(args, tune, precision))
         print(f"tune-layers {tune} / {precision}: {runs[-1]['train_samples_per_s']:.1f} samples/s", file=sys.stderr)
-    from unictr_core.precision import cpu_bf16_flags
+    from unictr_core.modeling.precision import cpu_bf16_flags
 
     report = {"runs": runs, "seconds": time.perf_counter() - started, "threads": args.threads,
               "machine": {"processor": platform.processor() or platform.machine(),

@@ -36,7 +36,7 @@ def narrowed(data: Path, domains: list[str], holdout: list[str], top_users: int,
              out: Path) -> Path:
     """``data`` restricted to ``domains`` + ``holdout`` and, with ``known_users``, to users with training rows
     (with ``top_users``, only the N of them with the most valid + test rows)."""
-    from unictr_core.dataset import load_dataset, write_dataset
+    from unictr_core.data.dataset import load_dataset, write_dataset
 
     dataset = load_dataset(data)
     keep_domains = set(domains) | set(holdout)
@@ -89,8 +89,8 @@ def main() -> None:
     from unictr_core.baselines import BaselineSettings
     from unictr_core.benchmark import BenchmarkOptions, run_benchmark, write_outputs
     from unictr_core.config import TrainConfig
-    from unictr_core.dataset import load_dataset
-    from unictr_core.report import fmt, format_table
+    from unictr_core.data.dataset import load_dataset
+    from unictr_core.fit.report import fmt, format_table
 
     torch.set_num_threads(args.threads)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from unictr_core import backbone_cache, plugins
+from unictr_core.modeling import backbone_cache
+from unictr_core import plugins
 
 
 def _converted(spec: plugins.BackboneSpec) -> Optional[bool]:

@@ -9,13 +9,13 @@ from typing import Callable, Optional
 
 import typer
 
-from unictr_core.schema import DataError
+from unictr_core.data.schema import DataError
 from unictr_core.store.layout import ArtifactError, default_home
 from unictr_core.store.snapshots import HomeStoreError
 
 HOME_HELP = "UniCTR home: holds core/ (the frozen core) and domains/ (domain bundles). Default: $UNICTR_HOME or ./unictr-home."
 
-# BackboneError (unictr_core.backbone) is a ValueError
+# BackboneError (unictr_core.modeling.backbone) is a ValueError
 USER_ERRORS = (DataError, ArtifactError, HomeStoreError, ValueError, FileNotFoundError, FileExistsError)
 
 
@@ -85,7 +85,7 @@ def split_csv(value: Optional[str]) -> Optional[list[str]]:
 
 def echo_field_usage(usage) -> None:
     """Print which sample fields the prompt templates render and which they ignore, per group of domains
-    (``usage``: :func:`unictr_core.prompts.field_usage`)."""
+    (``usage``: :func:`unictr_core.data.prompts.field_usage`)."""
     for domains, used, ignored in usage:
         typer.echo(f"prompt fields ({', '.join(domains)}): uses {', '.join(used) or 'none'}; "
                    f"ignores {', '.join(ignored) or 'none'}")

@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
-from unictr_core.dataset import SPLITS
-from unictr_core.schema import DataError
+from unictr_core.data.dataset import SPLITS
+from unictr_core.data.schema import DataError
 
 data_app = typer.Typer(
     name="data",
@@ -56,7 +56,7 @@ def generate_command(
 
     Eight hidden themes (space, cooking, sports, ...) run through all domains; each user likes one or two of them in every domain, and item titles and the histories of earlier clicked titles reveal them. Split 80/10/10 by time per domain.
     """
-    from unictr_core.synthetic import write_builtin_dataset
+    from unictr_core.data.synthetic import write_builtin_dataset
 
     try:
         dataset = write_builtin_dataset(out, seed=seed, scale=scale)

@@ -13,7 +13,7 @@ from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads,
                                threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS
-from unictr_core.tables import format_table
+from unictr_core.data.tables import format_table
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
                          no_args_is_help=True)
@@ -100,7 +100,7 @@ def _print_epoch(record: dict) -> None:
 
 
 def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
-    from unictr_core import precision as precisions
+    from unictr_core.modeling import precision as precisions
 
     for note in plan.notes:
         typer.echo(note)

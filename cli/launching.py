@@ -79,7 +79,7 @@ def forwarded_arguments(ctx: typer.Context, drop: tuple[str, ...] = LAUNCH_PARAM
 
 def relaunch_under_torchrun(ctx: typer.Context, options) -> None:
     """Run the current command again in ``options.nproc_per_node`` processes under torchrun, then exit."""
-    from unictr_core import distributed
+    from unictr_core.fit import distributed
 
     if distributed.under_torchrun():
         raise ValueError("--nproc-per-node/--nnodes/--node-rank/--rdzv-* start torchrun, but this process already "
@@ -97,7 +97,7 @@ def launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id):
     if nproc_per_node is None:
         raise ValueError("--nnodes/--node-rank/--rdzv-endpoint/--rdzv-id need --nproc-per-node "
                          "(processes per machine)")
-    from unictr_core.distributed import LaunchOptions
+    from unictr_core.fit.distributed import LaunchOptions
 
     options = LaunchOptions(nproc_per_node=nproc_per_node, nnodes=nnodes or "1", node_rank=node_rank,
                             rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
@@ -109,11 +109,11 @@ def launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id):
 def process_group(timeout_s: Optional[float]) -> Iterator:
     """This process's place in a torchrun job (or a lone process); errors end it with one clear line.
 
-    An error every rank shares (see :func:`unictr_core.distributed.agreement`) is printed by rank 0 only;
+    An error every rank shares (see :func:`unictr_core.fit.distributed.agreement`) is printed by rank 0 only;
     other errors by the rank that met them, prefixed with its rank.
     """
-    from unictr_core import distributed
-    from unictr_core.distributed import DistributedError
+    from unictr_core.fit import distributed
+    from unictr_core.fit.distributed import DistributedError
 
     try:
         ctx = distributed.init_from_env(timeout_s)

@@ -14,7 +14,7 @@ from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_op
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
 from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig, tune_layers_text
-from unictr_core.tables import format_table
+from unictr_core.data.tables import format_table
 
 
 def _print_epoch(record: dict) -> None:
@@ -121,7 +121,7 @@ def cache_text(cache: dict) -> str:
 
 
 def _load_split(data: Path, split: str):
-    from unictr_core.data_io import read_samples
+    from unictr_core.data.data_io import read_samples
 
     if data.is_dir():
         return read_samples(data / f"{split}.jsonl", require_labels=True, require_rows=True)
@@ -146,7 +146,7 @@ def evaluate(
     from tqdm.auto import tqdm
 
     from unictr_core import workflows
-    from unictr_core.report import evaluation_table, write_json
+    from unictr_core.fit.report import evaluation_table, write_json
 
     set_threads(threads)
     samples = _load_split(data, split)
@@ -175,7 +175,7 @@ def predict(
     import json
 
     from unictr_core import workflows
-    from unictr_core.data_io import atomic_write_text, read_samples
+    from unictr_core.data.data_io import atomic_write_text, read_samples
 
     set_threads(threads)
     samples = read_samples(input, require_rows=True)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from unictr_cli.common import home_option, resolve_home
-from unictr_core.tables import format_table
+from unictr_core.data.tables import format_table
 
 
 def plugins(as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts."),

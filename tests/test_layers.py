@@ -81,6 +81,55 @@ def test_unictr_core_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+# lowest first: a module may import its own layer and the layers before it, never a later one
+LAYERS = [
+    ("config", "metrics", "_former_paths"),
+    ("data",),
+    ("adapters", "hookspecs", "plugins"),
+    ("modeling",),
+    ("fit",),
+    ("baselines",),
+    ("store", "artifact", "registry"),
+    ("workflows", "benchmark", "prompt_preview"),
+    ("serving",),
+]
+
+
+def _layer(module: str) -> int:
+    if module == "unictr_core":  # the package itself: its version and the former paths
+        return 0
+    top = module.split(".")[1]
+    for rank, names in enumerate(LAYERS):
+        if top in names:
+            return rank
+    raise AssertionError(f"{module}: in no layer of LAYERS (add it where it belongs)")
+
+
+def test_no_module_imports_a_later_layer():
+    upward = [f"{module} -> {dep}" for module, deps in import_graph().items()
+              for dep in deps if _layer(dep) > _layer(module)]
+    assert upward == []
+
+
+def test_former_paths_are_the_moved_modules_and_new_code_does_not_use_them():
+    import importlib
+
+    from unictr_core._former_paths import FORMER_PATHS
+
+    for former, new in FORMER_PATHS.items():
+        module = importlib.import_module(former)
+        assert module is importlib.import_module(new) and module.__spec__.name == new, former
+    users = []
+    for folder in ("unictr_core", "cli", "unictr_plugins"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                         if isinstance(node, ast.ImportFrom) else [])
+                users += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n in FORMER_PATHS]
+    assert users == []
+
+
 def test_no_core_module_names_the_plugins_or_the_cli():
     offenders = []
     for path in sorted(CORE.rglob("*.py")):

@@ -34,9 +34,9 @@ from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, sco
 from unictr_core.baselines.floors import FLOOR
 from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.baselines.trainer import check_labels
-from unictr_core.dataset import load_dataset
-from unictr_core.report import fmt, format_table, write_json
-from unictr_core.schema import Sample
+from unictr_core.data.dataset import load_dataset
+from unictr_core.fit.report import fmt, format_table, write_json
+from unictr_core.data.schema import Sample
 
 UNICTR = "unictr"
 SINGLE, MULTI, LLM = "single-domain", "multi-domain", "LLM-based multi-domain"
@@ -162,8 +162,8 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
 
 def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     from unictr_core.store.registry import templates_for
-    from unictr_core.predict import predict_samples
-    from unictr_core.training import train_unictr
+    from unictr_core.modeling.predict import predict_samples
+    from unictr_core.fit.training import train_unictr
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
                                tune_layers=options.uni_tune_layers)
@@ -429,7 +429,7 @@ def write_outputs(report: dict[str, Any], out_dir: Path) -> dict[str, Optional[P
     report["chart_note"] = None if paths["chart"] else "matplotlib is not installed: no PNG chart " \
                                                        "(pip install matplotlib)"
     write_json(paths["json"], _jsonable(report))
-    from unictr_core.data_io import atomic_write_text
+    from unictr_core.data.data_io import atomic_write_text
 
     atomic_write_text(paths["text"], format_report(report) + "\n")
     return paths

@@ -1,4 +1,4 @@
-"""Configuration of the model architecture and of training."""
+"""Every setting and its default, one source of truth for the library and the CLI: model, training, baselines."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
 DSN_KINDS = ("residual", "standalone")
-PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.precision
+ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
+PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.modeling.precision
 QUANTIZE = ("none", "int8")
-DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.distributed)
+DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
 DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
 
@@ -30,7 +31,7 @@ class ModelConfig:
     ladder_heads: int = 2
     tower_dims: list[int] = field(default_factory=lambda: [512, 256, 128])
     dropout: float = 0.1  # the paper uses 0.3 on millions of rows; 0.1 learns faster on small data
-    # ID-aware Uni-CTR (unictr_core.ids): "none" = the paper's text-only model; "dsn" = each DSN also reads
+    # ID-aware Uni-CTR (unictr_core.modeling.ids): "none" = the paper's text-only model; "dsn" = each DSN also reads
     # hashed embeddings of user, item and categorical fields (its own tables, in its bundle); "all" = the
     # general network too (its tables are part of the frozen core)
     ids: str = "none"
@@ -47,8 +48,6 @@ class ModelConfig:
             raise ValueError(f"narrowed_ratio must be in (0, 1], got {self.narrowed_ratio}")
         if self.max_length < 8:
             raise ValueError(f"max_length must be >= 8, got {self.max_length}")
-        from unictr_core.ids import ID_MODES
-
         if self.ids not in ID_MODES:
             raise ValueError(f"ids must be one of {', '.join(ID_MODES)}, got '{self.ids}'")
         if self.id_buckets < 2 or self.id_dim < 1:
@@ -83,7 +82,7 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
-    precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.precision)
+    precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
     max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
     cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32

@@ -63,7 +63,7 @@ class DomainSpec:
     """
 
     name: str
-    template: Any = None  # unictr_core.prompts.PromptTemplate
+    template: Any = None  # unictr_core.data.prompts.PromptTemplate
     bundle: Optional[Path] = None
     core_fingerprint: Optional[str] = None
     description: str = ""

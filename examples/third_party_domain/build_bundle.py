@@ -8,7 +8,7 @@ wheel then ships the bundle)::
 ``--data`` is a dataset folder (e.g. from ``unictr data prepare movielens``) or a
 .jsonl/.csv file; every row is taken as domain ``movielens``. The DSN is trained
 against the frozen core of ``--home`` (hidden states cached, see
-``unictr_core.domain_training``) and written, atomically, to
+``unictr_core.fit.domain_training``) and written, atomically, to
 ``src/unictr_domain_movielens/bundles/<core fingerprint[:16]>/movielens/``.
 Run it once per core you want to support; the plugin registers them all.
 """

@@ -1,9 +1,9 @@
 """Adapters: turn raw public data files into UniCTR dataset folders.
 
 Each adapter reads one public data set in its original form, validates it
-(errors name the file, line and field), builds :class:`~unictr_core.schema.Sample`
+(errors name the file, line and field), builds :class:`~unictr_core.data.schema.Sample`
 rows (time-ordered histories, time-based split per domain) and writes a dataset
-folder with :func:`unictr_core.dataset.write_dataset`.
+folder with :func:`unictr_core.data.dataset.write_dataset`.
 
 * :func:`prepare_amazon2018` -- Amazon Review Data 2018 (per-category review files
   plus optional ``meta_<Category>.json.gz``).

@@ -32,7 +32,7 @@ What :func:`prepare_amazon2018` does, in order:
 6. splits every domain by time (80/10/10 by default);
 7. fits price quartile bins per domain on the TRAIN rows only and stores the bin
    in ``extra["price_bin"]`` (absent when a row has no price);
-8. writes the folder with :func:`unictr_core.dataset.write_dataset`, with
+8. writes the folder with :func:`unictr_core.data.dataset.write_dataset`, with
    :data:`TEMPLATE`, a prompt template that renders every field above, in
    ``dataset.yaml``.
 
@@ -53,7 +53,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
 from unictr_core.adapters.text import cap, clean_text, first_sentence
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.schema import DataError, Sample
 
 PathLike = Union[str, Path]
 
@@ -389,7 +389,7 @@ def load_amazon2018(raw_dir: PathLike, categories: Optional[Sequence[str]] = Non
 
     Returns ``(samples, duplicates dropped per domain, per-domain info for dataset.yaml)``.
     """
-    from unictr_core.history import attach_histories
+    from unictr_core.data.history import attach_histories
 
     samples: list[Sample] = []
     duplicates: dict[str, int] = {}
@@ -434,7 +434,7 @@ def prepare_amazon2018(raw_dir: PathLike, out_dir: PathLike, categories: Optiona
     ``seed`` is recorded in ``dataset.yaml`` (the time split itself is deterministic).
     ``holdout_domains`` defaults to ``all_beauty`` when that domain is present.
     """
-    from unictr_core.dataset import split_by_time, write_dataset
+    from unictr_core.data.dataset import split_by_time, write_dataset
 
     samples, duplicates, info = load_amazon2018(raw_dir, categories, history_k, max_rows)
     train, valid, test = split_by_time(samples, fractions=fractions)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.schema import DataError, Sample
 
 PathLike = Union[str, Path]
 
@@ -247,7 +247,7 @@ def load_movielens(raw_dir: PathLike, domain_by: str = "genre", history_k: int =
                    max_rows: Optional[int] = None, min_domain_rows: int = DEFAULT_MIN_DOMAIN_ROWS
                    ) -> tuple[list[Sample], dict[str, int], dict[str, str]]:
     """Samples with histories; returns ``(samples, duplicates per domain, raw -> final domain map)``."""
-    from unictr_core.history import attach_histories
+    from unictr_core.data.history import attach_histories
 
     if domain_by not in DOMAIN_CHOICES:
         raise ValueError(f"domain_by must be one of {', '.join(DOMAIN_CHOICES)}, got {domain_by!r}")
@@ -294,7 +294,7 @@ def prepare_movielens(raw_dir: PathLike, out_dir: PathLike, domain_by: str = "ge
     ``max_rows`` reads only the first N ratings (file order); ``holdout_domains``
     defaults to :data:`DEFAULT_HOLDOUT` for the grouping when that domain exists.
     """
-    from unictr_core.dataset import split_by_time, write_dataset
+    from unictr_core.data.dataset import split_by_time, write_dataset
 
     samples, duplicates, mapping = load_movielens(raw_dir, domain_by, history_k, max_rows, min_domain_rows)
     train, valid, test = split_by_time(samples, fractions=fractions)

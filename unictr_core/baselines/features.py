@@ -27,7 +27,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from unictr_core.schema import Sample
+from unictr_core.data.schema import Sample
 
 MISSING = 0
 OOV = 1

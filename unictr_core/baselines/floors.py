@@ -17,7 +17,7 @@ import torch
 
 from unictr_core.baselines.base import BaselineModel
 from unictr_core.baselines.features import EncodedData, FeatureSpec
-from unictr_core.schema import Sample
+from unictr_core.data.schema import Sample
 
 FLOOR = "floor (count rule)"
 

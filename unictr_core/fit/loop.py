@@ -32,7 +32,7 @@ def bce(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tens
 
 
 def ctr_loss(output, labels: torch.Tensor) -> torch.Tensor:
-    """Uni-CTR's masked loss on a :class:`~unictr_core.model.ModelOutput`: BCE of the general network over every
+    """Uni-CTR's masked loss on a :class:`~unictr_core.modeling.model.ModelOutput`: BCE of the general network over every
     row + BCE of each row's own DSN over the rows that have one."""
     labels = labels.float()
     loss = bce(output.general_logits, labels)
@@ -62,7 +62,7 @@ def optimiser_step(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter],
                    max_grad_norm: float = 0.0, backward: Optional[ContextManager] = None) -> None:
     """One optimiser step on ``loss``: clip the gradients of ``parameters`` to ``max_grad_norm`` (0: no
     clipping), then step the optimiser and ``scheduler``. ``backward``: a context the backward pass runs in
-    (e.g. :func:`unictr_core.distributed.collective`, which turns a lost peer into an error)."""
+    (e.g. :func:`unictr_core.fit.distributed.collective`, which turns a lost peer into an error)."""
     optimizer.zero_grad(set_to_none=True)
     with backward if backward is not None else contextlib.nullcontext():
         loss.backward()
@@ -100,7 +100,7 @@ class EarlyStopping:
         stale = 0 if improved else self.stale + 1
         stop = stale >= self.patience or out_of_steps
         if ctx is not None:
-            from unictr_core import distributed
+            from unictr_core.fit import distributed
 
             # every rank computed the same, but only rank 0's decision counts: no rank can leave the loop alone
             improved, stale, stop = distributed.broadcast(ctx, (improved, stale, stop), what)
@@ -108,3 +108,14 @@ class EarlyStopping:
         if improved:
             self.score, self.epoch, self.state, self.details = score, epoch, self.snapshot(), details
         return stop
+
+
+def end_epoch(stopping: EarlyStopping, history: list, record: dict, details: Any, out_of_steps: bool, ctx,
+              on_epoch: Optional[Callable[[dict], None]], what: str) -> bool:
+    """The end of every epoch: append ``record`` (epoch, train_loss, valid_auc, ...) to ``history``, hand it to
+    ``on_epoch`` (on rank 0), and score it for early stopping (:func:`epoch_score`); True when training stops."""
+    history.append(record)
+    if on_epoch is not None and ctx.is_main:
+        on_epoch(record)
+    return stopping.update(record["epoch"], epoch_score(record["valid_auc"], record["train_loss"]), details,
+                           out_of_steps, ctx, what)

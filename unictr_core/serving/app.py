@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from unictr_core.predict import prediction_records
+from unictr_core.modeling.predict import prediction_records
 from unictr_core.serving.batcher import DynamicBatcher
 from unictr_core.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from unictr_core.serving.requests import RequestError, parse_predict_body

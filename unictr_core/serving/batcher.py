@@ -4,7 +4,7 @@ Requests put their validated samples on a queue, with the serving state they
 started on. One worker thread takes the first waiting request, then keeps
 collecting until it holds ``max_batch_size`` rows or ``max_wait_ms`` have passed
 since that first request, and scores the rows with
-:func:`unictr_core.predict.predict_samples` (one backbone pass per batch of at
+:func:`unictr_core.modeling.predict.predict_samples` (one backbone pass per batch of at
 most ``max_batch_size`` rows, length-sorted, as `unictr predict` does). While it
 computes, new requests queue up and form the next batch, so under load batches
 fill without waiting. Requests of different serving states are never mixed: each
@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from unictr_core.predict import Predictions, predict_samples
-from unictr_core.schema import Sample
+from unictr_core.modeling.predict import Predictions, predict_samples
+from unictr_core.data.schema import Sample
 
 log = logging.getLogger("unictr.serve")
 

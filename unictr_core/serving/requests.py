@@ -1,7 +1,7 @@
 """The body of ``POST /v1/predict``: parsed and validated with the same rules and messages as sample files.
 
 Body: ``{"samples": [{...sample...}, ...], "domain": "optional-override"}``. Each
-sample is checked by :func:`unictr_core.data_io.sample_from_mapping`, so a bad
+sample is checked by :func:`unictr_core.data.data_io.sample_from_mapping`, so a bad
 row gets the one-line message the CLI gives for a bad line of a file, with
 ``request body, row N`` in place of ``file, line N``.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from typing import Optional
 
-from unictr_core.data_io import sample_from_mapping, validate_domain_name
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.data_io import sample_from_mapping, validate_domain_name
+from unictr_core.data.schema import DataError, Sample
 
 SOURCE = "request body"
 BODY_FIELDS = ("samples", "domain")

@@ -12,9 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from unictr_core import yaml_io
+from unictr_core.data import yaml_io
 from unictr_core.store.layout import DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError, file_sha256
 
 CORE_KEYS = ("fingerprint", "core_sha256", "architecture", "lora_targets", "default_template", "backbone")
@@ -23,12 +21,7 @@ DOMAIN_KEYS = ("name", "core_fingerprint", "dsn_sha256")
 
 def read_yaml_record(path: Path, what: str) -> dict[str, Any]:
     """A YAML mapping of the current ``format_version``; ArtifactError (naming ``what`` and ``path``) otherwise."""
-    try:
-        data = yaml_io.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{what} not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ArtifactError(f"{what} {path} is not valid YAML: {exc}") from None
+    data = yaml_io.read_file(path, what, ArtifactError)
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{what} {path}: unsupported format (expected format_version {FORMAT_VERSION})")
     return data

@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from unictr_core import plugins
-from unictr_core.data_io import validate_domain_name
-from unictr_core.prompts import PromptTemplate, TemplateSet
-from unictr_core.schema import DataError
+from unictr_core.data.data_io import validate_domain_name
+from unictr_core.data.prompts import PromptTemplate, TemplateSet
+from unictr_core.data.schema import DataError
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError
 from unictr_core.store.records import read_manifest, verify_domain_bundle
@@ -220,7 +220,7 @@ def templates_for(domains: Sequence[str], home: Optional[Path] = None,
     The one source of templates: training uses it, and prediction reads the same
     entries (a bundle stores the template its DSN was trained with). Without a
     ``home``, only plugins' and shipped definitions' templates count. ``default``
-    (a dataset's own template, see :func:`unictr_core.dataset.dataset_template`;
+    (a dataset's own template, see :func:`unictr_core.data.dataset.dataset_template`;
     else the built-in default) becomes the core's default template, which renders
     every domain without a template of its own, zero-shot ones included.
     """

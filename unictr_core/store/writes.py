@@ -7,7 +7,7 @@ import contextlib
 from pathlib import Path
 from typing import Iterator, Optional
 
-from unictr_core.data_io import validate_domain_name
+from unictr_core.data.data_io import validate_domain_name
 from unictr_core.store import snapshots
 from unictr_core.store.artifact import save_core, save_domain_bundle
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR

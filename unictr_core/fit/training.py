@@ -1,7 +1,7 @@
 """Joint multi-domain training of Uni-CTR (LoRA + general network + one DSN per domain).
 
 One code path serves one process and many: started under ``torchrun`` (see
-:mod:`unictr_core.distributed`), every rank runs :func:`train_unictr` with the
+:mod:`unictr_core.fit.distributed`), every rank runs :func:`train_unictr` with the
 same arguments, the model is wrapped in ``DistributedDataParallel`` and each
 rank computes its shard of every global batch. A global batch is the same rows
 in the same order as in a single-process run with the same seed, and the loss is
@@ -22,18 +22,18 @@ import torch
 from tqdm.auto import tqdm
 
 
-from unictr_core import distributed
-from unictr_core import precision as precisions
-from unictr_core.backbone import load_backbone
-from unictr_core.batching import Batch, EncodedSamples
+from unictr_core.fit import distributed
+from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.backbone import load_backbone
+from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.distributed import DistContext
-from unictr_core.hidden_cache import HiddenStateCache, build_cache
-from unictr_core.fit.loop import EarlyStopping, ctr_loss, epoch_score, optimiser_step, shard_loss
-from unictr_core.model import UniCTRModel
-from unictr_core.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
-from unictr_core.prompts import TemplateSet
-from unictr_core.schema import Sample
+from unictr_core.fit.distributed import DistContext
+from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
+from unictr_core.fit.loop import EarlyStopping, ctr_loss, end_epoch, optimiser_step, shard_loss
+from unictr_core.modeling.model import UniCTRModel
+from unictr_core.modeling.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
+from unictr_core.data.prompts import TemplateSet
+from unictr_core.data.schema import Sample
 
 
 @dataclass
@@ -114,10 +114,10 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     history (epoch, train_loss, valid_auc, valid_logloss: means over the domains, seconds).
 
     ``dist_ctx``: the process group to train in (default: the one joined by
-    :func:`unictr_core.distributed.init_from_env` in this process, else one process).
+    :func:`unictr_core.fit.distributed.init_from_env` in this process, else one process).
 
     With ``model_config.tune_layers`` = K < L, the hidden states below the cut are
-    computed once (:func:`unictr_core.hidden_cache.build_cache`, this rank's shard
+    computed once (:func:`unictr_core.modeling.hidden_cache.build_cache`, this rank's shard
     of the training rows and of the validation rows) and every epoch runs only the
     top K layers and the heads. The frozen layers then run without dropout.
     """
@@ -176,14 +176,12 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         valid_auc = mean_auc(per_domain)
         bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
         bar.close()
-        history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                        "valid_logloss": mean_auc(per_domain, key="logloss"),
-                        "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain})
-        if on_epoch is not None and ctx.is_main:
-            on_epoch(history[-1])
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
+                  "valid_logloss": mean_auc(per_domain, key="logloss"),
+                  "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain}
         out_of_steps = train_config.max_steps is not None and steps >= train_config.max_steps
-        if stopping.update(epoch, epoch_score(valid_auc, train_loss), per_domain, out_of_steps, ctx,
-                           f"sharing the early-stopping decision of epoch {epoch}"):
+        if end_epoch(stopping, history, record, per_domain, out_of_steps, ctx, on_epoch,
+                     f"sharing the early-stopping decision of epoch {epoch}"):
             break
     restore_state(model, stopping.state)
     model.eval()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Callable, Optional, Sequence
 
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.schema import DataError, Sample
 
 
 def default_text(sample: Sample) -> Optional[str]:

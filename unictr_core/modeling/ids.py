@@ -20,9 +20,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from unictr_core.schema import Sample
+from unictr_core.data.schema import Sample
 
-ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
 NO_VALUE = 0
 MAX_VALUE_LENGTH = 64               # longer extra values are free text, not categories: left out
 

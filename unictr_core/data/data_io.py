@@ -5,7 +5,7 @@ ignored) or ``.csv`` (header row; the ``history`` column holds a JSON list of
 strings or texts separated by ``" || "``; an empty cell means missing). Keys or
 columns that are not sample fields are kept in ``extra`` as strings.
 
-Every problem is reported as :class:`unictr_core.schema.DataError` naming the
+Every problem is reported as :class:`unictr_core.data.schema.DataError` naming the
 file, the 1-based line, the field and what was expected.
 
 ``write_samples(path, samples)`` writes JSONL (or CSV for a ``.csv`` path)
@@ -23,8 +23,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
-from unictr_core.atomic import atomic_write_text
-from unictr_core.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
+from unictr_core.data.atomic import atomic_write_text
+from unictr_core.data.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
 
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 _DOMAIN_RE = re.compile(DOMAIN_PATTERN)

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unictr_core import precision as precisions
-from unictr_core.batching import EncodedSamples
+from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.batching import EncodedSamples
 
 STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NUMPY_STORAGE = {2: np.uint16, 4: np.float32}  # numpy has no bf16: 2-byte storage is mapped as raw uint16

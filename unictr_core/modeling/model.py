@@ -8,7 +8,7 @@ never another domain's DSN.
 ``ModelConfig.tune_layers = K`` puts LoRA only in the top K transformer layers
 (0: none, the backbone is frozen; None: every layer, the paper). Everything below
 the *cut* (layer L-K) then never changes, so :meth:`UniCTRModel.forward` can start
-from cached hidden states (see :mod:`unictr_core.hidden_cache`): it runs only
+from cached hidden states (see :mod:`unictr_core.modeling.hidden_cache`): it runs only
 the top K layers, from the cached input of the first tuned layer.
 """
 
@@ -21,10 +21,10 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from unictr_core.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
+from unictr_core.modeling.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
 from unictr_core.config import ModelConfig
-from unictr_core.networks import DomainNetwork, GeneralNetwork
-from unictr_core.prompts import PromptTemplate, TemplateSet
+from unictr_core.modeling.networks import DomainNetwork, GeneralNetwork
+from unictr_core.data.prompts import PromptTemplate, TemplateSet
 
 
 @dataclass
@@ -157,7 +157,7 @@ class UniCTRModel(nn.Module):
     def forward(self, input_ids: Optional[torch.Tensor], attention_mask: torch.Tensor, domains: Sequence[str],
                 ids: Optional[torch.Tensor] = None,
                 hidden_states: Optional[Sequence[Optional[torch.Tensor]]] = None) -> ModelOutput:
-        """Logits of every row; ``ids``: hashed ID buckets of an ID-aware model (see :mod:`unictr_core.ids`);
+        """Logits of every row; ``ids``: hashed ID buckets of an ID-aware model (see :mod:`unictr_core.modeling.ids`);
         with ``hidden_states`` (cached, see :meth:`cached_layers`) the backbone runs only above the cut and
         ``input_ids`` is not used."""
         if hidden_states is None:

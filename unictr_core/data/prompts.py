@@ -32,9 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-import yaml
-
-from unictr_core.schema import CORE_FIELDS, Sample
+from unictr_core.data.schema import CORE_FIELDS, Sample
 
 DEFAULT_PARTS = [
     "{domain_name}:",
@@ -160,15 +158,10 @@ def read_template_file(path: str | Path, name: Optional[str] = None, what: str =
     """``(template, description)`` from a YAML file: a template, or a domain definition (a mapping with
     ``template:`` and optionally ``name:`` and ``description:``). The template's ``domain`` defaults to
     ``name``, else the definition's name. ``what`` names the file in errors (e.g. ``--template``)."""
-    from unictr_core import yaml_io
+    from unictr_core.data import yaml_io
 
     path = Path(path)
-    try:
-        data = yaml_io.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ValueError(f"{what}: file not found: {path}") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{what} {path}: not valid YAML: {exc}") from None
+    data = yaml_io.read_file(path, what)
     return template_from_data(data, name, f"{what} {path}")
 
 

@@ -5,7 +5,7 @@ A dataset folder holds ``train.jsonl``, ``valid.jsonl``, ``test.jsonl`` (one
 domain and split the row count and positive rate, ``holdout_domains`` (meant
 for zero-shot / ``domain add``, left out of joint training by default),
 provenance and what was fitted on the training split only. An optional
-``template`` (a prompt template mapping, see :mod:`unictr_core.prompts`) is the
+``template`` (a prompt template mapping, see :mod:`unictr_core.data.prompts`) is the
 dataset's own template: adapters write one that renders every field they
 create; training uses it for every domain the registry has no template for and
 stores it as the core's default template (see :func:`dataset_template`).
@@ -26,10 +26,10 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import yaml
 
-from unictr_core.atomic import atomic_directory, atomic_write_text
-from unictr_core.data_io import to_jsonl_text, read_samples, validate_domain_name
-from unictr_core.prompts import PromptTemplate
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.atomic import atomic_directory, atomic_write_text
+from unictr_core.data.data_io import to_jsonl_text, read_samples, validate_domain_name
+from unictr_core.data.prompts import PromptTemplate
+from unictr_core.data.schema import DataError, Sample
 
 SPLITS = ("train", "valid", "test")
 META_FILE = "dataset.yaml"

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from unictr_core.config import ModelConfig
-from unictr_core.ids import IdEmbedding, check_ids
+from unictr_core.modeling.ids import IdEmbedding, check_ids
 
 
 def narrowed_width(hidden_size: int, ratio: float, heads: int) -> int:
@@ -159,7 +159,7 @@ class DomainNetwork(nn.Module):
     def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
                 general_logits: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The DSN's logits; a residual DSN needs the general network's logits of the same rows, an ID-aware
-        one the rows' ids (:func:`unictr_core.ids.id_tensor`)."""
+        one the rows' ids (:func:`unictr_core.modeling.ids.id_tensor`)."""
         if self.residual and general_logits is None:
             raise ValueError("a residual DSN needs the general network's logits")
         check_ids("DSN", self.id_embedding, ids)

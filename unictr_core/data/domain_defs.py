@@ -5,7 +5,7 @@ package ``unictr_domains``), one ``<name>.yaml`` each::
 
     name: gift_cards
     description: Amazon Review Data 2018, Gift Cards
-    template:            # a PromptTemplate mapping (see unictr_core.prompts)
+    template:            # a PromptTemplate mapping (see unictr_core.data.prompts)
       display_name: Gift Cards
       parts: [...]
 """
@@ -16,10 +16,8 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from unictr_core import yaml_io
-from unictr_core.prompts import PromptTemplate, template_from_data
+from unictr_core.data import yaml_io
+from unictr_core.data.prompts import PromptTemplate, template_from_data
 
 
 @dataclass
@@ -38,10 +36,7 @@ def definitions_dir() -> Path:
 
 
 def read_definition(path: Path) -> DomainDefinition:
-    try:
-        data = yaml_io.safe_load(Path(path).read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    data = yaml_io.read_file(path, "domain definition")
     if not isinstance(data, dict) or "name" not in data:
         raise ValueError(f"{path}: expected a mapping with 'name', 'description' and 'template'")
     template, description = template_from_data(dict(data, template=data.get("template") or {}), str(data["name"]),

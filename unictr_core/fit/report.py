@@ -1,4 +1,4 @@
-"""Plain-text tables and evaluation reports."""
+"""Evaluation reports: per-domain AUC and logloss, their means, RelaImpr; as JSON and as the table `evaluate` prints."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from unictr_core import metrics
-from unictr_core.predict import Predictions, domain_metrics, mean_auc
-from unictr_core.schema import Sample
-from unictr_core.tables import fmt, format_table  # noqa: F401 - the tables of reports; re-exported
+from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
+from unictr_core.data.schema import Sample
+from unictr_core.data.tables import fmt, format_table  # noqa: F401 - the tables of reports; re-exported
 
 
 POOLED_NOTE = ("overall_auc / overall_logloss pool the rows of every domain into one ranking; with different positive "
@@ -68,6 +68,6 @@ def evaluation_table(report: dict[str, Any]) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    from unictr_core.data_io import atomic_write_text
+    from unictr_core.data.data_io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

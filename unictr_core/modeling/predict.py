@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from unictr_core import metrics
-from unictr_core import precision as precisions
-from unictr_core.batching import EncodedSamples
-from unictr_core.model import UniCTRModel
-from unictr_core.schema import Sample
+from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.batching import EncodedSamples
+from unictr_core.modeling.model import UniCTRModel
+from unictr_core.data.schema import Sample
 
 
 @dataclass
@@ -32,8 +32,8 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
                     progress: Optional[object] = None, precision: str = "fp32", cache=None) -> Predictions:
     """One backbone pass per batch, whatever the mix of domains in it.
 
-    ``precision``: fp32, bf16 or auto (:mod:`unictr_core.precision`); ``cache``: a
-    :class:`~unictr_core.hidden_cache.HiddenStateCache` of ``encoded`` holding
+    ``precision``: fp32, bf16 or auto (:mod:`unictr_core.modeling.precision`); ``cache``: a
+    :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache` of ``encoded`` holding
     ``model.cached_layers()`` (the backbone then runs only above the cut).
     """
     was_training = model.training

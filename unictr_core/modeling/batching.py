@@ -14,9 +14,9 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from unictr_core.ids import id_slots, id_tensor
-from unictr_core.prompts import TemplateSet
-from unictr_core.schema import Sample
+from unictr_core.modeling.ids import id_slots, id_tensor
+from unictr_core.data.prompts import TemplateSet
+from unictr_core.data.schema import Sample
 
 
 @dataclass
@@ -26,7 +26,7 @@ class Batch:
     attention_mask: torch.Tensor
     domains: list[str]
     labels: Optional[torch.Tensor]
-    ids: Optional[torch.Tensor] = None  # [B, S] hashed ID slots (unictr_core.ids) for an ID-aware model
+    ids: Optional[torch.Tensor] = None  # [B, S] hashed ID slots (unictr_core.modeling.ids) for an ID-aware model
 
     def to(self, device: torch.device) -> "Batch":
         if device.type == "cpu":

@@ -171,19 +171,20 @@ def is_converted(name: str, sources: Sequence[SourceFile], converter_version: Op
 
 @contextlib.contextmanager
 def _locked(lock_path: Path, log: Callable[[str], None]) -> Iterator[None]:
-    import fcntl  # POSIX only; conversion is the only place that needs it
+    """Exclusive lock (``filelock``) around a conversion; says so when another process holds it."""
+    import filelock
 
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log(f"waiting for another process to finish writing {lock_path.stem} ...")
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = filelock.FileLock(lock_path)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log(f"waiting for another process to finish writing {lock_path.stem} ...")
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _verify_sources(name: str, sources: Sequence[SourceFile]) -> list[dict]:

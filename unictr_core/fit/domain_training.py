@@ -3,7 +3,7 @@
 The backbone, LoRA, general network and every other DSN are frozen, so the
 backbone's hidden states of a sample never change during training. They are
 computed once, in evaluation mode, and reused in every epoch (the shared
-:mod:`unictr_core.hidden_cache`): only the layers the DSN reads
+:mod:`unictr_core.modeling.hidden_cache`): only the layers the DSN reads
 (``DomainNetwork.required_layers``) are kept, each sample unpadded, and every
 batch is padded again to its own longest sample. With ``cache=False`` the backbone runs on every batch of every
 epoch instead (same batches, same maths; used to measure the speed-up).
@@ -26,18 +26,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from unictr_core import distributed, metrics
-from unictr_core import precision as precisions
-from unictr_core.batching import EncodedSamples
-from unictr_core.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
+from unictr_core import metrics
+
+from unictr_core.fit import distributed
+from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.batching import EncodedSamples
+from unictr_core.modeling.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
 from unictr_core.config import TrainConfig
-from unictr_core.distributed import DistContext
-from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
-from unictr_core.model import UniCTRModel
-from unictr_core.predict import encode
-from unictr_core.prompts import PromptTemplate
-from unictr_core.schema import Sample
-from unictr_core.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
+from unictr_core.fit.distributed import DistContext
+from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
+from unictr_core.modeling.model import UniCTRModel
+from unictr_core.modeling.predict import encode
+from unictr_core.data.prompts import PromptTemplate
+from unictr_core.data.schema import Sample
+from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
@@ -55,8 +57,8 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
     ``all_rows`` every row of the folder or file is taken as ``name``.
     Returns the three parts and notes for the user.
     """
-    from unictr_core.data_io import read_samples
-    from unictr_core.dataset import load_dataset, split_by_time, split_random
+    from unictr_core.data.data_io import read_samples
+    from unictr_core.data.dataset import load_dataset, split_by_time, split_random
 
     path = Path(path)
     notes: list[str] = []
@@ -103,7 +105,7 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
 
 # --------------------------------------------------------------------------- hidden states
 class LiveStates:
-    """The interface of :class:`~unictr_core.hidden_cache.HiddenStateCache`, running the frozen backbone each call."""
+    """The interface of :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache`, running the frozen backbone each call."""
 
     def __init__(self, model: UniCTRModel, encoded: EncodedSamples, precision: str = "fp32"):
         self.model = model
@@ -237,8 +239,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     shard of the validation and test rows; the result equals a single-process
     run's up to float rounding.
 
-    ``precision``: ``fp32`` or ``bf16`` (resolved, see :mod:`unictr_core.precision`).
-    The cache (:mod:`unictr_core.hidden_cache`) keeps ``max_cache_gb`` in RAM and
+    ``precision``: ``fp32`` or ``bf16`` (resolved, see :mod:`unictr_core.modeling.precision`).
+    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` in RAM and
     spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
     fp16 / bf16 / fp32 (default: by precision and backbone).
     """
@@ -343,14 +345,12 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                             valid_auc="n/a" if valid_auc is None else f"{valid_auc:.4f}")
             bar.close()
             train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the loss")[0] / len(losses)
-            history.append({"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                            "valid_logloss": valid_metrics["logloss"],
-                            "seconds": round(time.perf_counter() - epoch_started, 2)})
-            if on_epoch is not None and ctx.is_main:
-                on_epoch(history[-1])
+            record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
+                      "valid_logloss": valid_metrics["logloss"],
+                      "seconds": round(time.perf_counter() - epoch_started, 2)}
             out_of_steps = config.max_steps is not None and steps >= config.max_steps
-            if stopping.update(epoch, epoch_score(valid_auc, train_loss), valid_auc, out_of_steps, ctx,
-                               f"early stopping of '{name}'"):
+            if end_epoch(stopping, history, record, valid_auc, out_of_steps, ctx, on_epoch,
+                         f"early stopping of '{name}'"):
                 break
         seconds["train"] = time.perf_counter() - tick - eval_seconds
         restore_state(model, stopping.state)

@@ -82,7 +82,7 @@ def autocast(precision: str, device: torch.device):
 
 
 def quantize_int8(model) -> None:
-    """Serve ``model`` (a :class:`~unictr_core.model.UniCTRModel`) with a dynamic-int8 backbone, in place.
+    """Serve ``model`` (a :class:`~unictr_core.modeling.model.UniCTRModel`) with a dynamic-int8 backbone, in place.
 
     LoRA is merged into the backbone's weights first, then every ``nn.Linear`` of
     the backbone becomes a dynamically quantized int8 linear layer (weights int8
