@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from unictr_cli.common import home_option, resolve_home, user_errors
+from unictr_core.config import ServeSettings
 
 
 def _api_key(env_name: Optional[str]) -> Optional[str]:
@@ -23,24 +24,24 @@ def _api_key(env_name: Optional[str]) -> Optional[str]:
 @user_errors
 def serve(
     home: Optional[Path] = home_option(),
-    host: str = typer.Option("127.0.0.1", help="Address to bind. 127.0.0.1 serves this machine only; 0.0.0.0 "
+    host: str = typer.Option(ServeSettings.host, help="Address to bind. 127.0.0.1 serves this machine only; 0.0.0.0 "
                              "every interface (put it behind a proxy with TLS, and use --api-key-env)."),
-    port: int = typer.Option(8000, min=0, max=65535, help="TCP port."),
-    max_batch_size: int = typer.Option(64, min=1, help="Dynamic batching: most rows per backbone batch (the rows "
+    port: int = typer.Option(ServeSettings.port, min=0, max=65535, help="TCP port."),
+    max_batch_size: int = typer.Option(ServeSettings.max_batch_size, min=1, help="Dynamic batching: most rows per backbone batch (the rows "
                                        "of concurrent requests are merged up to this)."),
-    max_wait_ms: float = typer.Option(2.0, min=0.0, help="Dynamic batching: how long the first waiting request "
+    max_wait_ms: float = typer.Option(ServeSettings.max_wait_ms, min=0.0, help="Dynamic batching: how long the first waiting request "
                                       "may wait for others to join its batch, in milliseconds."),
-    max_body_bytes: int = typer.Option(1 << 20, min=1024, help="Largest request body (bytes); larger: 413."),
-    max_rows: int = typer.Option(256, min=1, help="Most samples per request; more: 413."),
-    request_timeout: float = typer.Option(30.0, min=0.001, help="Seconds a prediction may take before the "
+    max_body_bytes: int = typer.Option(ServeSettings.max_body_bytes, min=1024, help="Largest request body (bytes); larger: 413."),
+    max_rows: int = typer.Option(ServeSettings.max_rows, min=1, help="Most samples per request; more: 413."),
+    request_timeout: float = typer.Option(ServeSettings.request_timeout_s, min=0.001, help="Seconds a prediction may take before the "
                                           "request is answered 504."),
-    poll_interval: float = typer.Option(0.5, min=0.01, help="Seconds between checks of the home for commits "
+    poll_interval: float = typer.Option(ServeSettings.poll_interval_s, min=0.01, help="Seconds between checks of the home for commits "
                                         "(`domain add/remove`, `train`), which are then loaded without a restart."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of an environment variable holding "
                                               "an API key: /v1/* and /metrics then need 'Authorization: Bearer "
                                               "<key>' (/healthz and /readyz stay open)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)."),
-    log_level: str = typer.Option("info", help="Log level: critical, error, warning, info, debug."),
+    log_level: str = typer.Option(ServeSettings.log_level, help="Log level: critical, error, warning, info, debug."),
 ) -> None:
     """Serve predictions over HTTP: POST /v1/predict, GET /v1/domains, /healthz, /readyz, /metrics.
 
@@ -51,7 +52,7 @@ def serve(
     Needs the optional extra 'serve' (FastAPI, uvicorn, prometheus-client); scripts/install.sh installs it.
     """
     try:
-        from unictr_core.serving.app import ServeSettings, serve as run
+        from unictr_core.serving.app import serve as run
     except ImportError as exc:
         raise ValueError(f"`unictr serve` needs the extra 'serve' ({exc.name} is missing): "
                          "pip install 'unictr[serve]' or scripts/install.sh") from None

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
 DSN_KINDS = ("residual", "standalone")
 ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # of `unictr serve`
 PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.modeling.precision
 QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
@@ -119,6 +121,38 @@ class BaselineSettings:
         return {"embed_dim": self.embed_dim, "hidden": tuple(self.hidden), "dropout": self.dropout,
                 **self.model_options}
 
+
+
+@dataclass
+class ServeSettings:
+    """Settings of `unictr serve` (unictr_core.serving)."""
+
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_batch_size: int = 64
+    max_wait_ms: float = 2.0
+    max_body_bytes: int = 1 << 20
+    max_rows: int = 256
+    request_timeout_s: float = 30.0
+    poll_interval_s: float = 0.5
+    api_key: Optional[str] = None
+    threads: Optional[int] = None
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        checks = [(self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
+                  (self.max_wait_ms >= 0, "--max-wait-ms must be 0 or more"),
+                  (self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
+                  (self.max_rows >= 1, "--max-rows must be at least 1"),
+                  (self.request_timeout_s > 0, "--request-timeout must be more than 0 s"),
+                  (self.poll_interval_s > 0, "--poll-interval must be more than 0 s"),
+                  (0 <= self.port <= 65535, "--port must be between 0 and 65535"),
+                  (self.api_key is None or self.api_key.strip() != "", "the API key must not be empty"),
+                  (self.log_level in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
 
 
 # what `unictr domain add` trains with unless told otherwise (only the DSN trains: a higher rate, more epochs)

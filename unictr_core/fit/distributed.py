@@ -261,6 +261,18 @@ def agreement(ctx: DistContext, phase: str) -> Iterator[None]:
         raise DistributedError(f"{phase}: {detail}", reported_everywhere=True) from error
 
 
+def data_parallel(module: torch.nn.Module, ctx: DistContext, **options: Any) -> torch.nn.Module:
+    """``DistributedDataParallel`` around ``module`` in a multi-process run (``options`` go to it), else
+    ``module`` itself; the one place either training loop wraps what it trains."""
+    if not ctx.is_distributed:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    with collective(ctx, "setting up DistributedDataParallel"):
+        return DistributedDataParallel(module, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+                                       **options)
+
+
 # --------------------------------------------------------------------------- sharding
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     """The order of the training rows in ``epoch``: seeded with (seed, epoch), the same on every rank."""

@@ -286,11 +286,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
             sources = [LiveStates(model, s, precision) for s in sets]
         seconds["hidden_states"] = time.perf_counter() - tick
         train_src, valid_src, test_src = sources
-        net = dsn
-        if ctx.is_distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            net = DistributedDataParallel(dsn, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+        net = distributed.data_parallel(dsn, ctx)
 
         steps_per_epoch = math.ceil(len(train) / config.batch_size)
         optimizer, scheduler = make_optimizer(model, config, steps_per_epoch)

@@ -139,7 +139,9 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         precision = precisions.resolve(train_config.precision, ctx.device)
     train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
                                                            progress and ctx.is_main, ctx)
-    net = wrap_for_training(model, ctx)
+    # unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN; a DSN
+    # that no rank used keeps grad None, so the optimiser skips it, as in one process
+    net = distributed.data_parallel(model, ctx, find_unused_parameters=True, forward_sync_buffers=False)
     batch_size = train_config.batch_size
     steps_per_epoch = math.ceil(len(train_set) / batch_size)
     optimizer, scheduler = make_optimizer(model, train_config, steps_per_epoch)
@@ -214,21 +216,6 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
             "disk_bytes": train_cache.disk_bytes + valid_cache.disk_bytes,
             "seconds": time.perf_counter() - started}
     return train_cache, valid_cache, info
-
-
-def wrap_for_training(model: UniCTRModel, ctx: DistContext) -> torch.nn.Module:
-    """``DistributedDataParallel`` around ``model`` in a multi-process run, else ``model`` itself.
-
-    Unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN.
-    A DSN that no rank used keeps ``grad = None``, so the optimiser skips it, as in one process.
-    """
-    if not ctx.is_distributed:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    with distributed.collective(ctx, "setting up DistributedDataParallel"):
-        return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-                                       find_unused_parameters=True, forward_sync_buffers=False)
 
 
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],

@@ -19,14 +19,13 @@ import contextlib
 import hmac
 import logging
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
+from unictr_core.config import ServeSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
 from unictr_core.modeling.predict import prediction_records
 from unictr_core.serving.batcher import DynamicBatcher
 from unictr_core.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -35,37 +34,6 @@ from unictr_core.serving.state import LiveRegistry, ServingState
 
 log = logging.getLogger("unictr.serve")
 PROTECTED_PREFIXES = ("/v1/", "/metrics")
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-@dataclass
-class ServeSettings:
-    home: Path
-    host: str = "127.0.0.1"
-    port: int = 8000
-    max_batch_size: int = 64
-    max_wait_ms: float = 2.0
-    max_body_bytes: int = 1 << 20
-    max_rows: int = 256
-    request_timeout_s: float = 30.0
-    poll_interval_s: float = 0.5
-    api_key: Optional[str] = None
-    threads: Optional[int] = None
-    log_level: str = "info"
-
-    def validate(self) -> None:
-        checks = [(self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
-                  (self.max_wait_ms >= 0, "--max-wait-ms must be 0 or more"),
-                  (self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
-                  (self.max_rows >= 1, "--max-rows must be at least 1"),
-                  (self.request_timeout_s > 0, "--request-timeout must be more than 0 s"),
-                  (self.poll_interval_s > 0, "--poll-interval must be more than 0 s"),
-                  (0 <= self.port <= 65535, "--port must be between 0 and 65535"),
-                  (self.api_key is None or self.api_key.strip() != "", "the API key must not be empty"),
-                  (self.log_level in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
 
 
 async def _read_body(request, limit: int) -> bytes:
