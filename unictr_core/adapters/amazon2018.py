@@ -53,7 +53,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
 from unictr_core.adapters.text import cap, clean_text, first_sentence
-from unictr_core.data.schema import DataError, Sample
+from unictr_core.data.schema import DataError, Sample, price_value
 
 PathLike = Union[str, Path]
 
@@ -321,20 +321,11 @@ def read_metadata(path: PathLike, asins: Optional[set[str]] = None,
 # price bins (fitted on train only)
 # ----------------------------------------------------------------------------
 
-def _price_value(price: Optional[str]) -> Optional[float]:
-    if not price:
-        return None
-    try:
-        return float(price.split("-")[0])
-    except ValueError:
-        return None
-
-
 def fit_price_bins(train: Sequence[Sample], bins: int = PRICE_BIN_COUNT) -> dict[str, list[float]]:
     """Per domain, the inner quantile edges of the train rows' prices (duplicates removed)."""
     prices: dict[str, list[float]] = {}
     for s in train:
-        value = _price_value(s.price)
+        value = price_value(s.price)
         if value is not None:
             prices.setdefault(s.domain, []).append(value)
     edges: dict[str, list[float]] = {}
@@ -352,7 +343,7 @@ def fit_price_bins(train: Sequence[Sample], bins: int = PRICE_BIN_COUNT) -> dict
 def price_bin(sample: Sample, edges: dict[str, list[float]]) -> Optional[str]:
     """``"q0"`` .. ``"qN"`` (the number of inner edges below the price), or ``None`` (no price, or no
     training prices in the domain)."""
-    value = _price_value(sample.price)
+    value = price_value(sample.price)
     cuts = edges.get(sample.domain)
     if value is None or cuts is None:
         return None

@@ -19,7 +19,6 @@ for the history), ``1`` = value present but never seen in training (OOV),
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,29 +26,14 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from unictr_core.data.schema import Sample
+from unictr_core.data.schema import Sample, price_value as parse_price
 
 MISSING = 0
 OOV = 1
 FIRST_ID = 2
 
 BASE_FIELDS = ("user_id", "item_id", "domain", "brand", "price")
-_PRICE_NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
 _GENRE_SPLIT = re.compile(r"[|,;/]")
-
-
-def parse_price(text: Optional[str]) -> Optional[float]:
-    """The first number in a price text (``"$1,299.00"`` -> 1299.0; ``"$5 - $10"`` -> 5.0), else ``None``."""
-    if text is None:
-        return None
-    match = _PRICE_NUMBER.search(str(text))
-    if match is None:
-        return None
-    try:
-        value = float(match.group(0).replace(",", ""))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _extra_value(name: str, value: Optional[str]) -> Optional[str]:

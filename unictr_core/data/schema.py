@@ -20,6 +20,8 @@ Any other key in a JSONL object (or column in a CSV file) is kept in ``extra``.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -80,3 +82,21 @@ class Sample:
             return None
         value = str(value).strip()
         return value or None
+
+
+_PRICE_NUMBER = re.compile(r"[-+]?\d[\d,]*\.?\d*")
+
+
+def price_value(text: Optional[str]) -> Optional[float]:
+    """The one reading of a sample's price as a number: the first number in its text (``"$1,299.00"`` ->
+    1299.0; ``"$5 - $10"`` -> 5.0; an adapter's range ``"10.00-20.00"`` -> 10.0), else ``None``."""
+    if text is None:
+        return None
+    match = _PRICE_NUMBER.search(str(text))
+    if match is None:
+        return None
+    try:
+        value = float(match.group(0).replace(",", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
