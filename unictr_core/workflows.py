@@ -103,14 +103,18 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
     return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates)
 
 
-def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None) -> Optional[TrainHomeResult]:
-    """Train the core and one DSN per domain jointly, then write them to the home in one snapshot switch."""
+def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None,
+               progress: bool = True) -> Optional[TrainHomeResult]:
+    """Train the core and one DSN per domain jointly, then write them to the home in one snapshot switch.
+
+    ``progress``: tqdm bars (on stderr) while it trains; ``on_epoch(record)`` after every epoch.
+    """
     from unictr_core.store.writes import save_trained
     from unictr_core.fit.training import train_unictr
 
     group = group or _lone_process()
     result = train_unictr(plan.train_rows, plan.dataset.valid, plan.model_config, plan.train_config,
-                          templates=plan.templates, dist_ctx=group, on_epoch=on_epoch)
+                          templates=plan.templates, progress=progress, dist_ctx=group, on_epoch=on_epoch)
     if not group.is_main:
         return None
     history = [{k: v for k, v in r.items() if k != "valid"} for r in result.history]
@@ -236,7 +240,7 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
 def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
                max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
                cache_dtype: Optional[str] = None, description: Optional[str] = None, replace: bool = False,
-               group=None, on_epoch: EpochCallback = None) -> Optional[DomainAddResult]:
+               group=None, on_epoch: EpochCallback = None, progress: bool = True) -> Optional[DomainAddResult]:
     """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
 
     Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
@@ -245,7 +249,7 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
     from unictr_core.store.writes import commit_bundle
 
     group = group or _lone_process()
-    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch)
+    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress)
     if not group.is_main:
         return None
     result.check_registrable()
@@ -266,7 +270,7 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
 # --------------------------------------------------------------------------- remove a domain
 @dataclass
 class DomainRemoveResult:
-    removed: Path  # the bundle folder that was deleted
+    removed: Path  # the bundle folder that was deleted, as the home shows it (home/domains/NAME)
     still_known: Any  # the registry's entry for the name after the removal (a package's, a definition), or None
     notes: list[str] = field(default_factory=list)
 
@@ -284,11 +288,12 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
     from unictr_core.store.registry import Registry
     from unictr_core.store.writes import remove_domain as remove_bundle
 
+    from unictr_core.store.layout import DOMAINS_DIR
+
     home = Path(home)
-    bundle = removable(home, name).bundle
     notes: list[str] = []
-    remove_bundle(home, name, notes=notes)
-    return DomainRemoveResult(bundle, Registry(home).get(name), notes)
+    remove_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
+    return DomainRemoveResult(home / DOMAINS_DIR / name, Registry(home).get(name), notes)
 
 
 # --------------------------------------------------------------------------- evaluate and predict

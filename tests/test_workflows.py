@@ -1,0 +1,85 @@
+"""The use-case layer (unictr_core.workflows): each verb returns its result and prints nothing; the CLI only prints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import toy_samples
+from test_domain_add import home, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
+from unictr_cli.main import app
+from unictr_core import workflows
+from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.data.data_io import write_samples
+from unictr_core.store.registry import Registry, RegistryError
+
+runner = CliRunner()
+
+
+def test_add_evaluate_predict_remove_return_results_and_print_nothing(home, tmp_path, capfd):
+    toys = tmp_path / "toys.jsonl"
+    write_samples(toys, toy_samples(80, seed=3, domains=("toys",)))
+    capfd.readouterr()
+
+    plan = workflows.plan_domain_add(home, "toys", toys, seed=0, precision="fp32")
+    assert (len(plan.train_rows), len(plan.valid_rows), len(plan.test_rows)) == (64, 8, 8)
+    epochs = []
+    added = workflows.add_domain(plan, TrainConfig(epochs=2, batch_size=16, patience=5), on_epoch=epochs.append,
+                                 progress=False)
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert added.target == home / "domains" / "toys" and (added.target / "dsn.safetensors").is_file()
+    assert set(added.floors) == {"user_rate", "item_rate"}
+    assert Registry(home).get("toys").status == "ready"
+
+    samples = toy_samples(40, seed=9, domains=("books", "toys", "nowhere"))
+    evaluated = workflows.evaluate(home, samples, precision="fp32")
+    assert {"books", "toys", "nowhere"} <= set(evaluated.report["domains"])
+    predicted = workflows.predict(home, samples, precision="fp32")
+    assert len(predicted.records) == 40 and predicted.zero_shot_domains == ["nowhere"]
+
+    removed = workflows.remove_domain(home, "toys")
+    assert removed.removed == home / "domains" / "toys" and removed.still_known is None
+    assert not (home / "domains" / "toys").exists()
+    out, err = capfd.readouterr()
+    assert (out, err) == ("", "")  # no line, no progress bar: printing is the CLI's job
+
+
+def test_a_plan_refuses_what_the_command_would_refuse(home, tmp_path):
+    toys = tmp_path / "toys.jsonl"
+    write_samples(toys, toy_samples(40, seed=3, domains=("toys",)))
+    with pytest.raises(RegistryError, match="already has a local bundle"):
+        workflows.plan_domain_add(home, "books", toys)
+    with pytest.raises(RegistryError, match="no trained core"):
+        workflows.plan_domain_add(tmp_path / "empty-home", "toys", toys)
+    with pytest.raises(RegistryError, match="shipped definition"):
+        workflows.remove_domain(home, "gift_cards")
+
+
+def test_the_cli_prints_what_the_workflow_returns(home, tmp_path):
+    samples = toy_samples(30, seed=5, domains=("books", "movies"))
+    path = tmp_path / "rows.jsonl"
+    write_samples(path, samples)
+    result = runner.invoke(app, ["predict", "--input", str(path), "--home", str(home), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    printed = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    direct = workflows.predict(home, samples, precision="fp32").records
+    assert [r["probability"] for r in printed] == [r["probability"] for r in direct]
+
+
+def test_train_home_writes_the_plan_and_reports_it(tiny_bert, tmp_path, capfd):
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.05"]).exit_code == 0
+    capfd.readouterr()
+    plan = workflows.plan_training(data, tmp_path / "home",
+                                   ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64, tune_layers=0),
+                                   TrainConfig(epochs=1, batch_size=16, max_steps=2), max_rows=20)
+    assert plan.domains == ["books", "movies", "music"] and plan.train_config.domains == plan.domains
+    assert plan.training_rows == sum(min(20, n) for n in (80, 40, 14))
+    done = workflows.train_home(plan, progress=False)
+    assert Registry(tmp_path / "home").core_fingerprint == done.fingerprint
+    assert set(done.training.valid_metrics) == set(plan.domains)
+    assert np.isfinite(done.training.history[0]["train_loss"])
+    assert capfd.readouterr() == ("", "")
