@@ -22,7 +22,7 @@ FORMER_PATHS = {
     "unictr_core.prompts": "unictr_core.data.prompts",
     "unictr_core.domain_defs": "unictr_core.data.domain_defs",
     "unictr_core.yaml_io": "unictr_core.data.yaml_io",
-    "unictr_core.atomic": "unictr_core.data.atomic",
+    "unictr_core.atomic": "unictr_core.data.files",
     "unictr_core.tables": "unictr_core.data.tables",
     "unictr_core.backbone": "unictr_core.modeling.backbone",
     "unictr_core.backbone_cache": "unictr_core.modeling.backbone_cache",

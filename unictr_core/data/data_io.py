@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional, Union
 
-from unictr_core.data.atomic import atomic_write_text
+from unictr_core.data.files import atomic_write_text
 from unictr_core.data.schema import CORE_FIELDS, REQUIRED_FIELDS, DataError, Sample
 
 DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"

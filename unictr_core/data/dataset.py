@@ -26,7 +26,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import yaml
 
-from unictr_core.data.atomic import atomic_directory, atomic_write_text
+from unictr_core.data.files import atomic_directory, atomic_write_text
 from unictr_core.data.data_io import to_jsonl_text, read_samples, validate_domain_name
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import DataError, Sample

@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers import logging as hf_logging
 
 from unictr_core import plugins
+from unictr_core.data.files import hash_file
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
@@ -74,9 +75,7 @@ def weights_sha256(directory: Path) -> str:
         raise BackboneError(f"backbone directory {directory} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})")
     for path in files:
         digest.update(path.name.encode())
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(chunk)
+        hash_file(digest, path)
     return digest.hexdigest()
 
 

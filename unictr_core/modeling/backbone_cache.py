@@ -40,10 +40,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
+from unictr_core.data.files import file_sha256
+
 CACHE_ENV = "UNICTR_CACHE"
 MANIFEST = "unictr-cache.json"
 MANIFEST_FORMAT = 1
-_HASH_BLOCK = 1 << 22
 
 
 class CacheError(RuntimeError):
@@ -81,11 +82,7 @@ def sha256_file(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
     if key not in _hash_memo:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(_HASH_BLOCK), b""):
-                digest.update(block)
-        _hash_memo[key] = digest.hexdigest()
+        _hash_memo[key] = file_sha256(path)
     return _hash_memo[key]
 
 

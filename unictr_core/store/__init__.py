@@ -2,7 +2,7 @@
 
 Modules, lowest first (each imports only those above it):
 
-- :mod:`~unictr_core.store.layout`: names of the home's folders and files, ``ArtifactError``, SHA-256 of a file
+- :mod:`~unictr_core.store.layout`: names of the home's folders and files, where a home is, ``ArtifactError``
 - :mod:`~unictr_core.store.snapshots`: immutable generations switched by one atomic pointer; the writers' lock
 - :mod:`~unictr_core.store.records`: the YAML records (manifest, ``domain.yaml``) read and checked, no torch
 - :mod:`~unictr_core.store.registry`: every domain the plugins register, resolved against the current core

@@ -16,7 +16,6 @@ machinery around it (``current``, ``generations/``, ``.lock``)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -36,12 +35,3 @@ class ArtifactError(RuntimeError):
 
 def default_home() -> Path:
     return Path(os.environ.get(HOME_ENV, "unictr-home")).expanduser()
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file's bytes, read in 4 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from unictr_core.data import yaml_io
-from unictr_core.store.layout import DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError, file_sha256
+from unictr_core.data.files import file_sha256
+from unictr_core.store.layout import DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
 
 CORE_KEYS = ("fingerprint", "core_sha256", "architecture", "lora_targets", "default_template", "backbone")
 DOMAIN_KEYS = ("name", "core_fingerprint", "dsn_sha256")

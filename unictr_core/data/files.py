@@ -1,8 +1,10 @@
-"""Atomic writes: a crash leaves either the old file or folder or the new one, never a half-written one."""
+"""Files: atomic writes (a crash leaves the old file or folder or the new one, never a half-written one) and
+SHA-256 digests of files."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -57,3 +59,17 @@ def atomic_directory(target: Path) -> Iterator[Path]:
     os.replace(staging, target)
     if retired is not None:
         shutil.rmtree(retired, ignore_errors=True)
+
+
+def hash_file(digest, path: PathLike) -> None:
+    """Feed a file's bytes to ``digest`` (a hashlib object), in 4 MiB blocks."""
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    hash_file(digest, path)
+    return digest.hexdigest()
