@@ -13,6 +13,7 @@ import typer
 
 from unictr_core.data.dataset import SPLITS
 from unictr_core.data.schema import DataError
+from unictr_core.data.tables import format_table
 
 data_app = typer.Typer(
     name="data",
@@ -31,17 +32,14 @@ def format_domain_table(meta: dict[str, Any]) -> str:
     """Rows per split, positive rate per split and holdout flag, one line per domain."""
     holdout = set(meta.get("holdout_domains") or [])
     header = ["domain"] + list(SPLITS) + [f"pos_{name}" for name in SPLITS] + ["holdout"]
-    rows = [header]
+    rows = []
     for domain, per_split in sorted((meta.get("domains") or {}).items()):
         rates = [per_split.get(name, {}).get("positive_rate") for name in SPLITS]
         rows.append([domain]
                     + [str(per_split.get(name, {}).get("rows", 0)) for name in SPLITS]
                     + ["-" if rate is None else f"{rate:.3f}" for rate in rates]
                     + ["yes" if domain in holdout else "no"])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    return "\n".join(lines)
+    return format_table(header, rows, rule=False)
 
 
 def generate_command(

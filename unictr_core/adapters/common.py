@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Hashable, Iterable, Sequence, TypeVar
 
+from unictr_core.data.tables import format_table
+
 T = TypeVar("T")
 
 
@@ -76,14 +78,7 @@ class PrepareReport:
                              sum(d.duplicates_dropped for d in self.domains))
         lines.append((total.domain, str(total.train), str(total.valid), str(total.test),
                       f"{total.positive_rate:.3f}", str(total.duplicates_dropped), ""))
-        widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-        out = []
-        for n, row in enumerate(lines):
-            cells = [row[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]
-            out.append("  ".join(cells).rstrip())
-            if n == 0:
-                out.append("  ".join("-" * w for w in widths))
-        return "\n".join(out)
+        return format_table(header, lines[1:])
 
 
 def build_report(out_dir: str, splits: dict[str, Sequence], duplicates: dict[str, int],
