@@ -46,10 +46,10 @@ def run_one(args: argparse.Namespace) -> dict:
 
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.data.dataset import load_dataset
-    from unictr_core.store.registry import templates_for
+    from unictr_core.fit.training import train_unictr
     from unictr_core.modeling.predict import domain_metrics, mean_auc, predict_samples
     from unictr_core.modeling.tiny import make_tiny_backbone
-    from unictr_core.fit.training import train_unictr
+    from unictr_core.store.registry import templates_for
 
     torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data)

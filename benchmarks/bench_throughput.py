@@ -63,11 +63,11 @@ def worker(args, tune: str, precision: str) -> dict:
     """Train one setting; for full-LoRA fp32 also measure prediction in fp32, bf16 and int8."""
     import torch
 
-    from unictr_core.modeling import precision as precisions
     from unictr_core.config import ModelConfig, TrainConfig
+    from unictr_core.fit.training import train_unictr
+    from unictr_core.modeling import precision as precisions
     from unictr_core.modeling.predict import encode, predict_encoded
     from unictr_core.store.registry import templates_for
-    from unictr_core.fit.training import train_unictr
 
     torch.set_num_threads(args.threads)
     joint, holdout, train, valid, test = load_rows(args)

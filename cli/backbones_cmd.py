@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from unictr_core.modeling import backbone_cache
 from unictr_core import plugins
+from unictr_core.modeling import backbone_cache
 
 
 def _converted(spec: plugins.BackboneSpec) -> Optional[bool]:

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 from conftest import toy_samples
-from unictr_core.store import artifact  # the module that writes the files (its save_file is patched)
 from unictr_core.artifact import ArtifactError, load_home, save_trained
 from unictr_core.predict import predict_samples
+from unictr_core.store import artifact  # the module that writes the files (its save_file is patched)
 from unictr_core.training import build_model, train_unictr
 
 

@@ -8,8 +8,8 @@ import torch
 
 import unictr_plugins.baselines as builtin_baselines
 from unictr_core.baselines import BaselineSettings, FeatureEncoder, baselines, fit_baseline
-from unictr_core.dataset import split_by_time
 from unictr_core.baselines.multi_domain import PLE, STAR, MMoE, PartitionedNorm, SharedBottom
+from unictr_core.dataset import split_by_time
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import get_plugin_manager
 from unictr_core.schema import DataError, Sample

@@ -21,12 +21,12 @@ import torch
 
 from conftest import toy_samples
 from test_domain_add import build_home
-from unictr_core.store import snapshots as home_store
 from unictr_core.artifact import CORE_DIR, load_core, save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.domain_training import train_domain
 from unictr_core.predict import predict_samples
 from unictr_core.registry import Registry, commit_bundle, load_model, remove_domain, state_token
+from unictr_core.store import snapshots as home_store
 from unictr_core.training import train_unictr
 
 SAMPLES = toy_samples(8, seed=9, domains=("books", "movies", "music", "toys"))

@@ -255,8 +255,8 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
     from unictr_core.artifact import load_home
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.dataset import load_dataset
-    from unictr_core.registry import templates_for
     from unictr_core.predict import predict_samples
+    from unictr_core.registry import templates_for
     from unictr_core.training import build_model, train_unictr
 
     root, _, backbone = small_data

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core import artifact
-from unictr_core.store import artifact as store_artifact
 from unictr_core.artifact import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.data_io import write_samples
@@ -22,6 +21,7 @@ from unictr_core.domain_training import train_domain
 from unictr_core.hidden_cache import build_cache
 from unictr_core.predict import encode, predict_samples
 from unictr_core.registry import Registry, RegistryError, load_model, registry_lock, remove_domain
+from unictr_core.store import artifact as store_artifact
 from unictr_core.training import train_unictr
 
 runner = CliRunner()

@@ -13,8 +13,8 @@ from conftest import toy_samples
 from unictr_core.artifact import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.domain_training import train_domain
-from unictr_core.ids import bucket, id_slots, id_tensor
 from unictr_core.fit.loop import ctr_loss
+from unictr_core.ids import bucket, id_slots, id_tensor
 from unictr_core.predict import encode, predict_samples
 from unictr_core.registry import commit_bundle, load_model
 from unictr_core.schema import Sample

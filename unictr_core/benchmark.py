@@ -32,11 +32,11 @@ import torch
 from unictr_core import metrics
 from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
 from unictr_core.baselines.floors import FLOOR
-from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.baselines.trainer import check_labels
+from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.data.dataset import load_dataset
-from unictr_core.fit.report import fmt, format_table, write_json
 from unictr_core.data.schema import Sample
+from unictr_core.fit.report import fmt, format_table, write_json
 
 UNICTR = "unictr"
 SINGLE, MULTI, LLM = "single-domain", "multi-domain", "LLM-based multi-domain"
@@ -161,9 +161,9 @@ def _run_baseline(name: str, info, data: dict, options: BenchmarkOptions, log) -
 
 
 def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
-    from unictr_core.store.registry import templates_for
-    from unictr_core.modeling.predict import predict_samples
     from unictr_core.fit.training import train_unictr
+    from unictr_core.modeling.predict import predict_samples
+    from unictr_core.store.registry import templates_for
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
                                tune_layers=options.uni_tune_layers)

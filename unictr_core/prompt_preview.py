@@ -67,8 +67,8 @@ def _templates(data: Path, domains: Sequence[str], home: Path, backbone: str, ma
         model, _ = load_model(home, domains=list(domains))
         return (model.templates, model.backbone_info.tokenizer, model.config.max_length,
                 f"the trained core in {home} (as `unictr predict` / `evaluate` render)")
-    from unictr_core.modeling.backbone import load_tokenizer
     from unictr_core.data.dataset import dataset_template
+    from unictr_core.modeling.backbone import load_tokenizer
 
     own = dataset_template(data)
     templates = templates_for(domains, home, own)
@@ -82,9 +82,9 @@ def preview_prompts(data: Path, home: Path, domain: Optional[str] = None, limit:
                     split: str = "train", backbone: str = "minilm", max_length: int = 128) -> PromptPreview:
     """Render the rows of ``data`` (a file, or one split of a dataset folder); ``limit`` are returned as text,
     the token-length summary covers every row (of ``domain`` when given)."""
-    from unictr_core.modeling.batching import EncodedSamples
     from unictr_core.data.data_io import validate_domain_name
     from unictr_core.data.prompts import field_usage
+    from unictr_core.modeling.batching import EncodedSamples
 
     samples = _read(Path(data), split)
     if domain is not None:

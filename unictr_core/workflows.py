@@ -80,8 +80,8 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
 
     ``train_config.domains`` is set to the chosen domains.
     """
-    from unictr_core.fit import distributed
     from unictr_core.data.dataset import load_dataset
+    from unictr_core.fit import distributed
     from unictr_core.store.registry import templates_for
 
     group = group or _lone_process()
@@ -109,8 +109,8 @@ def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None,
 
     ``progress``: tqdm bars (on stderr) while it trains; ``on_epoch(record)`` after every epoch.
     """
-    from unictr_core.store.writes import save_trained
     from unictr_core.fit.training import train_unictr
+    from unictr_core.store.writes import save_trained
 
     group = group or _lone_process()
     result = train_unictr(plan.train_rows, plan.dataset.valid, plan.model_config, plan.train_config,
@@ -183,12 +183,12 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
     (see :func:`unictr_core.fit.domain_training.domain_splits`).
     """
-    from unictr_core.fit import distributed
-    from unictr_core.modeling import precision as precisions
     from unictr_core.data.data_io import validate_domain_name
     from unictr_core.data.dataset import dataset_template
-    from unictr_core.fit.domain_training import domain_splits
     from unictr_core.data.prompts import PromptTemplate, read_template_file
+    from unictr_core.fit import distributed
+    from unictr_core.fit.domain_training import domain_splits
+    from unictr_core.modeling import precision as precisions
     from unictr_core.store.artifact import load_core
     from unictr_core.store.layout import CORE_DIR
     from unictr_core.store.registry import Registry, RegistryError
@@ -326,8 +326,8 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", 
     """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
     ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
     ``progress``: a tqdm-like bar advanced by the rows predicted."""
-    from unictr_core.modeling.predict import predict_samples
     from unictr_core.fit.report import evaluation_report
+    from unictr_core.modeling.predict import predict_samples
 
     reference_report = None
     if reference != "general":

@@ -20,9 +20,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from unictr_core.hookspecs import hookimpl
 from unictr_core.modeling import backbone_cache
 from unictr_core.modeling.backbone_cache import CacheError, SourceFile
-from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import BackboneSpec
 
 CONVERTER_VERSION = "1"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unictr_core.store.layout import DOMAINS_DIR, ArtifactError
-from unictr_core.store.records import read_domain_record
 from unictr_core.data.domain_defs import shipped_definitions
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
+from unictr_core.store.layout import DOMAINS_DIR, ArtifactError
+from unictr_core.store.records import read_domain_record
 
 
 @hookimpl

@@ -19,8 +19,8 @@ from unictr_core import metrics
 from unictr_core.baselines.base import BaselineModel
 from unictr_core.baselines.features import EncodedData, FeatureEncoder
 from unictr_core.config import BaselineSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
-from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
 from unictr_core.data.schema import DataError, Sample
+from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
 
 ALL_DOMAINS = "*"
 

@@ -26,8 +26,8 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import yaml
 
-from unictr_core.data.files import atomic_directory, atomic_write_text
 from unictr_core.data.data_io import to_jsonl_text, read_samples, validate_domain_name
+from unictr_core.data.files import atomic_directory, atomic_write_text
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import DataError, Sample
 

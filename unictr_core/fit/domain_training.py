@@ -28,18 +28,18 @@ from tqdm.auto import tqdm
 
 from unictr_core import metrics
 
+from unictr_core.config import TrainConfig
+from unictr_core.data.prompts import PromptTemplate
+from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
+from unictr_core.fit.distributed import DistContext
+from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
+from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
-from unictr_core.config import TrainConfig
-from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.predict import encode
-from unictr_core.data.prompts import PromptTemplate
-from unictr_core.data.schema import Sample
-from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 

@@ -9,9 +9,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from unictr_core import metrics
-from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
 from unictr_core.data.schema import Sample
 from unictr_core.data.tables import fmt, format_table  # noqa: F401 - the tables of reports; re-exported
+from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
 
 
 POOLED_NOTE = ("overall_auc / overall_logloss pool the rows of every domain into one ranking; with different positive "

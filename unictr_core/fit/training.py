@@ -22,18 +22,18 @@ import torch
 from tqdm.auto import tqdm
 
 
+from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.data.prompts import TemplateSet
+from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
+from unictr_core.fit.distributed import DistContext
+from unictr_core.fit.loop import EarlyStopping, ctr_loss, end_epoch, optimiser_step, shard_loss
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
-from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.fit.distributed import DistContext
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
-from unictr_core.fit.loop import EarlyStopping, ctr_loss, end_epoch, optimiser_step, shard_loss
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
-from unictr_core.data.prompts import TemplateSet
-from unictr_core.data.schema import Sample
 
 
 @dataclass

@@ -14,9 +14,9 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from unictr_core.modeling.ids import id_slots, id_tensor
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
+from unictr_core.modeling.ids import id_slots, id_tensor
 
 
 @dataclass

@@ -21,10 +21,10 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import nn
 
-from unictr_core.modeling.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
 from unictr_core.config import ModelConfig
-from unictr_core.modeling.networks import DomainNetwork, GeneralNetwork
 from unictr_core.data.prompts import PromptTemplate, TemplateSet
+from unictr_core.modeling.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
+from unictr_core.modeling.networks import DomainNetwork, GeneralNetwork
 
 
 @dataclass

@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from unictr_core import metrics
+from unictr_core.data.schema import Sample
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.data.schema import Sample
 
 
 @dataclass

@@ -21,8 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from unictr_core.modeling.predict import Predictions, predict_samples
 from unictr_core.data.schema import Sample
+from unictr_core.modeling.predict import Predictions, predict_samples
 
 log = logging.getLogger("unictr.serve")
 

@@ -28,11 +28,11 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from unictr_core.data.prompts import TemplateSet
+from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
 from unictr_core.store.loading import load_model
-from unictr_core.modeling.model import UniCTRModel
-from unictr_core.data.prompts import TemplateSet
 from unictr_core.store.registry import Registry, RegistryError, state_token
 from unictr_core.store.writes import registry_lock
 

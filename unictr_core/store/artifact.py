@@ -17,11 +17,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from unictr_core import __version__
-from unictr_core.data.files import atomic_directory, file_sha256
-from unictr_core.modeling.backbone import BackboneError, load_backbone
 from unictr_core.config import ModelConfig
-from unictr_core.modeling.model import UniCTRModel
+from unictr_core.data.files import atomic_directory, file_sha256
 from unictr_core.data.prompts import PromptTemplate, TemplateSet
+from unictr_core.modeling.backbone import BackboneError, load_backbone
+from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
 from unictr_core.store.records import fingerprint_of, read_manifest, verified_weights, verify_domain_bundle
