@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from unictr_cli.common import echo_field_usage, home_option, resolve_home, user_errors
+from unictr_core.config import ModelConfig
 from unictr_core.prompt_preview import DEFAULT_LIMIT, preview_prompts
 
 
@@ -19,9 +20,9 @@ def prompts(
                               "token-length summary always covers every row."),
     split: str = typer.Option("train", help="Which split of a dataset folder: train, valid or test."),
     home: Optional[Path] = home_option(),
-    backbone: str = typer.Option("minilm", help="Tokenizer to count with when the home has no trained core "
+    backbone: str = typer.Option(ModelConfig.backbone, help="Tokenizer to count with when the home has no trained core "
                                  "(with a core: the core's own tokenizer)."),
-    max_length: int = typer.Option(128, min=8, help="Prompt length limit when the home has no trained core "
+    max_length: int = typer.Option(ModelConfig.max_length, min=8, help="Prompt length limit when the home has no trained core "
                                    "(with a core: the core's own)."),
 ) -> None:
     """Print the rendered prompts exactly as training and prediction render them, each with its token count.
