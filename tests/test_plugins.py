@@ -126,3 +126,18 @@ def test_builtin_plugins_are_registered_like_external_ones():
     rows = {r["name"]: r for r in plugins.plugin_rows()}
     assert rows["unictr_plugins.baselines"]["hooks"] == ["register_baselines"]
     assert rows["unictr_plugins.local_domains"]["hooks"] == ["register_domains"]
+
+
+def test_built_in_plugins_come_from_their_entry_point_group_and_a_stale_install_says_so(monkeypatch):
+    assert plugins.builtin_plugins() == ("unictr_plugins.minilm_backbone", "unictr_plugins.llm_backbones",
+                                         "unictr_plugins.baselines", "unictr_plugins.local_domains")
+    monkeypatch.setattr(plugins.metadata, "entry_points",
+                        lambda group: [] if group == plugins.BUILTIN_GROUP else plugins.entry_points(group=group))
+    try:
+        plugins.get_plugin_manager(reload=True)
+        broken = {b.name: b.error for b in plugins.broken_plugins()}
+        assert "reinstall" in broken[plugins.BUILTIN_GROUP] and "minilm" not in plugins.backbones()
+    finally:
+        monkeypatch.undo()
+        plugins.get_plugin_manager(reload=True)
+    assert "minilm" in plugins.backbones() and plugins.BUILTIN_GROUP not in {b.name for b in plugins.broken_plugins()}
