@@ -159,3 +159,50 @@ def test_light_commands_import_neither_torch_nor_transformers(argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, done.stderr
+
+
+def test_cli_option_defaults_are_the_config_defaults():
+    """One source of truth: every option that sets a config field defaults to that field's default."""
+    import dataclasses
+
+    import typer.main
+
+    from unictr_cli.main import app
+    from unictr_core.config import (DOMAIN_ADD_DEFAULTS, BaselineSettings, ModelConfig, ServeSettings,
+                                    TrainConfig)
+
+    def defaults(command) -> dict:
+        return {p.name: p.default for p in command.params}
+
+    def fields(obj) -> dict:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+    cli = typer.main.get_command(app)
+    train = defaults(cli.commands["train"])
+    expected = {**fields(TrainConfig()), **fields(ModelConfig())}
+    # the option names that differ from their field; precision: the CLI picks bf16 where the hardware has it
+    expected.update(ladder=ModelConfig.ladder_kind, tower=",".join(map(str, ModelConfig().tower_dims)),
+                    tune_layers="all", precision="auto")
+    shared = sorted(set(train) & set(expected) - {"domains", "cache_dir"})
+    assert len(shared) >= 20 and {k: train[k] for k in shared} == {k: expected[k] for k in shared}
+
+    add = defaults(cli.commands["domain"].commands["add"])
+    assert (add["epochs"], add["batch_size"], add["patience"], add["seed"], add["lr"]) == (
+        DOMAIN_ADD_DEFAULTS.epochs, DOMAIN_ADD_DEFAULTS.batch_size, DOMAIN_ADD_DEFAULTS.patience,
+        DOMAIN_ADD_DEFAULTS.seed, DOMAIN_ADD_DEFAULTS.head_lr[1])
+    assert DOMAIN_ADD_DEFAULTS.head_lr[0] == add["lr"] / 100  # `domain add --lr` sets the cyclic range lr/100..lr
+
+    serve = defaults(cli.commands["serve"])
+    settings = fields(ServeSettings(home=None))
+    renamed = {"request_timeout": "request_timeout_s", "poll_interval": "poll_interval_s"}
+    assert {k: serve[k] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes", "max_rows",
+                                  "request_timeout", "poll_interval", "log_level")} == {
+        k: settings[renamed.get(k, k)] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes",
+                                                 "max_rows", "request_timeout", "poll_interval", "log_level")}
+
+    bench = defaults(cli.commands["benchmark"])
+    baseline = fields(BaselineSettings())
+    assert {k: bench[k] for k in ("epochs", "batch_size", "lr", "embed_dim", "patience", "seed")} == {
+        k: baseline[k] for k in ("epochs", "batch_size", "lr", "embed_dim", "patience", "seed")}
+    assert (bench["uni_backbone"], bench["uni_batch_size"], bench["uni_max_length"]) == (
+        ModelConfig.backbone, TrainConfig.batch_size, ModelConfig.max_length)
