@@ -239,7 +239,7 @@ def backbones() -> dict[str, BackboneSpec]:
 def domain_specs(home: Path) -> list[DomainSpec]:
     """Every domain registration of every plugin (a name may appear more than once).
 
-    Use :mod:`unictr_core.registry` for the resolved view (validation, which
+    Use :mod:`unictr_core.store.registry` for the resolved view (validation, which
     bundle fits the core, local vs package).
     """
     return _specs("register_domains", DomainSpec, home=Path(home))

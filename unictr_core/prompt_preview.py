@@ -3,11 +3,11 @@
 The templates come from where training and prediction take them:
 
 * a home with a trained core: the core's templates as ``unictr predict`` /
-  ``evaluate`` load them (:func:`unictr_core.registry.load_model`: each DSN's
+  ``evaluate`` load them (:func:`unictr_core.store.loading.load_model`: each DSN's
   bundle template, registry templates, the core's default) and the core's
   tokenizer and ``max_length``;
 * no core yet: the templates ``unictr train`` would use
-  (:func:`unictr_core.registry.templates_for` with the dataset's own template)
+  (:func:`unictr_core.store.registry.templates_for` with the dataset's own template)
   and the tokenizer of ``backbone``.
 
 Token counts are of the full prompt (special tokens included); a prompt over

@@ -6,7 +6,7 @@ built from. :class:`LiveRegistry` holds the current one behind a single
 reference; a request takes that reference once and finishes on that state even
 if a reload swaps in a new one meanwhile.
 
-A watcher thread polls :func:`unictr_core.registry.state_token` (a few ``stat``
+A watcher thread polls :func:`unictr_core.store.registry.state_token` (a few ``stat``
 calls). When it changes, the new state is built under the registry lock, so no
 writer is half-way through a commit while it is read (and writers only ever
 rename finished folders into place). A domain add/remove reuses the loaded core

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unictr_core.artifact import ArtifactError, read_domain_record
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
+from unictr_core.store.layout import ArtifactError
+from unictr_core.store.records import read_domain_record
 
 DOMAIN = "movielens"
 DESCRIPTION = "MovieLens ratings as one domain (label: rating > 3); example third-party domain package"
