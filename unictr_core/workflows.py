@@ -16,7 +16,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import torch
+
+from unictr_core.baselines.floors import floor_scores
+from unictr_core.config import DEFAULT_MAX_CACHE_GB
+from unictr_core.data.data_io import validate_domain_name
+from unictr_core.data.dataset import dataset_template, load_dataset
+from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
 from unictr_core.data.schema import Sample
+from unictr_core.fit import distributed
+from unictr_core.fit.distributed import DistContext
+from unictr_core.fit.domain_training import domain_splits, train_domain
+from unictr_core.fit.report import evaluation_report
+from unictr_core.fit.training import train_unictr
+from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.predict import prediction_records, predict_samples
+from unictr_core.store.artifact import load_core
+from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry, RegistryError, templates_for
+from unictr_core.store.writes import commit_bundle, removable_entry, remove_domain as remove_bundle, save_trained
 
 EpochCallback = Optional[Callable[[dict], None]]
 
@@ -34,12 +53,6 @@ def subsample(samples: Sequence[Sample], max_rows: Optional[int], seed: int):
     for rows in by_domain.values():
         keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
     return [s for i, s in enumerate(samples) if i in keep]
-
-
-def _lone_process():
-    from unictr_core.fit.distributed import DistContext
-
-    return DistContext()
 
 
 # --------------------------------------------------------------------------- train a home
@@ -62,8 +75,6 @@ class TrainPlan:
 
     def field_usage(self):
         """Which sample fields the templates render and ignore (see :func:`unictr_core.data.prompts.field_usage`)."""
-        from unictr_core.data.prompts import field_usage
-
         return field_usage(self.templates, [s for s in self.train_rows if s.domain in self.domains])
 
 
@@ -80,11 +91,7 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
 
     ``train_config.domains`` is set to the chosen domains.
     """
-    from unictr_core.data.dataset import load_dataset
-    from unictr_core.fit import distributed
-    from unictr_core.store.registry import templates_for
-
-    group = group or _lone_process()
+    group = group or DistContext()
     data, home = Path(data), Path(home)
     with distributed.agreement(group, "reading the dataset"):
         dataset = load_dataset(data)
@@ -109,10 +116,7 @@ def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None,
 
     ``progress``: tqdm bars (on stderr) while it trains; ``on_epoch(record)`` after every epoch.
     """
-    from unictr_core.fit.training import train_unictr
-    from unictr_core.store.writes import save_trained
-
-    group = group or _lone_process()
+    group = group or DistContext()
     result = train_unictr(plan.train_rows, plan.dataset.valid, plan.model_config, plan.train_config,
                           templates=plan.templates, progress=progress, dist_ctx=group, on_epoch=on_epoch)
     if not group.is_main:
@@ -159,8 +163,6 @@ class DomainAddPlan:
         return None
 
     def field_usage(self):
-        from unictr_core.data.prompts import TemplateSet, field_usage
-
         return field_usage(TemplateSet({self.name: self.template} if self.template else {},
                                        default=self.model.templates.default), self.train_rows)
 
@@ -183,17 +185,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
     (see :func:`unictr_core.fit.domain_training.domain_splits`).
     """
-    from unictr_core.data.data_io import validate_domain_name
-    from unictr_core.data.dataset import dataset_template
-    from unictr_core.data.prompts import PromptTemplate, read_template_file
-    from unictr_core.fit import distributed
-    from unictr_core.fit.domain_training import domain_splits
-    from unictr_core.modeling import precision as precisions
-    from unictr_core.store.artifact import load_core
-    from unictr_core.store.layout import CORE_DIR
-    from unictr_core.store.registry import Registry, RegistryError
-
-    group = group or _lone_process()
+    group = group or DistContext()
     home = Path(home)
     with distributed.agreement(group, f"reading the core and the data of '{name}'"):
         validate_domain_name(name, "domain name")
@@ -227,12 +219,9 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
     Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
     ``cache_dir``: where a memory-mapped hidden-state cache goes (default: the home).
     """
-    from unictr_core.config import DEFAULT_MAX_CACHE_GB
-    from unictr_core.fit.domain_training import train_domain
-
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
                         config, cache=cache, max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
-                        progress=progress, dist_ctx=group or _lone_process(), residual=residual,
+                        progress=progress, dist_ctx=group or DistContext(), residual=residual,
                         precision=plan.precision, cache_dir=Path(cache_dir if cache_dir is not None else plan.home),
                         cache_storage=cache_dtype, on_epoch=on_epoch)
 
@@ -245,10 +234,7 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
 
     Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
     """
-    from unictr_core.baselines.floors import floor_scores
-    from unictr_core.store.writes import commit_bundle
-
-    group = group or _lone_process()
+    group = group or DistContext()
     result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress)
     if not group.is_main:
         return None
@@ -277,19 +263,11 @@ class DomainRemoveResult:
 
 def removable(home: Path, name: str):
     """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none."""
-    from unictr_core.store.registry import Registry
-    from unictr_core.store.writes import removable_entry
-
     return removable_entry(Registry(Path(home)), name)
 
 
 def remove_domain(home: Path, name: str) -> DomainRemoveResult:
     """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
-    from unictr_core.store.registry import Registry
-    from unictr_core.store.writes import remove_domain as remove_bundle
-
-    from unictr_core.store.layout import DOMAINS_DIR
-
     home = Path(home)
     notes: list[str] = []
     remove_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
@@ -300,11 +278,6 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
 def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", quantize: str = "none"):
     """The home's core with the DSNs of ``domains``, int8-quantized when ``quantize`` is ``int8``;
     returns (model, notes)."""
-    import torch
-
-    from unictr_core.modeling import precision as precisions
-    from unictr_core.store.loading import load_model
-
     if quantize not in precisions.QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(precisions.QUANTIZE)}, got '{quantize}'")
     int8 = quantize == "int8"
@@ -326,9 +299,6 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", 
     """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
     ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
     ``progress``: a tqdm-like bar advanced by the rows predicted."""
-    from unictr_core.fit.report import evaluation_report
-    from unictr_core.modeling.predict import predict_samples
-
     reference_report = None
     if reference != "general":
         reference_report = json.loads(Path(reference).read_text(encoding="utf-8"))
@@ -350,9 +320,6 @@ class PredictionResult:
 def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
             precision: str = "auto", quantize: str = "none") -> PredictionResult:
     """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
-    from unictr_core.data.data_io import validate_domain_name
-    from unictr_core.modeling.predict import prediction_records, predict_samples
-
     if domain is not None:
         validate_domain_name(domain, "--domain")
         for s in samples:
