@@ -24,10 +24,11 @@ def benchmark(
     max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
     max_eval_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N validation and N test rows "
                                                 "per domain."),
-    epochs: int = typer.Option(BaselineSettings.epochs, min=1, help="Epoch cap for the baselines (early stopping on validation AUC)."),
+    epochs: int = typer.Option(BaselineSettings.epochs, min=1,
+                               help="Epoch cap for the baselines (early stopping on validation AUC)."),
     uni_epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap for Uni-CTR (default: --epochs)."),
-    uni_backbone: str = typer.Option(ModelConfig.backbone, help="Uni-CTR backbone: a registered name or a local Hugging Face "
-                                     "model directory."),
+    uni_backbone: str = typer.Option(ModelConfig.backbone, help="Uni-CTR backbone: a registered name or a local "
+                                     "Hugging Face model directory."),
     uni_batch_size: int = typer.Option(TrainConfig.batch_size, min=1),
     uni_max_length: int = typer.Option(ModelConfig.max_length, min=8, help="Uni-CTR prompt length cap in tokens."),
     uni_max_steps: Optional[int] = typer.Option(None, min=1, help="Stop Uni-CTR training after N steps."),
@@ -44,7 +45,8 @@ def benchmark(
     batch_size: int = typer.Option(BaselineSettings.batch_size, min=1, help="Baseline batch size."),
     lr: float = typer.Option(BaselineSettings.lr, min=0.0, help="Baseline Adam learning rate."),
     embed_dim: int = typer.Option(BaselineSettings.embed_dim, min=1, help="Baseline embedding size."),
-    patience: int = typer.Option(BaselineSettings.patience, min=1, help="Baseline early stopping: epochs without a better validation AUC."),
+    patience: int = typer.Option(BaselineSettings.patience, min=1,
+                                 help="Baseline early stopping: epochs without a better validation AUC."),
     threads: Optional[int] = threads_option(),
     progress: bool = typer.Option(True, "--progress/--quiet", help="Show per-epoch progress."),
 ) -> None:

@@ -70,6 +70,13 @@ def epoch_line(record: dict) -> str:
             f"valid logloss {num('valid_logloss')}, {record.get('seconds', 0.0):.1f} s")
 
 
+def print_epoch(record: dict) -> None:
+    """Print an epoch's line above the progress bars (the ``on_epoch`` of ``train`` and ``domain add``)."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(epoch_line(record))
+
+
 def warn(messages) -> None:
     """Print each message as a warning line on stderr."""
     for message in messages:

@@ -10,8 +10,8 @@ import typer
 
 from unictr_cli import launching
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads,
-                               threads_option, user_errors, warn)
+from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
+                               set_threads, threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS
 from unictr_core.data.tables import format_table
 
@@ -39,10 +39,13 @@ def add(
                                             "(shipped definition or package), else the template in --data's "
                                             "dataset.yaml, else the core's default."),
     home: Optional[Path] = home_option(),
-    epochs: int = typer.Option(DOMAIN_ADD_DEFAULTS.epochs, min=1, help="Maximum number of epochs (early stopping on validation AUC)."),
+    epochs: int = typer.Option(DOMAIN_ADD_DEFAULTS.epochs, min=1,
+                               help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1),
-    lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0, help="Peak of the cyclic learning rate (the base is lr/100)."),
-    patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1, help="Stop after this many epochs without a better validation AUC."),
+    lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0,
+                             help="Peak of the cyclic learning rate (the base is lr/100)."),
+    patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1,
+                                 help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed),
     max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
@@ -87,16 +90,11 @@ def add(
                              seed=seed)
         if group.is_main:
             _echo_plan(plan, group, residual, cache)
-        done = workflows.add_domain(plan, config, residual, cache, max_cache_gb, speed.cache_folder(cache_dir, home_dir),
-                                    cache_dtype, description, replace, group, on_epoch=_print_epoch)
+        done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
+                                    cache_dir=speed.cache_folder(cache_dir, home_dir), cache_dtype=cache_dtype,
+                                    description=description, replace=replace, group=group, on_epoch=print_epoch)
         if done is not None:  # rank 0
             _echo_added(plan, done)
-
-
-def _print_epoch(record: dict) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(epoch_line(record))
 
 
 def _echo_plan(plan, group, residual: bool, cache: bool) -> None:

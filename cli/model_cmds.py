@@ -8,19 +8,13 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, epoch_line, home_option, resolve_home, set_threads, split_csv,
+from unictr_cli.common import (echo_field_usage, home_option, print_epoch, resolve_home, set_threads, split_csv,
                                threads_option, user_errors, warn)
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
 from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.data.tables import format_table
-
-
-def _print_epoch(record: dict) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(epoch_line(record))
 
 
 @user_errors
@@ -30,12 +24,14 @@ def train(
                               "e.g. from `unictr data generate` or `unictr data prepare`."),
     domains: Optional[str] = typer.Option(None, help="Comma-separated domains to train on. "
                                           "Default: every domain except the dataset's holdout domains."),
-    backbone: str = typer.Option(ModelConfig.backbone, help="Backbone: a registered name (see `unictr backbones`) or a local "
-                                 "Hugging Face model directory."),
+    backbone: str = typer.Option(ModelConfig.backbone, help="Backbone: a registered name (see `unictr backbones`) or "
+                                 "a local Hugging Face model directory."),
     home: Optional[Path] = home_option(),
     epochs: int = typer.Option(TrainConfig.epochs, min=1, help="Maximum number of epochs."),
-    batch_size: int = typer.Option(TrainConfig.batch_size, min=1, help="Global batch size (split over the processes of a distributed run)."),
-    max_length: int = typer.Option(ModelConfig.max_length, min=8, help="Maximum prompt length in tokens (oldest history dropped first)."),
+    batch_size: int = typer.Option(TrainConfig.batch_size, min=1,
+                                   help="Global batch size (split over the processes of a distributed run)."),
+    max_length: int = typer.Option(ModelConfig.max_length, min=8,
+                                   help="Maximum prompt length in tokens (oldest history dropped first)."),
     ladder: str = typer.Option(ModelConfig.ladder_kind, help=f"Ladder block kind: {', '.join(LADDER_KINDS)}."),
     ladder_freq: Optional[int] = typer.Option(None, min=1, help="One ladder block every N backbone layers "
                                               "(default: about 4 blocks)."),
@@ -48,7 +44,8 @@ def train(
                             "DSN's logit is the general network's plus a learned correction that starts at zero, "
                             "as `domain add` does, so a DSN starts as good as the general network. standalone: "
                             "the paper's DSN, its own prediction from scratch."),
-    patience: int = typer.Option(TrainConfig.patience, min=1, help="Stop after this many epochs without a better validation AUC."),
+    patience: int = typer.Option(TrainConfig.patience, min=1,
+                                 help="Stop after this many epochs without a better validation AUC."),
     ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
                             "dsn (each DSN also reads learned, hashed embeddings of the user, the item and the "
                             "categorical fields; its tables live in its bundle) or all (the general network too; "
@@ -99,7 +96,7 @@ def train(
                        f"({plan.training_rows} training rows{processes}; {dsn} DSNs; "
                        f"IDs: {ids}; LoRA in {tune_layers_text(model_config.tune_layers)})")
             echo_field_usage(plan.field_usage())
-        done = workflows.train_home(plan, group, on_epoch=_print_epoch)
+        done = workflows.train_home(plan, group, on_epoch=print_epoch)
         if done is None:  # not rank 0
             return
         warn(done.notes)
