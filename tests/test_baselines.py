@@ -90,7 +90,7 @@ def test_registry_lists_the_eight_with_categories_and_accepts_third_party():
     found = baselines()
     assert set(EIGHT) <= set(found) and "pnn" in found and not found["pnn"].multi_domain
     assert {n for n in EIGHT if found[n].multi_domain} == {"shared_bottom", "mmoe", "ple", "star"}
-    assert found["deepfm"].plugin == "unictr_plugins.baselines"          # a built-in plugin (entry-point group unictr.builtin)
+    assert found["deepfm"].plugin == "unictr_plugins.baselines"          # a built-in plugin (group unictr.builtin)
 
     class ThirdParty:
         @hookimpl

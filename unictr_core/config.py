@@ -85,7 +85,7 @@ class TrainConfig:
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
     precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
-    max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache kept in RAM (tune_layers); beyond it: a memory-mapped file
+    max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache in RAM (tune_layers); beyond it: a mapped file
     cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
 

@@ -220,7 +220,8 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
     ``cache_dir``: where a memory-mapped hidden-state cache goes (default: the home).
     """
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
-                        config, cache=cache, max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
+                        config, cache=cache,
+                        max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
                         progress=progress, dist_ctx=group or DistContext(), residual=residual,
                         precision=plan.precision, cache_dir=Path(cache_dir if cache_dir is not None else plan.home),
                         cache_storage=cache_dtype, on_epoch=on_epoch)

@@ -105,7 +105,8 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
 
 # --------------------------------------------------------------------------- hidden states
 class LiveStates:
-    """The interface of :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache`, running the frozen backbone each call."""
+    """The interface of :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache`, running the frozen
+    backbone each call."""
 
     def __init__(self, model: UniCTRModel, encoded: EncodedSamples, precision: str = "fp32"):
         self.model = model

@@ -32,8 +32,8 @@ def bce(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tens
 
 
 def ctr_loss(output, labels: torch.Tensor) -> torch.Tensor:
-    """Uni-CTR's masked loss on a :class:`~unictr_core.modeling.model.ModelOutput`: BCE of the general network over every
-    row + BCE of each row's own DSN over the rows that have one."""
+    """Uni-CTR's masked loss on a :class:`~unictr_core.modeling.model.ModelOutput`: BCE of the general network
+    over every row + BCE of each row's own DSN over the rows that have one."""
     labels = labels.float()
     loss = bce(output.general_logits, labels)
     if bool(output.has_dsn.any()):
