@@ -27,7 +27,6 @@ import torch
 from tqdm.auto import tqdm
 
 from unictr_core import metrics
-
 from unictr_core.config import TrainConfig
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import Sample
