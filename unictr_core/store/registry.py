@@ -115,26 +115,34 @@ class Registry:
         self.domains_dir = self.root / DOMAINS_DIR
         self.core_fingerprint = core_fingerprint_of(self.root)
         self.problems: list[str] = []
+        candidates = self._candidates(plugins.domain_specs(self.root))
+        self.entries: dict[str, DomainEntry] = {name: self._choose(name, candidates[name])
+                                                for name in sorted(candidates)}
+
+    def _candidates(self, specs: Sequence[plugins.DomainSpec]) -> dict[str, list[DomainEntry]]:
+        """Every valid registration as an entry (its bundle checked), by name, in registration order."""
         candidates: dict[str, list[DomainEntry]] = {}
-        for spec in plugins.domain_specs(self.root):
+        for spec in specs:
             try:
                 validate_domain_name(spec.name, f"plugin '{spec.plugin}'")
             except DataError as exc:
                 self.problems.append(f"ignored a domain registered by plugin '{spec.plugin}': {exc.reason}")
                 continue
             candidates.setdefault(spec.name, []).append(self._entry(spec))
-        self.entries: dict[str, DomainEntry] = {}
-        for name in sorted(candidates):
-            ranked = sorted(enumerate(candidates[name]), key=lambda pair: (self._rank(pair[1]), pair[0]))
-            chosen = ranked[0][1]
-            chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
-            self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
-                              for _, e in ranked[1:] if e.problem is not None]
-            if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
-                chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
-            if chosen.description == "":
-                chosen.description = next((e.description for _, e in ranked if e.description), "")
-            self.entries[name] = chosen
+        return candidates
+
+    def _choose(self, name: str, registrations: list[DomainEntry]) -> DomainEntry:
+        """The registration that serves ``name`` best (see the module's docstring), completed from the others."""
+        ranked = sorted(enumerate(registrations), key=lambda pair: (self._rank(pair[1]), pair[0]))
+        chosen = ranked[0][1]
+        chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
+        self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
+                          for _, e in ranked[1:] if e.problem is not None]
+        if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
+            chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
+        if chosen.description == "":
+            chosen.description = next((e.description for _, e in ranked if e.description), "")
+        return chosen
 
     @staticmethod
     def _rank(entry: DomainEntry) -> tuple[int, int]:
