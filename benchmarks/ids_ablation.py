@@ -78,6 +78,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2, help="Uni-CTR epochs")
     parser.add_argument("--baseline-epochs", type=int, default=30, help="PLE epoch cap (early stopping)")
     parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--tune-layers", default="all", help="LoRA in the top K layers (0: frozen, cached backbone; "
+                        "all: every layer, the paper)")
+    parser.add_argument("--batch-size", type=int, default=32, help="Uni-CTR batch size")
     parser.add_argument("--backbone", default="minilm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -111,7 +114,8 @@ def main() -> None:
                                        max_eval_rows=args.max_eval_rows, epochs=args.baseline_epochs,
                                        uni_epochs=args.epochs, uni_backbone=args.backbone,
                                        uni_max_length=args.max_length, uni_dsn=args.dsn or TrainConfig.dsn,
-                                       uni_ids=mode, seed=args.seed,
+                                       uni_ids=mode, seed=args.seed, uni_batch_size=args.batch_size,
+                                       uni_tune_layers=None if args.tune_layers == "all" else int(args.tune_layers),
                                        holdout=args.holdout.split(",") if args.holdout else None,
                                        baseline=BaselineSettings(batch_size=64, patience=3))
             report = run_benchmark(data, options, log=lambda m: print(m, file=sys.stderr, flush=True))
