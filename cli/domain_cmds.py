@@ -92,7 +92,7 @@ def add(
             _echo_plan(plan, group, residual, cache)
         done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
                                     cache_dir=speed.cache_folder(cache_dir, home_dir), cache_dtype=cache_dtype,
-                                    description=description, replace=replace, group=group, on_epoch=print_epoch)
+                                    description=description, group=group, on_epoch=print_epoch)
         if done is not None:  # rank 0
             _echo_added(plan, done)
 

@@ -153,6 +153,7 @@ class DomainAddPlan:
     notes: list[str]  # about the split of the data
     model: Any  # the loaded core (UniCTRModel, no DSN for ``name`` yet)
     precision: str
+    replace: bool = False  # an existing local bundle of ``name`` may be replaced
 
     @property
     def shadowed_source(self) -> Optional[str]:
@@ -207,7 +208,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
         precision = precisions.resolve(precision, group.device)
     train_rows = subsample(train_rows, max_rows, seed)
     return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
-                         train_rows, valid_rows, test_rows, notes, model, precision)
+                         train_rows, valid_rows, test_rows, notes, model, precision, replace)
 
 
 def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
@@ -229,7 +230,7 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
 
 def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
                max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
-               cache_dtype: Optional[str] = None, description: Optional[str] = None, replace: bool = False,
+               cache_dtype: Optional[str] = None, description: Optional[str] = None,
                group=None, on_epoch: EpochCallback = None, progress: bool = True) -> Optional[DomainAddResult]:
     """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
 
@@ -249,7 +250,7 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
                           "config": config.to_dict(), "history": result.history}}
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
     notes: list[str] = []
-    target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=replace,
+    target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=plan.replace,
                            notes=notes)
     return DomainAddResult(target, result, floors, notes)
 
