@@ -11,6 +11,8 @@ DSN_KINDS = ("residual", "standalone")
 ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # of `unictr serve`
 PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.modeling.precision
+# the one precision default of training, domain add, predict, evaluate, serve and the benchmarks
+DEFAULT_PRECISION = "fp32"
 QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
@@ -84,7 +86,7 @@ class TrainConfig:
     seed: int = 0
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
-    precision: str = "fp32"  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
     max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache in RAM (tune_layers); beyond it: a mapped file
     cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
