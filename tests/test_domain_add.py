@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core import artifact
 from unictr_core.artifact import save_trained
-from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data_io import write_samples
 from unictr_core.domain_training import train_domain
 from unictr_core.hidden_cache import build_cache
@@ -237,7 +238,10 @@ def test_add_refuses_bad_names_duplicates_and_missing_rows(home, toys_file, tmp_
     assert result.exit_code == 1 and "unictr train" in result.output
 
 
-def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path):
+# None: neither side names a precision, so the CLI's and the API's defaults must agree; bf16 is forced (emulated
+# on CPUs without AVX512-BF16/AMX) so that every machine checks the bf16 path is the same one too
+@pytest.mark.parametrize("precision", [None, "bf16"])
+def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path, precision):
     from safetensors.torch import load_file
 
     from unictr_core.artifact import CORE_DIR, load_core
@@ -246,14 +250,18 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path):
     api_home = tmp_path / "api-home"
     shutil.copytree(home, api_home, symlinks=True)
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
-                                 "--epochs", "3", "--seed", "1", "--lr", "0.03"])
+                                 "--epochs", "3", "--seed", "1", "--lr", "0.03"]
+                           + (["--precision", precision] if precision else []))
     assert result.exit_code == 0, result.output
     cli_weights = load_file(str(home / "domains" / "toys" / "dsn.safetensors"))
 
     model = load_core(api_home / CORE_DIR)
     train, valid, test, _ = domain_splits(toys_file, "toys", 1)
     config = TrainConfig(epochs=3, patience=5, head_lr=(0.03 / 100, 0.03), seed=1)  # improves on epoch 0
-    api = train_domain(model, "toys", train, valid, test, config=config, progress=False)
+    api = train_domain(model, "toys", train, valid, test, config=config, progress=False,
+                       **({"precision": precision} if precision else {}))
+    stored = yaml.safe_load((home / "domains" / "toys" / "domain.yaml").read_text())["training"]["precision"]
+    assert stored == (precision or DEFAULT_PRECISION)
     assert api.best_epoch > 0 and f"best epoch {api.best_epoch} of 3" in result.output
     api_weights = model.dsns["toys"].state_dict()
     assert cli_weights.keys() == api_weights.keys()

@@ -181,9 +181,9 @@ def test_cli_option_defaults_are_the_config_defaults():
     cli = typer.main.get_command(app)
     train = defaults(cli.commands["train"])
     expected = {**fields(TrainConfig()), **fields(ModelConfig())}
-    # the option names that differ from their field; precision: the CLI picks bf16 where the hardware has it
+    # the option names that differ from their field
     expected.update(ladder=ModelConfig.ladder_kind, tower=",".join(map(str, ModelConfig().tower_dims)),
-                    tune_layers="all", precision="auto")
+                    tune_layers="all")
     shared = sorted(set(train) & set(expected) - {"domains", "cache_dir"})
     assert len(shared) >= 20 and {k: train[k] for k in shared} == {k: expected[k] for k in shared}
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_MAX_CACHE_GB
+from unictr_core.config import DEFAULT_MAX_CACHE_GB, DEFAULT_PRECISION
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
@@ -177,7 +177,8 @@ class DomainAddResult:
 
 
 def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False, seed: int = 0,
-                    max_rows: Optional[int] = None, precision: str = "auto", group=None, all_rows: bool = False
+                    max_rows: Optional[int] = None, precision: str = DEFAULT_PRECISION, group=None,
+                    all_rows: bool = False
                     ) -> DomainAddPlan:
     """Check the name against the registry, choose the template, split ``data``, load the core.
 
@@ -205,7 +206,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
             description = entry.description if entry is not None else ""
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed, all_rows=all_rows)
         model = load_core(registry.root / CORE_DIR).to(group.device)
-        precision = precisions.resolve(precision, group.device)
+        precision = precisions.resolve(precision, group.device, training=True)
     train_rows = subsample(train_rows, max_rows, seed)
     return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
                          train_rows, valid_rows, test_rows, notes, model, precision, replace)
@@ -277,7 +278,7 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
 
 
 # --------------------------------------------------------------------------- evaluate and predict
-def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", quantize: str = "none"):
+def serving_model(home: Path, domains: Sequence[str], precision: str = DEFAULT_PRECISION, quantize: str = "none"):
     """The home's core with the DSNs of ``domains``, int8-quantized when ``quantize`` is ``int8``;
     returns (model, notes)."""
     if quantize not in precisions.QUANTIZE:
@@ -297,7 +298,7 @@ class EvaluationResult:
 
 
 def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", batch_size: int = 64,
-             precision: str = "auto", quantize: str = "none", progress=None) -> EvaluationResult:
+             precision: str = DEFAULT_PRECISION, quantize: str = "none", progress=None) -> EvaluationResult:
     """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
     ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
     ``progress``: a tqdm-like bar advanced by the rows predicted."""
@@ -320,7 +321,7 @@ class PredictionResult:
 
 
 def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
-            precision: str = "auto", quantize: str = "none") -> PredictionResult:
+            precision: str = DEFAULT_PRECISION, quantize: str = "none") -> PredictionResult:
     """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
     if domain is not None:
         validate_domain_name(domain, "--domain")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from unictr_core import metrics
-from unictr_core.config import TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
@@ -214,7 +214,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
                  max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
-                 dist_ctx: Optional[DistContext] = None, residual: bool = True, precision: str = "fp32",
+                 dist_ctx: Optional[DistContext] = None, residual: bool = True,
+                 precision: str = DEFAULT_PRECISION,
                  cache_dir: Optional[Path] = None, cache_storage: Optional[str] = None,
                  on_epoch: Optional[Callable[[dict], None]] = None) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
@@ -239,13 +240,14 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     shard of the validation and test rows; the result equals a single-process
     run's up to float rounding.
 
-    ``precision``: ``fp32`` or ``bf16`` (resolved, see :mod:`unictr_core.modeling.precision`).
+    ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :mod:`unictr_core.modeling.precision`).
     The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` in RAM and
     spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
     fp16 / bf16 / fp32 (default: by precision and backbone).
     """
-    config = config or TrainConfig(epochs=20, patience=5, head_lr=(3e-5, 3e-3))
+    config = config or replace(DOMAIN_ADD_DEFAULTS)
     ctx = dist_ctx or distributed.active()
+    precision = precisions.resolve(precision, ctx.device, training=True)
     started = time.perf_counter()
     for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
         check_labelled(part, f"{what} data of '{name}'")

@@ -136,7 +136,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         train_set = encode(model, train)
         valid_rows = distributed.eval_shard(len(valid), ctx)
         valid_set = encode(model, [valid[i] for i in valid_rows])
-        precision = precisions.resolve(train_config.precision, ctx.device)
+        precision = precisions.resolve(train_config.precision, ctx.device, training=True)
     train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
                                                            progress and ctx.is_main, ctx)
     # unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN; a DSN

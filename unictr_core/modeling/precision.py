@@ -5,7 +5,12 @@
   in bf16, weights, optimiser state and the loss stay float32. Fast where the
   hardware has bf16 units (CUDA GPUs with bf16, CPUs with AVX512-BF16 or AMX);
   elsewhere it runs, emulated, and is usually *slower* than fp32.
-* ``auto``: bf16 where the hardware supports it, fp32 otherwise.
+* ``auto``: for prediction (``predict``, ``evaluate``, ``serve``), bf16 where the hardware supports it,
+  fp32 otherwise; for training (``train``, ``domain add``) on a CPU always fp32, on a CUDA GPU with bf16
+  bf16. On CPUs bf16 training was measured no faster for the default frozen-backbone heads and moves
+  the AUC (README, "Numbers and hardware"; ``benchmarks/precision_auc.py``).
+
+The default of every command and of the Python API is :data:`unictr_core.config.DEFAULT_PRECISION`.
 
 Predictions are deterministic for a fixed precision on a fixed machine, so a
 domain's predictions stay bit-identical across adding or removing other domains
@@ -25,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unictr_core.config import PRECISIONS, QUANTIZE  # noqa: F401 - the settings' names live with the configs
+from unictr_core.config import DEFAULT_PRECISION, PRECISIONS, QUANTIZE  # noqa: F401 - the settings live with the configs
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -51,8 +56,11 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(cpu_bf16_flags())
 
 
-def resolve(precision: str, device: torch.device, quantized: bool = False) -> str:
-    """``fp32`` or ``bf16`` for ``precision`` (``auto`` picks by hardware); int8 serving runs in fp32."""
+def resolve(precision: str, device: torch.device, quantized: bool = False, training: bool = False) -> str:
+    """``fp32`` or ``bf16`` for ``precision``; int8 serving runs in fp32.
+
+    ``auto`` picks bf16 where ``device`` has native bf16, except for ``training`` on a CPU (fp32).
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got '{precision}'")
     if quantized:
@@ -60,6 +68,8 @@ def resolve(precision: str, device: torch.device, quantized: bool = False) -> st
             raise ValueError("--quantize int8 computes in int8/fp32; it cannot be combined with --precision bf16")
         return "fp32"
     if precision == "auto":
+        if training and device.type == "cpu":
+            return "fp32"
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
 
