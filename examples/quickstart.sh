@@ -4,7 +4,7 @@
 # the held-out board_games domain is scored zero-shot by the general network; then add a DSN for
 # board_games against the frozen core and evaluate again.
 # Default: a frozen backbone (TUNE_LAYERS=0: its hidden states are computed once and cached; the heads train
-# for 8 epochs), which beat full LoRA for 3 epochs on every trained domain and took less time (README).
+# for 8 epochs), which beat full LoRA for 3 epochs on every trained domain and took less time (docs/results.md).
 # TUNE_LAYERS=all EPOCHS=3 runs the paper's setting (LoRA in every layer); TUNE_LAYERS=2 LoRA in the top two.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -93,7 +93,7 @@ class TrainConfig:
 
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
-    dsn: str = "residual"   # chosen by measurement (README, "Residual DSNs in joint training")
+    dsn: str = "residual"   # chosen by measurement (docs/results.md, "Residual DSNs in joint training")
 
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:
