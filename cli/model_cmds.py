@@ -59,6 +59,9 @@ def train(
     max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
                                           "subsample)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
+    replace: bool = typer.Option(False, "--replace", help="Train into a home that already has a core: replace "
+                                 "the core. DSNs added for the old core (`domain add`) are orphaned: incompatible, "
+                                 "answered zero-shot until added again. Without it such a home is refused."),
     tune_layers: str = speed.tune_layers_option(),
     precision: str = speed.precision_option(),
     max_cache_gb: float = speed.max_cache_gb_option(),
@@ -94,8 +97,10 @@ def train(
                                    max_steps=max_steps, dsn=dsn, precision=precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=speed.cache_folder(cache_dir, home_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
-                                       group)
+                                       group, replace=replace)
         if group.is_main:
+            if plan.replacing is not None:
+                warn([plan.replacing.message(home_dir, replacing=True)])
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(plan.domains)} with backbone '{backbone}' "
                        f"({plan.training_rows} training rows{processes}; {dsn} DSNs; "

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 scripts/install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 unictr data generate --out data/builtin
-unictr train --data data/builtin --home runs/builtin --epochs "${EPOCHS:-8}" --tune-layers "${TUNE_LAYERS:-0}"
+unictr train --data data/builtin --home runs/builtin --epochs "${EPOCHS:-8}" --tune-layers "${TUNE_LAYERS:-0}" --replace
 unictr evaluate --data data/builtin --home runs/builtin --out runs/builtin/evaluation-zero-shot.json
 unictr domain add board_games --data data/builtin --home runs/builtin --replace
 unictr evaluate --data data/builtin --home runs/builtin --out runs/builtin/evaluation.json
