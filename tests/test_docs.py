@@ -45,3 +45,30 @@ def test_no_issue_numbers_in_user_facing_headings():
     found = [f"{page.relative_to(ROOT)}: {line}" for page in pages if "incoming" not in page.parts
              for line in headings(page.read_text()) if re.search(r"\bissues? \d", line, re.IGNORECASE)]
     assert found == []
+
+
+def test_every_documented_command_line_uses_options_the_command_has():
+    """Each `unictr ...` in README.md, docs/ and the example package names only options its command has."""
+    import typer
+
+    from unictr_cli.main import app
+
+    root = typer.main.get_command(app)
+    pages = [ROOT / "README.md", ROOT / "examples" / "third_party_domain" / "README.md",
+             *[p for p in sorted((ROOT / "docs").rglob("*.md")) if "incoming" not in p.parts]]
+    unknown, checked = [], 0
+    for page in pages:
+        for number, line in enumerate(page.read_text().splitlines(), 1):
+            for match in re.finditer(r"(?<![\w./\[-])unictr ([a-z][a-z0-9 _\-]*)([^`|;&)]*)", line):
+                words, command = (match.group(1) + match.group(2)).split(), root
+                while words and hasattr(command, "commands") and words[0] in command.commands:
+                    command = command.commands[words.pop(0)]
+                if hasattr(command, "commands"):
+                    continue  # prose such as "unictr serves", or a group
+                names = {o for p in command.params
+                         for o in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+                checked += 1
+                unknown += [f"{page.relative_to(ROOT)}:{number}: {command.name} {option}"
+                            for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", match.group(0))
+                            if option not in names | {"--help"}]
+    assert checked > 50 and unknown == []
