@@ -5,7 +5,7 @@
 #
 # Uni-CTR trains with a frozen, cached backbone by default (UNI_TUNE_LAYERS=0; `all` is the paper's LoRA
 # everywhere, about 2 training samples/s with minilm on a 2-core CPU, far too slow for 80,001 rows).
-# MAX_ROWS / MAX_EVAL_ROWS subsample every model alike. The README's table (all validation and test rows,
+# MAX_ROWS / MAX_EVAL_ROWS subsample every model alike. The table in docs/results.md (all validation and test rows,
 # 2,000 training rows per domain; 5,379 s wall on one thread of the 2-core machine) came from
 #   MAX_ROWS=2000 UNI_EPOCHS=5 THREADS=1 benchmarks/movielens_full.sh --uni-batch-size 128
 # Leave both unset for every row (not run yet: about 4 hours on one thread here, an estimate).

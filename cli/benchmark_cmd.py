@@ -21,7 +21,8 @@ def benchmark(
                                          "Default: all of them."),
     out: Path = typer.Option(Path("benchmark-results"), help="Folder for benchmark.json, benchmark.txt and "
                              "benchmark.png (the PNG needs matplotlib)."),
-    max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
+                                          "subsample)."),
     max_eval_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N validation and N test rows "
                                                 "per domain."),
     epochs: int = typer.Option(BaselineSettings.epochs, min=1,
@@ -29,7 +30,7 @@ def benchmark(
     uni_epochs: Optional[int] = typer.Option(None, min=1, help="Epoch cap for Uni-CTR (default: --epochs)."),
     uni_backbone: str = typer.Option(ModelConfig.backbone, help="Uni-CTR backbone: a registered name or a local "
                                      "Hugging Face model directory."),
-    uni_batch_size: int = typer.Option(TrainConfig.batch_size, min=1),
+    uni_batch_size: int = typer.Option(TrainConfig.batch_size, min=1, help="Uni-CTR training batch size."),
     uni_max_length: int = typer.Option(ModelConfig.max_length, min=8, help="Uni-CTR prompt length cap in tokens."),
     uni_max_steps: Optional[int] = typer.Option(None, min=1, help="Stop Uni-CTR training after N steps."),
     uni_dsn: str = typer.Option(TrainConfig.dsn, help="Uni-CTR's DSN kind in joint training: residual (the "

@@ -41,13 +41,15 @@ def add(
     home: Optional[Path] = home_option(),
     epochs: int = typer.Option(DOMAIN_ADD_DEFAULTS.epochs, min=1,
                                help="Maximum number of epochs (early stopping on validation AUC)."),
-    batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1),
+    batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1, help="Training batch size."),
     lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0,
                              help="Peak of the cyclic learning rate (the base is lr/100)."),
     patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
-    seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed),
-    max_rows: Optional[int] = typer.Option(None, min=1, help="Use at most N training rows (seeded subsample)."),
+    seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed, help="Random seed: the DSN's initialisation, batch order, "
+                              "the --max-rows subsample and the split of a file whose rows have no timestamp."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
+                                          "subsample)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Compute the frozen backbone's hidden states once "
                                "and reuse them every epoch (default), or run the backbone every epoch."),
     max_cache_gb: float = speed.max_cache_gb_option(),

@@ -21,6 +21,33 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"unictr {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml); the package's own when it is not installed."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("unictr")
+    except metadata.PackageNotFoundError:
+        from unictr_core import __version__
+
+        return __version__
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """UniCTR: multi-domain CTR prediction with a language-model backbone, a zero-shot general network and one
+    pluggable network per domain (Uni-CTR, Fu et al., TOIS 2024)."""
+
+
 app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)

@@ -35,11 +35,14 @@ def train(
     ladder: str = typer.Option(ModelConfig.ladder_kind, help=f"Ladder block kind: {', '.join(LADDER_KINDS)}."),
     ladder_freq: Optional[int] = typer.Option(None, min=1, help="One ladder block every N backbone layers "
                                               "(default: about 4 blocks)."),
-    lora_r: int = typer.Option(ModelConfig.lora_r, min=1),
-    lora_alpha: int = typer.Option(ModelConfig.lora_alpha, min=1),
+    lora_r: int = typer.Option(ModelConfig.lora_r, min=1, help="LoRA rank r of the adapters in the tuned backbone "
+                                "layers."),
+    lora_alpha: int = typer.Option(ModelConfig.lora_alpha, min=1, help="LoRA alpha: the adapters' update is "
+                                    "scaled by alpha / r."),
     lora_dropout: float = typer.Option(ModelConfig.lora_dropout, min=0.0, max=0.99, help="Dropout on the LoRA path."),
     tower: str = typer.Option(",".join(map(str, ModelConfig().tower_dims)), help="Tower MLP widths."),
-    dropout: float = typer.Option(ModelConfig.dropout, min=0.0, max=0.99),
+    dropout: float = typer.Option(ModelConfig.dropout, min=0.0, max=0.99, help="Dropout in the ladder blocks and "
+                                 "the towers of the general network and the DSNs."),
     dsn: str = typer.Option(TrainConfig.dsn, "--dsn", help=f"DSN kind ({', '.join(DSN_KINDS)}). residual: each "
                             "DSN's logit is the general network's plus a learned correction that starts at zero, "
                             "as `domain add` does, so a DSN starts as good as the general network. standalone: "
@@ -51,9 +54,14 @@ def train(
                             "categorical fields; its tables live in its bundle) or all (the general network too; "
                             "its tables are part of the frozen core). Unseen IDs embed to zero."),
     id_buckets: int = typer.Option(ModelConfig.id_buckets, min=2, help="Hash buckets of the ID embedding tables."),
-    seed: int = typer.Option(TrainConfig.seed),
-    max_rows: Optional[int] = typer.Option(None, min=1, help="Subsample at most N training rows per domain."),
+    seed: int = typer.Option(TrainConfig.seed, help="Random seed: initialisation, batch order and the --max-rows "
+                              "subsample; the same seed gives the same weights."),
+    max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
+                                          "subsample)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Stop after N optimiser steps (smoke runs)."),
+    replace: bool = typer.Option(False, "--replace", help="Train into a home that already has a core: replace "
+                                 "the core. DSNs added for the old core (`domain add`) are orphaned: incompatible, "
+                                 "answered zero-shot until added again. Without it such a home is refused."),
     tune_layers: str = speed.tune_layers_option(),
     precision: str = speed.precision_option(),
     max_cache_gb: float = speed.max_cache_gb_option(),
@@ -89,8 +97,10 @@ def train(
                                    max_steps=max_steps, dsn=dsn, precision=precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=speed.cache_folder(cache_dir, home_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
-                                       group)
+                                       group, replace=replace)
         if group.is_main:
+            if plan.replacing is not None:
+                warn([plan.replacing.message(home_dir, replacing=True)])
             processes = f", {group.world_size} processes ({group.backend})" if group.is_distributed else ""
             typer.echo(f"training on {', '.join(plan.domains)} with backbone '{backbone}' "
                        f"({plan.training_rows} training rows{processes}; {dsn} DSNs; "
@@ -133,7 +143,7 @@ def evaluate(
     reference: str = typer.Option("general", help="RelaImpr reference: 'general' (the general network) or the "
                                   "path of an earlier `unictr evaluate --out` JSON report."),
     out: Optional[Path] = typer.Option(None, help="Write the report as JSON here."),
-    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1),
+    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1, help="Rows per model batch."),
     threads: Optional[int] = threads_option(),
     precision: str = speed.precision_option(),
     quantize: str = speed.quantize_option(),
@@ -163,7 +173,7 @@ def predict(
     domain: Optional[str] = typer.Option(None, help="Score every row as this domain (overrides the rows' domain)."),
     home: Optional[Path] = home_option(),
     out: Optional[Path] = typer.Option(None, help="Write predictions as JSONL here (default: print them)."),
-    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1),
+    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1, help="Rows per model batch."),
     threads: Optional[int] = threads_option(),
     precision: str = speed.precision_option(),
     quantize: str = speed.quantize_option(),

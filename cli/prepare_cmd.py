@@ -70,8 +70,8 @@ def amazon2018(
                                                    "name (Gift_Cards) or domain name (gift_cards); repeat or "
                                                    "comma-separate. Default: every review file in --raw."),
     history_k: int = typer.Option(5, "--history-k", min=0, help="Earlier positive items kept in each history."),
-    max_rows: Optional[int] = typer.Option(None, "--max-rows", min=1,
-                                           help="Read only the first N rows of each review file (quick runs)."),
+    read_rows: Optional[int] = typer.Option(None, "--read-rows", min=1, help="Read only the first N rows of each "
+                                            "raw review file (quick runs)."),
     fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,valid,test shares of the time split."),
     holdout: Optional[List[str]] = typer.Option(None, "--holdout", help="Holdout (zero-shot) domains; "
                                                 "default all_beauty when present."),
@@ -89,7 +89,7 @@ def amazon2018(
     shares = parse_fractions(fractions)
     _check_raw(raw)
     _print(prepare_amazon2018(raw, out, categories=_split_list(categories), history_k=history_k,
-                              fractions=shares, max_rows=max_rows, seed=seed, holdout_domains=_split_list(holdout)))
+                              fractions=shares, max_rows=read_rows, seed=seed, holdout_domains=_split_list(holdout)))
 
 
 @prepare_app.command("movielens")
@@ -101,7 +101,8 @@ def movielens(
     domain_by: str = typer.Option("genre", "--domain-by", help="genre (movie's first listed genre), age (user age "
                                   "band) or occupation."),
     history_k: int = typer.Option(5, "--history-k", min=0, help="Earlier positive movies kept in each history."),
-    max_rows: Optional[int] = typer.Option(None, "--max-rows", min=1, help="Read only the first N ratings."),
+    read_rows: Optional[int] = typer.Option(None, "--read-rows", min=1, help="Read only the first N rows of the "
+                                            "raw ratings file (quick runs)."),
     min_domain_rows: int = typer.Option(500, "--min-domain-rows", min=0,
                                         help="Domains with fewer rows are merged into 'other'."),
     fractions: str = typer.Option("0.8,0.1,0.1", "--fractions", help="train,valid,test shares of the time split."),
@@ -117,5 +118,5 @@ def movielens(
     shares = parse_fractions(fractions)
     _check_raw(raw)
     _print(prepare_movielens(raw, out, domain_by=domain_by, history_k=history_k, fractions=shares,
-                             max_rows=max_rows, min_domain_rows=min_domain_rows,
+                             max_rows=read_rows, min_domain_rows=min_domain_rows,
                              holdout_domains=_split_list(holdout)))

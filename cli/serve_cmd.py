@@ -32,7 +32,8 @@ def serve(
     max_wait_ms: float = typer.Option(ServeSettings.max_wait_ms, min=0.0, help="Dynamic batching: how long the first waiting request "
                                       "may wait for others to join its batch, in milliseconds."),
     max_body_bytes: int = typer.Option(ServeSettings.max_body_bytes, min=1024, help="Largest request body (bytes); larger: 413."),
-    max_rows: int = typer.Option(ServeSettings.max_rows, min=1, help="Most samples per request; more: 413."),
+    max_request_rows: int = typer.Option(ServeSettings.max_request_rows, min=1,
+                                         help="Most samples in one request; more: 413."),
     request_timeout: float = typer.Option(ServeSettings.request_timeout_s, min=0.001, help="Seconds a prediction may take before the "
                                           "request is answered 504."),
     poll_interval: float = typer.Option(ServeSettings.poll_interval_s, min=0.01, help="Seconds between checks of the home for commits "
@@ -57,7 +58,8 @@ def serve(
         raise ValueError(f"`unictr serve` needs the extra 'serve' ({exc.name} is missing): "
                          "pip install 'unictr[serve]' or scripts/install.sh") from None
     settings = ServeSettings(home=resolve_home(home), host=host, port=port, max_batch_size=max_batch_size,
-                             max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_rows=max_rows,
+                             max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
+                             max_request_rows=max_request_rows,
                              request_timeout_s=request_timeout, poll_interval_s=poll_interval,
                              api_key=_api_key(api_key_env), threads=threads, log_level=log_level)
     settings.validate()

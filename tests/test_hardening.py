@@ -303,7 +303,7 @@ def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
     assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
     result = runner.invoke(app, ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert,
                                  "--epochs", "2", "--max-steps", "2", "--tower", "16,8", "--max-length", "64",
-                                 "--threads", "1"])
+                                 "--threads", "1", "--replace"])
     assert result.exit_code == 0, result.output
     assert "epoch 1: train loss " in result.output and "valid logloss" in result.output
     manifest = read_manifest(Path(os.path.realpath(home / "core")))

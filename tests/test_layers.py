@@ -196,10 +196,10 @@ def test_cli_option_defaults_are_the_config_defaults():
     serve = defaults(cli.commands["serve"])
     settings = fields(ServeSettings(home=None))
     renamed = {"request_timeout": "request_timeout_s", "poll_interval": "poll_interval_s"}
-    assert {k: serve[k] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes", "max_rows",
+    assert {k: serve[k] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes", "max_request_rows",
                                   "request_timeout", "poll_interval", "log_level")} == {
         k: settings[renamed.get(k, k)] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes",
-                                                 "max_rows", "request_timeout", "poll_interval", "log_level")}
+                                                 "max_request_rows", "request_timeout", "poll_interval", "log_level")}
 
     bench = defaults(cli.commands["benchmark"])
     baseline = fields(BaselineSettings())

@@ -118,7 +118,7 @@ def test_bad_bodies_get_the_cli_message_and_a_4xx_never_a_traceback(home, tmp_pa
     with pytest.raises(ValueError) as cli_error:
         read_samples(tmp_path / "rows.jsonl")
     big = {"samples": rows(toy_samples(5))}
-    with running(home, max_rows=3, max_body_bytes=4096) as base:
+    with running(home, max_request_rows=3, max_body_bytes=4096) as base:
         url = f"{base}/v1/predict"
         answers = {
             "label": call(url, {"samples": [bad_row]}),
@@ -179,6 +179,16 @@ def test_state_token_changes_only_with_commits(home, toys_file):
     result = runner.invoke(cli_app, ["domain", "remove", "music", "--home", str(home), "--yes"])
     assert result.exit_code == 0, result.output
     assert state_token(home) != token
+
+
+def test_the_served_generation_is_the_number_of_the_generation_on_disk(home, toys_file):
+    result = runner.invoke(cli_app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                     "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    live = LiveRegistry(home)  # a server started after the add: its first state is the home's second generation
+    assert live.reload()
+    assert os.readlink(home / "current") == "generations/g000002"
+    assert live.state.generation == 2 and live.state.to_dict()["generation"] == 2
 
 
 def test_requests_keep_their_state_and_a_broken_bundle_or_core_keeps_the_old_one(home, toys_file):

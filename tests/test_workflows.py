@@ -83,3 +83,33 @@ def test_train_home_writes_the_plan_and_reports_it(tiny_bert, tmp_path, capfd):
     assert set(done.training.valid_metrics) == set(plan.domains)
     assert np.isfinite(done.training.history[0]["train_loss"])
     assert capfd.readouterr() == ("", "")
+
+
+def test_training_into_a_home_with_a_core_needs_replace_and_names_the_domains_it_would_orphan(home, tiny_bert,
+                                                                                              tmp_path):
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.05"]).exit_code == 0
+    core = Registry(home).core_fingerprint
+    model, train = ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64), TrainConfig(max_steps=1)
+    with pytest.raises(ValueError, match="--replace") as refused:
+        workflows.plan_training(data, home, model, train, domains=["books"])
+    assert f"already has a trained core {core[:12]}" in str(refused.value)
+    assert "DSNs of books" in str(refused.value) and "DSNs of movies, music were trained for that core" in str(
+        refused.value)
+    replacing = workflows.plan_training(data, home, model, train, domains=["books"], replace=True).replacing
+    assert (replacing.core_fingerprint, replacing.retrained, replacing.orphaned) == (core, ["books"],
+                                                                                      ["movies", "music"])
+    assert workflows.plan_training(data, tmp_path / "new-home", model, train).replacing is None
+
+    command = ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert, "--domains", "books",
+               "--epochs", "1", "--max-steps", "1", "--tower", "16,8", "--max-length", "64"]
+    result = runner.invoke(app, command)
+    assert result.exit_code == 1 and "movies, music" in result.output and "--replace" in result.output
+    assert Registry(home).core_fingerprint == core  # nothing was written
+    result = runner.invoke(app, [*command, "--replace"])
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "movies, music were trained for that core and are orphaned" in result.output
+    registry = Registry(home)
+    assert registry.core_fingerprint != core
+    assert {name: registry.get(name).status for name in ("books", "movies", "music")} == {
+        "books": "ready", "movies": "incompatible", "music": "incompatible"}

@@ -93,7 +93,7 @@ class TrainConfig:
 
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
-    dsn: str = "residual"   # chosen by measurement (README, "Residual DSNs in joint training")
+    dsn: str = "residual"   # chosen by measurement (docs/results.md, "Residual DSNs in joint training")
 
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:
@@ -135,7 +135,7 @@ class ServeSettings:
     max_batch_size: int = 64
     max_wait_ms: float = 2.0
     max_body_bytes: int = 1 << 20
-    max_rows: int = 256
+    max_request_rows: int = 256  # samples in one request
     request_timeout_s: float = 30.0
     poll_interval_s: float = 0.5
     api_key: Optional[str] = None
@@ -146,7 +146,7 @@ class ServeSettings:
         checks = [(self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
                   (self.max_wait_ms >= 0, "--max-wait-ms must be 0 or more"),
                   (self.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
-                  (self.max_rows >= 1, "--max-rows must be at least 1"),
+                  (self.max_request_rows >= 1, "--max-request-rows must be at least 1"),
                   (self.request_timeout_s > 0, "--request-timeout must be more than 0 s"),
                   (self.poll_interval_s > 0, "--poll-interval must be more than 0 s"),
                   (0 <= self.port <= 65535, "--port must be between 0 and 65535"),

@@ -32,7 +32,7 @@ from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.predict import prediction_records, predict_samples
 from unictr_core.store.artifact import load_core
-from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR
+from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError, templates_for
 from unictr_core.store.writes import commit_bundle, removable_entry, remove_domain as remove_bundle, save_trained
@@ -68,6 +68,7 @@ class TrainPlan:
     model_config: Any  # ModelConfig
     train_config: Any  # TrainConfig
     templates: Any  # TemplateSet
+    replacing: Optional["CoreReplacement"] = None  # the home's current core, which this training replaces
 
     @property
     def training_rows(self) -> int:
@@ -85,11 +86,45 @@ class TrainHomeResult:
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
 
 
+@dataclass
+class CoreReplacement:
+    """What training into a home that already has a core replaces, and which domains it leaves without a DSN."""
+
+    core_fingerprint: str  # the home's current core
+    retrained: list[str]  # domains with a DSN for that core that the training trains again
+    orphaned: list[str]  # domains with a DSN for that core that it does not train: they become incompatible
+
+    def message(self, home: Path, replacing: bool = False) -> str:
+        """Why the home is refused; with ``replacing``, what training it anyway does."""
+        fate = "are orphaned" if replacing else "would be orphaned"
+        orphans = (f"; the DSNs of {', '.join(self.orphaned)} were trained for that core and {fate} "
+                   f"(incompatible, answered zero-shot until `unictr domain add` trains them again)"
+                   if self.orphaned else "; no other domain has a DSN for that core")
+        retrained = f" and its DSNs of {', '.join(self.retrained)}" if self.retrained else ""
+        return (f"{home} already has a trained core {self.core_fingerprint[:12]}: training replaces it{retrained}"
+                f"{orphans}")
+
+
+def core_replacement(home: Path, domains: Sequence[str]) -> Optional[CoreReplacement]:
+    """What training ``domains`` into ``home`` would replace; None when the home has no trained core."""
+    home = Path(home)
+    if not (home / CORE_DIR / MANIFEST).exists():
+        return None
+    registry = Registry(home)
+    if registry.core_fingerprint is None:
+        return None
+    ready = sorted(name for name, entry in registry.entries.items() if entry.has_dsn and entry.compatible)
+    return CoreReplacement(registry.core_fingerprint, [d for d in ready if d in domains],
+                           [d for d in ready if d not in domains])
+
+
 def plan_training(data: Path, home: Path, model_config, train_config, domains: Optional[list[str]] = None,
-                  max_rows: Optional[int] = None, group=None) -> TrainPlan:
+                  max_rows: Optional[int] = None, group=None, replace: bool = False) -> TrainPlan:
     """Read ``data`` and check the settings; ``domains`` default: every domain but the dataset's holdout ones.
 
-    ``train_config.domains`` is set to the chosen domains.
+    ``train_config.domains`` is set to the chosen domains. A home that already has a trained core is refused
+    (ValueError naming the domains whose DSNs the new core would orphan) unless ``replace``; the plan's
+    ``replacing`` then says what is replaced.
     """
     group = group or DistContext()
     data, home = Path(data), Path(home)
@@ -105,9 +140,12 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
         model_config.validate()
         train_config.domains = chosen
         train_config.validate()
+        replacing = core_replacement(home, chosen)
+        if replacing is not None and not replace:
+            raise ValueError(f"{replacing.message(home)}. Pass --replace to train anyway, or choose another --home.")
     train_rows = subsample(dataset.train, max_rows, train_config.seed)
     templates = templates_for(chosen, home, dataset.template)
-    return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates)
+    return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates, replacing)
 
 
 def train_home(plan: TrainPlan, group=None, on_epoch: EpochCallback = None,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE / "src"))
 from unictr_core import workflows  # noqa: E402
 from unictr_core.config import TrainConfig  # noqa: E402
 from unictr_core.store.artifact import save_domain_bundle  # noqa: E402
-from unictr_domain_movielens import BUNDLES_DIR, DESCRIPTION, DOMAIN, template  # noqa: E402
+from unictr_domain_movielens import BUNDLES_DIR, DOMAIN, definition  # noqa: E402
 
 
 def main(argv=None) -> Path:
@@ -40,7 +40,8 @@ def main(argv=None) -> Path:
     args = parser.parse_args(argv)
 
     # the same steps as `unictr domain add`, but the bundle goes into this package instead of the home
-    plan = workflows.plan_domain_add(args.home, DOMAIN, args.data, template(), replace=True, seed=args.seed,
+    prompt, description = definition()
+    plan = workflows.plan_domain_add(args.home, DOMAIN, args.data, prompt, replace=True, seed=args.seed,
                                      precision="fp32", all_rows=True)
     for note in plan.notes:
         print(note)
@@ -49,7 +50,7 @@ def main(argv=None) -> Path:
     fingerprint = plan.core_fingerprint
     target = args.out / fingerprint[:16] / DOMAIN
     save_domain_bundle(plan.model, DOMAIN, target, fingerprint, result.metrics(),
-                       extra={"description": DESCRIPTION, "training": {"data": str(args.data), "rows": result.rows}})
+                       extra={"description": description, "training": {"data": str(args.data), "rows": result.rows}})
     print(f"held-out AUC {result.test['auc']:.4f} (general network zero-shot {result.test['general_auc']:.4f}); "
           f"bundle for core {fingerprint[:12]} written to {target}")
     return target

@@ -114,7 +114,7 @@ def create_app(settings: ServeSettings):
     async def predict(request: Request):
         """Click probabilities; each row says whether its domain's DSN or the general network (zero-shot) answered."""
         body = await _read_body(request, settings.max_body_bytes)
-        samples, _ = parse_predict_body(body, settings.max_rows)
+        samples, _ = parse_predict_body(body, settings.max_request_rows)
         state = current_state()  # this request finishes on this state, whatever reloads meanwhile
         future = batcher.submit(state, samples)
         try:

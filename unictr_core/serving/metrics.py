@@ -23,8 +23,8 @@ class ServerMetrics:
                                     buckets=BATCH_BUCKETS, registry=self.registry)
         self.rows = Counter("unictr_rows", "Rows predicted, per domain and answering network",
                             ["domain", "predicted_by"], registry=self.registry)
-        self.generation = Gauge("unictr_registry_generation", "Generation of the registry state being served "
-                                "(0: none loaded yet)", registry=self.registry)
+        self.generation = Gauge("unictr_registry_generation", "The home's generation being served, the "
+                                "number in generations/gNNNNNN (0: none loaded yet)", registry=self.registry)
         self.reload_failures = Gauge("unictr_registry_reload_failures", "Reloads that failed (the previous state "
                                      "kept serving)", registry=self.registry)
         self.ready = Gauge("unictr_ready", "1 once a core is loaded", registry=self.registry)

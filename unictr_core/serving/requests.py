@@ -27,7 +27,7 @@ class RequestError(ValueError):
         self.message = message
 
 
-def parse_predict_body(body: bytes, max_rows: int) -> tuple[list[Sample], Optional[str]]:
+def parse_predict_body(body: bytes, max_request_rows: int) -> tuple[list[Sample], Optional[str]]:
     """The samples of a predict request (with ``domain`` applied to every row) and the override domain."""
     try:
         data = json.loads(body.decode("utf-8"))
@@ -47,9 +47,9 @@ def parse_predict_body(body: bytes, max_rows: int) -> tuple[list[Sample], Option
     if not isinstance(rows, list) or not rows:
         raise RequestError(422, f"{SOURCE}, field 'samples': expected a non-empty list of sample objects, "
                                 f"got {'nothing' if rows is None else type(rows).__name__}")
-    if len(rows) > max_rows:
-        raise RequestError(413, f"{SOURCE}, field 'samples': {len(rows)} rows, more than the limit of {max_rows} "
-                                "per request (--max-rows); split the request")
+    if len(rows) > max_request_rows:
+        raise RequestError(413, f"{SOURCE}, field 'samples': {len(rows)} rows, more than the limit of "
+                                f"{max_request_rows} per request (--max-request-rows); split the request")
     domain = data.get("domain")
     samples = []
     try:

@@ -34,6 +34,7 @@ from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError, state_token
+from unictr_core.store.snapshots import generation_number
 from unictr_core.store.writes import registry_lock
 
 log = logging.getLogger("unictr.serve")
@@ -41,7 +42,7 @@ log = logging.getLogger("unictr.serve")
 
 @dataclass(frozen=True)
 class ServingState:
-    generation: int
+    generation: int  # the home's generation on disk (generations/g000002: 2); 0 for a home without generations
     token: str
     registry: Registry
     model: UniCTRModel
@@ -118,7 +119,6 @@ class LiveRegistry:
     def reload(self) -> bool:
         """Build a new state under the registry lock and swap it in; False (old state kept) on failure."""
         previous = self.state
-        generation = 1 if previous is None else previous.generation + 1
         if not (self.home / CORE_DIR / MANIFEST).exists():  # nothing to load; taking the lock would create folders
             self._fail(f"no trained core in {self.home}; run `unictr train`", token=state_token(self.home))
             return False
@@ -126,7 +126,7 @@ class LiveRegistry:
         try:
             with registry_lock(self.home, self.lock_timeout_s):
                 token = state_token(self.home)
-                state = build_state(self.home, generation, token, previous)
+                state = build_state(self.home, generation_number(token), token, previous)
         except RegistryError as exc:  # locked for longer than the timeout (token None): try again at the next poll
             self._fail(str(exc), token=token)
             return False

@@ -98,6 +98,14 @@ def state_token(home: Path) -> str:
     return "legacy:" + "|".join(parts) if parts else "empty"
 
 
+def generation_number(token: str) -> int:
+    """The number of the generation a :func:`state_token` names (``generations/g000002``: 2), the number in the
+    folder name on disk; 0 for a token that names no generation (an empty home or one in the earlier layout)."""
+    path = Path(token)
+    number = _number(path.name) if path.parent == Path(GENERATIONS) else None
+    return 0 if number is None else number
+
+
 # --------------------------------------------------------------------------- the lock
 @contextlib.contextmanager
 def lock(home: Path, timeout: Optional[float] = None) -> Iterator[Path]:

@@ -15,20 +15,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unictr_core.data.prompts import PromptTemplate
+from unictr_core.data.prompts import PromptTemplate, read_template_file
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
 from unictr_core.store.layout import ArtifactError
 from unictr_core.store.records import read_domain_record
 
 DOMAIN = "movielens"
-DESCRIPTION = "MovieLens ratings as one domain (label: rating > 3); example third-party domain package"
 PACKAGE_DIR = Path(__file__).resolve().parent
+DEFINITION = PACKAGE_DIR / "template.yaml"  # name, description and prompt template of the domain
 BUNDLES_DIR = PACKAGE_DIR / "bundles"
 
 
+def definition() -> tuple[PromptTemplate, str]:
+    """The domain's prompt template and description, read from its definition file."""
+    return read_template_file(DEFINITION, DOMAIN)
+
+
 def template() -> PromptTemplate:
-    return PromptTemplate.load(PACKAGE_DIR / "template.yaml")
+    return definition()[0]
 
 
 def shipped_bundles() -> list[Path]:
@@ -36,15 +41,17 @@ def shipped_bundles() -> list[Path]:
 
 
 @hookimpl
-def register_domains(register):
-    prompt = template()
+def register_domains(register, home):
+    # `home` (the snapshot of the UniCTR home being read) is not needed: this package's bundles live in
+    # the package, and the registry matches each one's core fingerprint against the home's core
+    prompt, description = definition()
     bundles = shipped_bundles()
     if not bundles:
-        register(DomainSpec(name=DOMAIN, template=prompt, description=DESCRIPTION))
+        register(DomainSpec(name=DOMAIN, template=prompt, description=description))
     for bundle in bundles:
         try:
             fingerprint = read_domain_record(bundle).get("core_fingerprint")
         except ArtifactError:
             fingerprint = None  # the registry reports the broken bundle
         register(DomainSpec(name=DOMAIN, template=prompt, bundle=bundle, core_fingerprint=fingerprint,
-                            description=DESCRIPTION))
+                            description=description))

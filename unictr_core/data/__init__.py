@@ -1,0 +1,1 @@
+"""Samples, sample files, dataset folders, prompt templates and the built-in dataset."""
