@@ -162,6 +162,7 @@ def evaluate(
                                     progress=bar)
     warn(result.notes)
     typer.echo(evaluation_table(result.report))
+    typer.echo(f"computed in {result.report['precision']}")
     if out is not None:
         write_json(out, result.report)
         typer.echo(f"report written to {out}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -154,6 +156,11 @@ def test_cli_tune_layers_precision_and_quantize(tiny_bert, tmp_path):
     int8 = runner.invoke(app, ["evaluate", "--data", str(data), "--home", str(home), "--quantize", "int8"])
     assert fp32.exit_code == 0 and int8.exit_code == 0, fp32.output + int8.output
     assert "overall" in int8.output and int8.output != fp32.output
+    assert "computed in fp32" in fp32.output and "computed in int8" in int8.output
+    bf16 = runner.invoke(app, ["evaluate", "--data", str(data), "--home", str(home), "--precision", "bf16",
+                               "--out", str(tmp_path / "report.json")])
+    assert bf16.exit_code == 0, bf16.output
+    assert json.loads((tmp_path / "report.json").read_text())["precision"] == "bf16"
     bad = runner.invoke(app, ["predict", "--input", str(data), "--home", str(home), "--quantize", "int8",
                               "--precision", "bf16"])
     assert bad.exit_code == 1 and "cannot be combined" in bad.output

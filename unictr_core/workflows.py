@@ -347,7 +347,15 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", 
     predictions = predict_samples(model, samples, batch_size, progress=progress, precision=precision)
     report = evaluation_report(samples, predictions, reference if reference == "general" else Path(reference).stem,
                                reference_report)
+    report["precision"] = ran_precision(model, precision)
     return EvaluationResult(report, notes)
+
+
+def ran_precision(model, precision: str) -> str:
+    """What a prediction with ``model`` at ``precision`` computes in: fp32, bf16 or int8 (for reports)."""
+    if model.quantized:
+        return "int8"
+    return precisions.resolve(precision, next(model.parameters()).device)
 
 
 @dataclass
