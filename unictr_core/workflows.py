@@ -30,6 +30,7 @@ from unictr_core.fit.domain_training import domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
 from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.fast_path import prepare_for_prediction
 from unictr_core.modeling.predict import prediction_records, predict_samples
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR
@@ -277,17 +278,15 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
 
 
 # --------------------------------------------------------------------------- evaluate and predict
-def serving_model(home: Path, domains: Sequence[str], precision: str = "auto", quantize: str = "none"):
-    """The home's core with the DSNs of ``domains``, int8-quantized when ``quantize`` is ``int8``;
-    returns (model, notes)."""
+def serving_model(home: Path, domains: Optional[Sequence[str]], precision: str = "auto", quantize: str = "none"):
+    """The home's core with the DSNs of ``domains`` (None: every domain), prepared for prediction only
+    (LoRA merged, weights in ``precision``, int8 with ``quantize`` int8: see
+    :mod:`unictr_core.modeling.fast_path`); returns (model, notes)."""
     if quantize not in precisions.QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(precisions.QUANTIZE)}, got '{quantize}'")
-    int8 = quantize == "int8"
-    precisions.resolve(precision, torch.device("cpu"), int8)  # a bad combination fails before the model loads
-    model, notes = load_model(Path(home), domains=sorted(set(domains)))
-    if int8:
-        precisions.quantize_int8(model)
-    return model, notes
+    precisions.resolve(precision, torch.device("cpu"), quantize == "int8")  # a bad combination fails before loading
+    model, notes = load_model(Path(home), domains=None if domains is None else sorted(set(domains)))
+    return prepare_for_prediction(model, precision, quantize), notes
 
 
 @dataclass
