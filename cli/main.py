@@ -24,6 +24,7 @@ app = typer.Typer(
 app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)
+app.command()(model_cmds.rank)
 app.command()(benchmark)
 app.command()(prompts)
 app.command()(backbones)

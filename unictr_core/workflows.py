@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_MAX_CACHE_GB
+from unictr_core.config import DEFAULT_MAX_CACHE_GB, DEFAULT_PRECISION
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
@@ -32,6 +32,7 @@ from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.fast_path import prepare_for_prediction
 from unictr_core.modeling.predict import prediction_records, predict_samples
+from unictr_core.modeling.rank import candidate_samples, rank_samples
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR
 from unictr_core.store.loading import load_model
@@ -329,3 +330,20 @@ def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None,
     predictions = predict_samples(model, samples, batch_size, precision=precision)
     zero = sorted({s.domain for s, z in zip(samples, predictions.zero_shot) if z})
     return PredictionResult(prediction_records(samples, predictions), predictions, zero, notes)
+
+
+# --------------------------------------------------------------------------- rank candidates for one user
+@dataclass
+class RankResult:
+    ranking: Any  # unictr_core.modeling.rank.Ranking: the candidates best first, and how the shared work was done
+    notes: list[str] = field(default_factory=list)
+
+
+def rank(home: Path, user: dict, candidates: Sequence[dict], batch_size: int = 64,
+         precision: str = DEFAULT_PRECISION, quantize: str = "none", reuse_prefix: bool = True,
+         source: str = "input") -> RankResult:
+    """Score ``candidates`` (item fields) for one ``user`` (domain, user_id, history, ...) and sort them, best
+    first; on a decoder backbone the prompt prefix they share runs once (:mod:`unictr_core.modeling.rank`)."""
+    samples = candidate_samples(user, list(candidates), source)
+    model, notes = serving_model(home, [samples[0].domain], precision, quantize)
+    return RankResult(rank_samples(model, samples, batch_size, reuse_prefix), notes)
