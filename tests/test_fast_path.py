@@ -43,6 +43,12 @@ def test_fp32_merged_predicts_what_the_unmerged_model_predicts(model):
     after = predict_samples(fast, samples, batch_size=8)
     np.testing.assert_allclose(after.probs, before.probs, atol=FP32_TOLERANCE)
     np.testing.assert_allclose(after.general_probs, before.general_probs, atol=FP32_TOLERANCE)
+    without_lora = copy.deepcopy(model)  # the LoRA weights matter far more than the tolerance: a real check
+    with torch.no_grad():
+        for name, param in without_lora.lora_state().items():
+            if "lora_B" in name:
+                param.zero_()
+    assert np.abs(predict_samples(without_lora, samples, batch_size=8).probs - before.probs).max() > 100 * FP32_TOLERANCE
     assert (after.zero_shot == before.zero_shot).all() and after.zero_shot.sum() > 0
     assert describe(fast) == {"precision": "fp32", "quantize": "none", "lora_merged": True, "weights_dtype": "float32"}
 

@@ -77,6 +77,7 @@ def create_app(settings: ServeSettings):
     """The FastAPI application serving ``settings.home``; the registry watcher and batcher run during its lifespan."""
     settings.validate()
     metrics = ServerMetrics()
+
     def on_change(state: ServingState) -> None:
         metrics.generation.set(state.generation)
         metrics.observe_model(describe(state.model))
