@@ -4,7 +4,7 @@
     python benchmarks/bench_rank.py --home HOME --candidates 100     # a trained home's model
 
 The user (the one with the longest history in a domain of the built-in synthetic data) and the candidates (that
-domain's items) come from :func:`unictr_core.data.synthetic.generate`. With ``--backbone`` the model is the
+domain's items, then other domains' items) come from :func:`unictr_core.data.synthetic.generate`. With ``--backbone`` the model is the
 backbone with fresh (random) heads: the speed and the equality of the probabilities do not depend on training.
 The model is prepared as `unictr predict` prepares it (LoRA merged, weights in ``--precision``).
 
@@ -36,17 +36,18 @@ from unictr_core.config import DEFAULT_PRECISION, PRECISIONS  # noqa: E402 - aft
 
 
 def user_and_candidates(domain: str, count: int) -> tuple[dict, list[dict]]:
-    """The user with the longest history in ``domain`` and ``count`` distinct items of it."""
+    """The user with the longest history in ``domain`` and ``count`` distinct items (that domain's first, then
+    other domains' items, scored as items of ``domain``)."""
     from unictr_core.data.synthetic import generate
 
-    rows = [s for s in generate(seed=0, scale=1.0) if s.domain == domain]
-    user = max(rows, key=lambda s: (len(s.history), s.user_id))
+    rows = generate(seed=0, scale=1.0)
+    user = max((s for s in rows if s.domain == domain), key=lambda s: (len(s.history), s.user_id))
     items: dict[str, dict] = {}
-    for s in rows:
-        item = {k: v for k, v in s.to_dict().items() if k in ("item_id", "title", "brand", "price")}
-        items.setdefault(s.item_id, item)
+    for s in sorted(rows, key=lambda s: s.domain != domain):
+        items.setdefault(s.item_id, {k: v for k, v in s.to_dict().items() if k in ("item_id", "title", "brand",
+                                                                                  "price")})
     if len(items) < count:
-        raise SystemExit(f"{domain} has only {len(items)} items; ask for fewer --candidates")
+        raise SystemExit(f"the synthetic data has only {len(items)} items; ask for fewer --candidates")
     context = {"domain": domain, "user_id": user.user_id, "history": list(user.history)}
     return context, list(items.values())[:count]
 
