@@ -35,9 +35,10 @@ sys.path.insert(0, str(ROOT))
 from unictr_core.config import DEFAULT_PRECISION, PRECISIONS  # noqa: E402 - after the path setup
 
 
-def user_and_candidates(domain: str, count: int) -> tuple[dict, list[dict]]:
+def user_and_candidates(domain: str, count: int, history: int = 0) -> tuple[dict, list[dict]]:
     """The user with the longest history in ``domain`` and ``count`` distinct items (that domain's first, then
-    other domains' items, scored as items of ``domain``)."""
+    other domains' items, scored as items of ``domain``); ``history`` > 0: the user's history is made that long
+    (earlier items of the data in front of the user's own)."""
     from unictr_core.data.synthetic import generate
 
     rows = generate(seed=0, scale=1.0)
@@ -48,7 +49,11 @@ def user_and_candidates(domain: str, count: int) -> tuple[dict, list[dict]]:
                                                                                   "price")})
     if len(items) < count:
         raise SystemExit(f"the synthetic data has only {len(items)} items; ask for fewer --candidates")
-    context = {"domain": domain, "user_id": user.user_id, "history": list(user.history)}
+    titles = list(user.history)
+    if history > len(titles):
+        others = [item["title"] for item in items.values() if item.get("title") and item["title"] not in titles]
+        titles = others[: history - len(titles)] + titles
+    context = {"domain": domain, "user_id": user.user_id, "history": titles}
     return context, list(items.values())[:count]
 
 
@@ -64,7 +69,8 @@ def load(args):
     from unictr_core.modeling.backbone import load_backbone
     from unictr_core.modeling.model import UniCTRModel
 
-    model = UniCTRModel(load_backbone(args.backbone), ModelConfig(backbone=args.backbone), domains=(args.domain,))
+    config = ModelConfig(backbone=args.backbone, **({} if args.max_length is None else {"max_length": args.max_length}))
+    model = UniCTRModel(load_backbone(args.backbone), config, domains=(args.domain,))
     return prepare_for_prediction(model, args.precision)
 
 
@@ -81,6 +87,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--domain", default="books")
     parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--history", type=int, default=0, help="make the user's history this many items long "
+                        "(default: the user's own, 5 items)")
+    parser.add_argument("--max-length", type=int, default=None, help="prompt tokens of the --backbone model "
+                        "(default: ModelConfig's, 128)")
     parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=2)
@@ -93,7 +103,7 @@ def main(argv=None) -> dict:
     from unictr_core.modeling.rank import candidate_samples, rank_samples
 
     model = load(args)
-    user, items = user_and_candidates(args.domain, args.candidates)
+    user, items = user_and_candidates(args.domain, args.candidates, args.history)
     samples = candidate_samples(user, items)
     rank_samples(model, samples[:4], args.batch_size)  # warm-up, untimed
     rounds: dict[str, list[float]] = {"rows in batches": [], "prefix reuse": []}
@@ -106,7 +116,8 @@ def main(argv=None) -> dict:
     reuse = results["prefix reuse"]
     best = {mode: min(values) for mode, values in rounds.items()}
     print(f"{args.home or args.backbone} ({'decoder' if model.backbone_info.is_decoder else 'encoder'}, "
-          f"{model.num_layers} layers), precision {args.precision}, LoRA merged; {args.candidates} candidates "
+          f"{model.num_layers} layers, max length {model.config.max_length}), precision {args.precision}, LoRA "
+          f"merged; {args.candidates} candidates "
           f"for one user ({len(user['history'])} history items), batch {args.batch_size}, {args.threads} torch "
           f"thread(s); {platform.machine()}, {os.cpu_count()} CPUs (shared with other jobs: timings are noisy)")
     print(f"prompt tokens: {reference.prompt_tokens} in all, {reference.prompt_tokens / len(samples):.1f} per "

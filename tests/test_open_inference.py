@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from typer.testing import CliRunner
 
 from conftest import toy_samples
 from test_domain_add import home, trained_home  # noqa: F401 - shared fixtures
 from test_fast_path import BF16_TOLERANCE
 from test_serve import call, rows, running
+from unictr_cli.main import app as cli_app
 from unictr_core.modeling.predict import predict_samples
 from unictr_core.store.registry import Registry
 from unictr_core.workflows import serving_model
@@ -111,3 +113,8 @@ def test_the_api_key_guards_the_docs_and_the_models_but_not_the_probes(home):
         infer = call(f"{base}/v2/models/books/infer", infer_body(toy_samples(1, domains=("books",))))[0]
     assert without == {**{path: 401 for path in guarded}, "/v2/health/live": 200, "/v2/health/ready": 200}
     assert with_key == {path: 200 for path in guarded} and infer == 401
+
+
+def test_serve_refuses_bf16_with_int8_before_loading_anything(home):
+    result = CliRunner().invoke(cli_app, ["serve", "--home", str(home), "--precision", "bf16", "--quantize", "int8"])
+    assert result.exit_code == 1 and "cannot be combined with --precision bf16" in result.output
