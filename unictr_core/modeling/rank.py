@@ -11,7 +11,9 @@ The shared work is done once where the backbone allows it:
   run through the backbone once; their key/value cache and hidden states are reused for every candidate,
   which then runs only its own tokens. A causal model's prefix positions never see the tokens after them,
   so this is exact: the same probabilities as scoring each row alone, up to float rounding (tested to 1e-5
-  in fp32; the heads, which pool over every position, still run on the whole prompt);
+  in fp32; the heads, which pool over every position, still run on the whole prompt). With dynamic int8
+  (``--quantize int8``) activation scales depend on the batch, so any change of batching, this one included,
+  moves probabilities by up to about 1e-3;
 * **encoder backbones** (minilm, mpnet): every token attends to the candidate's tokens too, so the user's
   part cannot be computed once; no prefix reuse applies and the candidates are scored in batches.
 """
