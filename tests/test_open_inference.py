@@ -5,14 +5,16 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import torch
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, trained_home  # noqa: F401 - shared fixtures
+from test_domain_add import home, toys_file, trained_home  # noqa: F401 - shared fixtures
 from test_fast_path import BF16_TOLERANCE
 from test_serve import call, rows, running
 from unictr_cli.main import app as cli_app
 from unictr_core.modeling.predict import predict_samples
+from unictr_core.serving.state import LiveRegistry
 from unictr_core.store.registry import Registry
 from unictr_core.workflows import serving_model
 
@@ -102,6 +104,21 @@ def test_serve_in_bf16_says_so_and_predicts_within_tolerance(home):
     assert meta["parameters"]["precision"] == "bf16"
     got = np.array([p["probability"] for p in answer["predictions"]])
     assert np.abs(got - reference).max() < BF16_TOLERANCE
+
+
+def test_a_domain_added_live_joins_the_bf16_model_in_bf16(home, toys_file):
+    live = LiveRegistry(home, precision="bf16")
+    assert live.reload()
+    first = live.state
+    result = CliRunner().invoke(cli_app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                          "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    assert live.changed() and live.reload()
+    second = live.state
+    assert second.model.backbone is first.model.backbone  # the prepared core is reused, not prepared again
+    assert {p.dtype for p in second.model.dsns["toys"].parameters()} == {torch.bfloat16}
+    toys = toy_samples(4, seed=14, domains=("toys",))
+    assert not predict_samples(second.model, toys).zero_shot.any()
 
 
 def test_the_api_key_guards_the_docs_and_the_models_but_not_the_probes(home):
