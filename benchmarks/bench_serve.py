@@ -3,8 +3,9 @@
 Starts `unictr serve` as a subprocess on a free 127.0.0.1 port, on a copy of ``--home`` (the home itself is
 never written), and in the same run:
 
-1. scores the same rows the way `unictr predict` does (``predict_samples``, batch 64, the model loaded
-   beforehand; loading is not timed) as the reference (the server idle meanwhile);
+1. scores the same rows the way `unictr predict` does at the same ``--precision`` / ``--quantize`` as the
+   server (``workflows.serving_model``: LoRA merged, weights in that precision; then ``predict_samples``,
+   batch 64; loading is not timed) as the reference (the server idle meanwhile);
 2. sends exactly those rows to ``POST /v1/predict`` in requests of ``--rows-per-request`` rows from 1, 8 and
    32 concurrent clients (threads, one keep-alive connection each), and prints throughput, p50/p95/p99
    latency and the mean backbone batch the server formed (from its /metrics); steps 1 and 2 alternate
@@ -14,6 +15,9 @@ never written), and in the same run:
    command finished the server answered with the new state.
 
     python benchmarks/bench_serve.py --home HOME --rows ROWS.jsonl --add-data DATASET_DIR --add-domain board_games
+
+``--precision`` (default: :data:`unictr_core.config.DEFAULT_PRECISION`, the default of `unictr predict`
+and `unictr serve`) and ``--quantize`` apply to both sides, so the comparison is at equal precision.
 
 Every process runs ``--threads`` torch threads (default 1). Bounded: each level sends the rows once; the
 live phase ends when the remove has been picked up or after ``--max-seconds``.
@@ -41,6 +45,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from unictr_core.config import DEFAULT_PRECISION, PRECISIONS, QUANTIZE  # noqa: E402 - after the path setup
 
 ZERO_SHOT = "general (zero-shot)"
 
@@ -131,12 +137,13 @@ def run_level(port: int, requests: list[list[dict]], clients: int) -> dict:
             "mean_batch_rows": (after[0] - before[0]) / max(after[1] - before[1], 1)}
 
 
-def reference_predict(home: Path, samples, batch_size: int = 64) -> dict:
-    """What `unictr predict` does after loading: predict_samples over all rows, batch 64."""
+def reference_predict(home: Path, samples, precision: str, quantize: str, batch_size: int = 64) -> dict:
+    """What `unictr predict` does after loading, at ``precision`` / ``quantize``: predict_samples over all
+    rows, batch 64."""
     from unictr_core.modeling.predict import predict_samples
-    from unictr_core.store.loading import load_model
+    from unictr_core.workflows import serving_model
 
-    model, _ = load_model(home, domains=sorted({s.domain for s in samples}))
+    model, _ = serving_model(home, sorted({s.domain for s in samples}), precision, quantize)
     predict_samples(model, samples[:8], batch_size)  # warm-up, untimed
     started = time.perf_counter()
     predict_samples(model, samples, batch_size)
@@ -272,6 +279,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--add-args", default="--max-rows 40 --epochs 1", help="more `domain add` options")
     parser.add_argument("--live-clients", type=int, default=8)
     parser.add_argument("--max-seconds", type=float, default=300, help="upper bound of the live phase")
+    parser.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISIONS,
+                        help="of the server and of the predict reference (default: the one default)")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZE)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
@@ -293,14 +303,15 @@ def main(argv=None) -> dict:
         server = subprocess.Popen(
             [sys.executable, "-m", "unictr_cli.main", "serve", "--home", str(home), "--port", str(port),
              "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-             str(args.max_wait_ms), "--poll-interval", "0.2", "--log-level", "warning"],
+             str(args.max_wait_ms), "--poll-interval", "0.2", "--log-level", "warning", "--precision",
+             args.precision, "--quantize", args.quantize],
             env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"))
         try:
             wait_ready(port, server)
             run_level(port, requests[:4], 1)  # warm-up, untimed
             references, runs = [], []
             for _ in range(args.repeats):  # alternating, so both modes see the same drift of a shared CPU
-                references.append(reference_predict(home, samples))  # the server idles meanwhile
+                references.append(reference_predict(home, samples, args.precision, args.quantize))  # server idles
                 runs.append([run_level(port, requests, int(c)) for c in args.clients.split(",")])
             reference = max(references, key=lambda r: r["rows_per_s"])
             levels = [max(same, key=lambda lv: lv["rows_per_s"]) for same in zip(*runs)]
@@ -314,14 +325,15 @@ def main(argv=None) -> dict:
             server.terminate()
             server.wait(timeout=60)
             log_text = (Path(tmp) / "server.log").read_text()
-    print(f"{len(samples)} rows, {k} rows per request, {args.threads} torch thread(s) per process, "
+    print(f"precision {args.precision}, quantize {args.quantize} (server and predict alike); "
+          f"{len(samples)} rows, {k} rows per request, {args.threads} torch thread(s) per process, "
           f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms; {platform.machine()}, "
           f"{os.cpu_count()} CPUs (shared: clients, server and other jobs run on the same cores)")
     rounds = {"predict": [r["rows_per_s"] for r in references]}
     rounds.update({f"{lv['clients']} client(s)": [run[i]["rows_per_s"] for run in runs] for i, lv in enumerate(levels)})
     print(f"best of {args.repeats} alternating rounds per mode; rows/s of every round: "
           + "; ".join(f"{mode} " + ", ".join(f"{v:.1f}" for v in values) for mode, values in rounds.items()))
-    rows = [["unictr predict (batch 64)", "-", reference["rows"], "-", round(reference["seconds"], 2),
+    rows = [[f"unictr predict (batch 64, {args.precision})", "-", reference["rows"], "-", round(reference["seconds"], 2),
              round(reference["rows_per_s"], 1), "100%", "-", "-", "-", "-", "-"]]
     for lv in levels:
         rows.append([f"unictr serve, {lv['clients']} client(s)", lv["clients"], lv["rows"], lv["requests"],
@@ -346,7 +358,8 @@ def main(argv=None) -> dict:
             print(f"failure: {failure}")
     if "Traceback" in log_text:
         print("server log has a traceback:\n" + log_text[-3000:])
-    report = {"rows": len(samples), "rows_per_request": k, "threads": args.threads, "reference": reference,
+    report = {"rows": len(samples), "rows_per_request": k, "threads": args.threads, "precision": args.precision,
+              "quantize": args.quantize, "reference": reference,
               "levels": levels, "live": live, "rounds": {"predict": references, "serve": runs}}
     if args.out is not None:
         write_json(args.out, report)

@@ -51,6 +51,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 app.command()(model_cmds.train)
 app.command()(model_cmds.evaluate)
 app.command()(model_cmds.predict)
+app.command()(model_cmds.rank)
 app.command()(benchmark)
 app.command()(prompts)
 app.command()(backbones)

@@ -199,3 +199,70 @@ def predict(
         typer.secho(f"zero-shot: no DSN for {', '.join(result.zero_shot_domains)}; the general network answered "
                     f"for {int(result.predictions.zero_shot.sum())} of {len(samples)} rows",
                     fg=typer.colors.YELLOW, err=True)
+
+
+def _json_argument(value: str, option: str):
+    """Inline JSON (starting with '{' or '[') or the path of a JSON / JSONL file."""
+    import json
+
+    text = value if value.lstrip().startswith(("{", "[")) else None
+    where = f"{option} (inline JSON)"
+    if text is None:
+        path = Path(value)
+        if not path.is_file():
+            raise ValueError(f"{option} {value}: no such file (give a file or inline JSON)")
+        text, where = path.read_text(encoding="utf-8"), f"{option} {value}"
+        if path.suffix == ".jsonl":
+            return [_json_line(line, where, number) for number, line in enumerate(text.splitlines(), start=1)
+                    if line.strip()]
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+
+
+def _json_line(line: str, where: str, number: int):
+    import json
+
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{where}, line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from None
+
+
+@user_errors
+def rank(
+    user: str = typer.Option(..., "--user", help="The user context: a JSON object (inline or a .json file) with "
+                             "domain, user_id, history and any other user field."),
+    candidates: str = typer.Option(..., "--candidates", help="The candidate items: a .jsonl file (one item "
+                                   "object per line: item_id, title, brand, price, ...) or a JSON list."),
+    home: Optional[Path] = home_option(),
+    top: Optional[int] = typer.Option(None, min=1, help="Print only the best K candidates."),
+    out: Optional[Path] = typer.Option(None, help="Write the ranked candidates as JSONL here (default: print them)."),
+    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1),
+    prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Decoder backbones: run "
+                                      "the prompt tokens all candidates share once and reuse their key/value "
+                                      "cache (exact up to float rounding). Encoder backbones never reuse."),
+    threads: Optional[int] = threads_option(),
+    precision: str = speed.precision_option(),
+    quantize: str = speed.quantize_option(),
+) -> None:
+    """Rank candidate items for one user: one probability per candidate, best first (rank, candidate = its
+    0-based position in --candidates, then the fields `unictr predict` prints)."""
+    import json
+
+    from unictr_core import workflows
+    from unictr_core.data.data_io import atomic_write_text
+
+    set_threads(threads)
+    result = workflows.rank(resolve_home(home), _json_argument(user, "--user"),
+                            _json_argument(candidates, "--candidates"), batch_size, precision, quantize,
+                            prefix_reuse, source="--candidates")
+    warn(result.notes)
+    records = result.ranking.records()[:top]
+    text = "".join(json.dumps(record) + "\n" for record in records)
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        atomic_write_text(out, text)
+    typer.secho(result.ranking.note, err=True)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from unictr_cli import speed_options as speed
 from unictr_cli.common import home_option, resolve_home, user_errors
 from unictr_core.config import ServeSettings
 
@@ -39,12 +40,19 @@ def serve(
     poll_interval: float = typer.Option(ServeSettings.poll_interval_s, min=0.01, help="Seconds between checks of the home for commits "
                                         "(`domain add/remove`, `train`), which are then loaded without a restart."),
     api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Name of an environment variable holding "
-                                              "an API key: /v1/* and /metrics then need 'Authorization: Bearer "
-                                              "<key>' (/healthz and /readyz stay open)."),
+                                              "an API key: /v1/*, /v2/models/*, /metrics and the API docs (/docs, "
+                                              "/redoc, /openapi.json) then need 'Authorization: Bearer <key>' "
+                                              "(/healthz, /readyz and /v2/health/* stay open)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (default: torch's choice)."),
     log_level: str = typer.Option(ServeSettings.log_level, help="Log level: critical, error, warning, info, debug."),
+    precision: str = speed.precision_option(),
+    quantize: str = speed.quantize_option(),
 ) -> None:
-    """Serve predictions over HTTP: POST /v1/predict, GET /v1/domains, /healthz, /readyz, /metrics.
+    """Serve predictions over HTTP: POST /v1/predict, POST /v1/rank, GET /v1/domains, /healthz, /readyz, /metrics,
+    and the Open Inference Protocol (KServe V2) under /v2: each domain is a model.
+
+    The model is prepared once as `unictr predict` prepares it: LoRA merged into the backbone's weights, the
+    weights in --precision (or int8 with --quantize int8).
 
     Domains added, replaced or removed (and a re-trained core) by other processes are picked up live.
 
@@ -61,7 +69,9 @@ def serve(
                              max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes,
                              max_request_rows=max_request_rows,
                              request_timeout_s=request_timeout, poll_interval_s=poll_interval,
-                             api_key=_api_key(api_key_env), threads=threads, log_level=log_level)
+                             api_key=_api_key(api_key_env), threads=threads, log_level=log_level,
+                             precision=precision, quantize=quantize)
     settings.validate()
-    typer.echo(f"serving {settings.home} on http://{host}:{port} (Ctrl-C to stop)")
+    typer.echo(f"serving {settings.home} on http://{host}:{port} (precision {precision}, quantize {quantize}; "
+               "Ctrl-C to stop)")
     run(settings)

@@ -141,6 +141,8 @@ class ServeSettings:
     api_key: Optional[str] = None
     threads: Optional[int] = None
     log_level: str = "info"
+    precision: str = DEFAULT_PRECISION  # as `unictr predict` (see unictr_core.modeling.fast_path)
+    quantize: str = "none"
 
     def validate(self) -> None:
         checks = [(self.max_batch_size >= 1, "--max-batch-size must be at least 1"),
@@ -151,7 +153,11 @@ class ServeSettings:
                   (self.poll_interval_s > 0, "--poll-interval must be more than 0 s"),
                   (0 <= self.port <= 65535, "--port must be between 0 and 65535"),
                   (self.api_key is None or self.api_key.strip() != "", "the API key must not be empty"),
-                  (self.log_level in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}")]
+                  (self.log_level in LOG_LEVELS, f"--log-level must be one of {', '.join(LOG_LEVELS)}"),
+                  (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+                  (self.quantize in QUANTIZE, f"--quantize must be one of {', '.join(QUANTIZE)}"),
+                  (not (self.quantize == "int8" and self.precision == "bf16"),
+                   "--quantize int8 computes in int8/fp32; it cannot be combined with --precision bf16")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)

@@ -30,7 +30,9 @@ from unictr_core.fit.domain_training import domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
 from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.fast_path import prepare_for_prediction
 from unictr_core.modeling.predict import prediction_records, predict_samples
+from unictr_core.modeling.rank import candidate_samples, rank_samples
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST
 from unictr_core.store.loading import load_model
@@ -316,17 +318,15 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
 
 
 # --------------------------------------------------------------------------- evaluate and predict
-def serving_model(home: Path, domains: Sequence[str], precision: str = DEFAULT_PRECISION, quantize: str = "none"):
-    """The home's core with the DSNs of ``domains``, int8-quantized when ``quantize`` is ``int8``;
-    returns (model, notes)."""
+def serving_model(home: Path, domains: Optional[Sequence[str]], precision: str = DEFAULT_PRECISION, quantize: str = "none"):
+    """The home's core with the DSNs of ``domains`` (None: every domain), prepared for prediction only
+    (LoRA merged, weights in ``precision``, int8 with ``quantize`` int8: see
+    :mod:`unictr_core.modeling.fast_path`); returns (model, notes)."""
     if quantize not in precisions.QUANTIZE:
         raise ValueError(f"--quantize must be one of {', '.join(precisions.QUANTIZE)}, got '{quantize}'")
-    int8 = quantize == "int8"
-    precisions.resolve(precision, torch.device("cpu"), int8)  # a bad combination fails before the model loads
-    model, notes = load_model(Path(home), domains=sorted(set(domains)))
-    if int8:
-        precisions.quantize_int8(model)
-    return model, notes
+    precisions.resolve(precision, torch.device("cpu"), quantize == "int8")  # a bad combination fails before loading
+    model, notes = load_model(Path(home), domains=None if domains is None else sorted(set(domains)))
+    return prepare_for_prediction(model, precision, quantize), notes
 
 
 @dataclass
@@ -377,3 +377,20 @@ def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None,
     predictions = predict_samples(model, samples, batch_size, precision=precision)
     zero = sorted({s.domain for s, z in zip(samples, predictions.zero_shot) if z})
     return PredictionResult(prediction_records(samples, predictions), predictions, zero, notes)
+
+
+# --------------------------------------------------------------------------- rank candidates for one user
+@dataclass
+class RankResult:
+    ranking: Any  # unictr_core.modeling.rank.Ranking: the candidates best first, and how the shared work was done
+    notes: list[str] = field(default_factory=list)
+
+
+def rank(home: Path, user: dict, candidates: Sequence[dict], batch_size: int = 64,
+         precision: str = DEFAULT_PRECISION, quantize: str = "none", reuse_prefix: bool = True,
+         source: str = "input") -> RankResult:
+    """Score ``candidates`` (item fields) for one ``user`` (domain, user_id, history, ...) and sort them, best
+    first; on a decoder backbone the prompt prefix they share runs once (:mod:`unictr_core.modeling.rank`)."""
+    samples = candidate_samples(user, list(candidates), source)
+    model, notes = serving_model(home, [samples[0].domain], precision, quantize)
+    return RankResult(rank_samples(model, samples, batch_size, reuse_prefix), notes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -28,12 +29,14 @@ def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
                           id_buckets=model.id_buckets)
 
 
-@torch.no_grad()
 def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int = 64,
-                    progress: Optional[object] = None, precision: str = DEFAULT_PRECISION, cache=None) -> Predictions:
+                    progress: Optional[object] = None, precision: Optional[str] = None, cache=None) -> Predictions:
     """One backbone pass per batch, whatever the mix of domains in it.
 
-    ``precision``: fp32, bf16 or auto (:mod:`unictr_core.modeling.precision`); ``cache``: a
+    ``precision``: fp32, bf16 or auto (:mod:`unictr_core.modeling.precision`); default: the precision a
+    prepared model (:mod:`unictr_core.modeling.fast_path`) was prepared for, else the default (config.DEFAULT_PRECISION). A prepared model runs
+    under ``torch.inference_mode`` without autocast (its weights already are in its precision); an unprepared
+    one under ``torch.no_grad`` with bf16 autocast where asked. ``cache``: a
     :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache` of ``encoded`` holding
     ``model.cached_layers()`` (the backbone then runs only above the cut).
     """
@@ -44,26 +47,44 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
     general = np.zeros(n, dtype=np.float64)
     zero_shot = np.zeros(n, dtype=bool)
     device = next(model.parameters()).device
-    precision = precisions.resolve(precision, device, model.quantized)
+    casting, grad_mode = run_modes(model, precision, device)
     try:
-        for batch in encoded.length_sorted_batches(batch_size):
-            batch = batch.to(device)
-            hidden = None if cache is None else cache.batch(batch.rows)[0]
-            with precisions.autocast(precision, device):
-                out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids,
-                            hidden_states=hidden).float()
-            dsn[batch.rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
-            general[batch.rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
-            zero_shot[batch.rows] = ~out.has_dsn.cpu().numpy()
-            if progress is not None:
-                progress.update(len(batch.rows))
+        with grad_mode:
+            for batch in encoded.length_sorted_batches(batch_size):
+                batch = batch.to(device)
+                hidden = None if cache is None else cache.batch(batch.rows)[0]
+                with casting:
+                    out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids,
+                                hidden_states=hidden).float()
+                store_outputs(out, batch.rows, dsn, general, zero_shot)
+                if progress is not None:
+                    progress.update(len(batch.rows))
     finally:
         model.train(was_training)
     return Predictions(probs=dsn, general_probs=general, zero_shot=zero_shot)
 
 
+def run_modes(model: UniCTRModel, precision: Optional[str], device: torch.device):
+    """(autocast context, grad context) for a forward pass of ``model`` at ``precision`` (None: the model's)."""
+    prepared = getattr(model, "serving_precision", None)
+    resolved = precisions.resolve(precision or prepared or DEFAULT_PRECISION, device, model.quantized)
+    if prepared is None:
+        return precisions.autocast(resolved, device), torch.no_grad()
+    if resolved != prepared:
+        raise ValueError(f"this model was prepared for {prepared} prediction; it cannot predict in {resolved} "
+                         "(load it again for another precision)")
+    return contextlib.nullcontext(), torch.inference_mode()
+
+
+def store_outputs(out, rows, dsn: np.ndarray, general: np.ndarray, zero_shot: np.ndarray) -> None:
+    """Probabilities of a batch's ``rows`` into the result arrays."""
+    dsn[rows] = torch.sigmoid(out.dsn_logits).double().cpu().numpy()
+    general[rows] = torch.sigmoid(out.general_logits).double().cpu().numpy()
+    zero_shot[rows] = ~out.has_dsn.cpu().numpy()
+
+
 def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64,
-                    progress: Optional[object] = None, precision: str = DEFAULT_PRECISION) -> Predictions:
+                    progress: Optional[object] = None, precision: Optional[str] = None) -> Predictions:
     return predict_encoded(model, encode(model, samples), batch_size, progress, precision)
 
 

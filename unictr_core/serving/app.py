@@ -5,11 +5,15 @@
 ``GET /v1/domains``         the registry being served (as `unictr domain list --json`) + reload state
 ``GET /healthz``            200 while the process runs
 ``GET /readyz``             200 once a core is loaded, else 503
+``POST /v1/rank``           ``{"user": {...}, "candidates": [...]}`` -> candidates best first (:mod:`.ranking`)
 ``GET /metrics``            Prometheus text format
+``/v2/...``                 the Open Inference Protocol (KServe V2), a domain per model (:mod:`.open_inference`)
 ==========================  ================================================================
 
 Errors are JSON ``{"error": "<one line>"}`` with a 4xx/5xx status, never a traceback. With an API
-key, ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>``; the probes stay open.
+key, ``/v1/*``, ``/v2``, ``/v2/models/*``, ``/metrics`` and the API docs (``/docs``, ``/redoc``,
+``/openapi.json``) need ``Authorization: Bearer <key>``; the probes (``/healthz``, ``/readyz``,
+``/v2/health/*``) stay open.
 """
 
 from __future__ import annotations
@@ -19,21 +23,42 @@ import contextlib
 import hmac
 import logging
 import time
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from unictr_core.config import ServeSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
-from unictr_core.modeling.predict import prediction_records
+from unictr_core.modeling.fast_path import describe
+from unictr_core.modeling.predict import Predictions, prediction_records
+from unictr_core.serving import open_inference, ranking
 from unictr_core.serving.batcher import DynamicBatcher
 from unictr_core.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from unictr_core.serving.requests import RequestError, parse_predict_body
 from unictr_core.serving.state import LiveRegistry, ServingState
 
 log = logging.getLogger("unictr.serve")
-PROTECTED_PREFIXES = ("/v1/", "/metrics")
+# with an API key, these need it; the probes (/healthz, /readyz, /v2/health/*) stay open
+PROTECTED_PREFIXES = ("/v1/", "/metrics", "/v2/models", "/docs", "/redoc", "/openapi.json")
+PROTECTED_PATHS = ("/v2",)  # the Open Inference Protocol's server metadata
+
+
+def protected(path: str) -> bool:
+    return path.startswith(PROTECTED_PREFIXES) or path.rstrip("/") in PROTECTED_PATHS
+
+
+@dataclass(frozen=True)
+class Server:
+    """What the route modules (:mod:`.ranking`, :mod:`.open_inference`) use of a running server."""
+
+    settings: ServeSettings
+    metrics: ServerMetrics
+    current_state: Callable[[], ServingState]  # the state a request runs on; 503 while none is loaded
+    score: Callable  # async (samples) -> (state, Predictions), dynamically batched
+    call: Callable  # async (function(state), what) -> (state, result), run on the prediction thread
+    read_body: Callable  # async (request) -> bytes, at most --max-body-bytes
 
 
 async def _read_body(request, limit: int) -> bytes:
@@ -52,16 +77,21 @@ def create_app(settings: ServeSettings):
     """The FastAPI application serving ``settings.home``; the registry watcher and batcher run during its lifespan."""
     settings.validate()
     metrics = ServerMetrics()
-    live = LiveRegistry(settings.home, settings.poll_interval_s,
-                        on_change=lambda state: metrics.generation.set(state.generation))
+
+    def on_change(state: ServingState) -> None:
+        metrics.generation.set(state.generation)
+        metrics.observe_model(describe(state.model))
+
+    live = LiveRegistry(settings.home, settings.poll_interval_s, on_change=on_change, precision=settings.precision,
+                        quantize=settings.quantize)
     batcher = DynamicBatcher(settings.max_batch_size, settings.max_wait_ms, on_batch=metrics.batch_size.observe)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         batcher.start()
         live.start()
-        log.info("serving %s (max batch %d rows, max wait %.1f ms)", settings.home, settings.max_batch_size,
-                 settings.max_wait_ms)
+        log.info("serving %s (precision %s, quantize %s, max batch %d rows, max wait %.1f ms)", settings.home,
+                 settings.precision, settings.quantize, settings.max_batch_size, settings.max_wait_ms)
         try:
             yield
         finally:
@@ -86,7 +116,7 @@ def create_app(settings: ServeSettings):
     async def measure_and_authorise(request: Request, call_next):
         started = time.perf_counter()
         path = request.url.path
-        if settings.api_key is not None and path.startswith(PROTECTED_PREFIXES) and not _authorised(request):
+        if settings.api_key is not None and protected(path) and not _authorised(request):
             response = error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                              {"WWW-Authenticate": "Bearer"})
         else:
@@ -95,9 +125,17 @@ def create_app(settings: ServeSettings):
             except Exception as exc:  # noqa: BLE001 - one line to the client, the traceback to the log
                 log.exception("unexpected error on %s", path)
                 response = error(500, f"internal error: {type(exc).__name__}: {exc}")
-        known = path in {getattr(route, "path", None) for route in app.routes}  # bounded label values
-        metrics.observe_request(path if known else "(unmatched)", response.status_code, time.perf_counter() - started)
+        metrics.observe_request(path_label(request), response.status_code, time.perf_counter() - started)
         return response
+
+    def path_label(request) -> str:
+        """The route template that answered (e.g. /v2/models/{model}/infer), a static route's path when routing
+        did not run (401), else (unmatched): bounded label values."""
+        route = request.scope.get("route")
+        if route is not None:
+            return route.path
+        path = request.url.path
+        return path if path in {getattr(r, "path", None) for r in app.routes} else "(unmatched)"
 
     def _authorised(request) -> bool:
         given = request.headers.get("authorization", "")
@@ -110,23 +148,42 @@ def create_app(settings: ServeSettings):
             raise RequestError(503, f"not ready: {reason}")
         return state
 
+    async def finish(future, what: str):
+        """The result of work handed to the prediction thread, or 504 after --request-timeout."""
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(504, f"{what} took longer than {settings.request_timeout_s:g} s "
+                                    "(--request-timeout)") from None
+
+    async def score(samples) -> tuple[ServingState, Predictions]:
+        """Predictions of ``samples`` by the current state (dynamically batched with other requests' rows)."""
+        state = current_state()  # this request finishes on this state, whatever reloads meanwhile
+        predictions = await finish(batcher.submit(state, samples), "prediction")
+        return state, predictions
+
+    async def call(function, what: str):
+        """``function(state)`` on the prediction thread, with the current state."""
+        state = current_state()
+        return state, await finish(batcher.submit_call(lambda: function(state)), what)
+
+    server = Server(settings, metrics, current_state, score, call,
+                    lambda request: _read_body(request, settings.max_body_bytes))
+
     @app.post("/v1/predict")
     async def predict(request: Request):
         """Click probabilities; each row says whether its domain's DSN or the general network (zero-shot) answered."""
         body = await _read_body(request, settings.max_body_bytes)
         samples, _ = parse_predict_body(body, settings.max_request_rows)
-        state = current_state()  # this request finishes on this state, whatever reloads meanwhile
-        future = batcher.submit(state, samples)
-        try:
-            predictions = await asyncio.wait_for(asyncio.wrap_future(future), settings.request_timeout_s)
-        except asyncio.TimeoutError:
-            raise RequestError(504, f"prediction took longer than {settings.request_timeout_s:g} s "
-                                    "(--request-timeout)") from None
+        state, predictions = await score(samples)
         records = prediction_records(samples, predictions)
         for record in records:
             record["core_fingerprint"] = state.core_fingerprint
         metrics.observe_rows(records, state.registry.entries)
         return {"generation": state.generation, "core_fingerprint": state.core_fingerprint, "predictions": records}
+
+    ranking.add_routes(app, server)
+    open_inference.add_routes(app, server)
 
     @app.get("/v1/domains")
     async def domains():

@@ -8,7 +8,9 @@ since that first request, and scores the rows with
 most ``max_batch_size`` rows, length-sorted, as `unictr predict` does). While it
 computes, new requests queue up and form the next batch, so under load batches
 fill without waiting. Requests of different serving states are never mixed: each
-is scored by the model of the state it started on.
+is scored by the model of the state it started on. Work that is not rows to merge
+(ranking the candidates of one user, :meth:`DynamicBatcher.submit_call`) runs on
+the same worker thread, alone, so one thread computes at a time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class _Job:
     state: object  # a ServingState (anything with a ``model``)
     samples: Sequence[Sample]
     future: Future
+    call: Optional[Callable[[], object]] = None  # run alone instead of scoring ``samples``
 
 
 class DynamicBatcher:
@@ -60,6 +63,12 @@ class DynamicBatcher:
     def submit(self, state, samples: Sequence[Sample]) -> "Future[Predictions]":
         future: Future = Future()
         self._queue.put(_Job(state, samples, future))
+        return future
+
+    def submit_call(self, call: Callable[[], object]) -> Future:
+        """Run ``call()`` on the worker thread, between batches; its result (or exception) in the future."""
+        future: Future = Future()
+        self._queue.put(_Job(None, (), future, call))
         return future
 
     # ------------------------------------------------------------------ worker
@@ -93,9 +102,23 @@ class DynamicBatcher:
             live = [job for job in jobs if job.future.set_running_or_notify_cancel()]  # timed-out ones are skipped
             by_state: dict[int, list[_Job]] = {}
             for job in live:
-                by_state.setdefault(id(job.state), []).append(job)
+                if job.call is None:
+                    by_state.setdefault(id(job.state), []).append(job)
             for group in by_state.values():
                 self._score(group)
+            for job in live:
+                if job.call is not None:
+                    self._call(job)
+
+    @staticmethod
+    def _call(job: _Job) -> None:
+        try:
+            result = job.call()
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting request
+            log.exception("a call on the prediction thread failed")
+            job.future.set_exception(exc)
+            return
+        job.future.set_result(result)
 
     def _score(self, jobs: list[_Job]) -> None:
         samples = [s for job in jobs for s in job.samples]

@@ -28,6 +28,15 @@ class ServerMetrics:
         self.reload_failures = Gauge("unictr_registry_reload_failures", "Reloads that failed (the previous state "
                                      "kept serving)", registry=self.registry)
         self.ready = Gauge("unictr_ready", "1 once a core is loaded", registry=self.registry)
+        self.model_info = Gauge("unictr_model_info", "1 for the precision and quantization the served model "
+                                "computes in (LoRA merged into the backbone's weights or not)",
+                                ["precision", "quantize", "lora_merged"], registry=self.registry)
+
+    def observe_model(self, described: dict) -> None:
+        """What the served model computes in (:func:`unictr_core.modeling.fast_path.describe`), as one info row."""
+        self.model_info.clear()
+        self.model_info.labels(described["precision"], described["quantize"],
+                               str(described["lora_merged"]).lower()).set(1)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests.labels(path, str(status)).inc()

@@ -28,7 +28,9 @@ from typing import Callable, Optional
 
 from torch import nn
 
+from unictr_core.config import DEFAULT_PRECISION
 from unictr_core.data.prompts import TemplateSet
+from unictr_core.modeling.fast_path import describe, match_serving_dtype, prepare_for_prediction
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
@@ -55,7 +57,8 @@ class ServingState:
 
     def to_dict(self) -> dict:
         return {"generation": self.generation, "state_token": self.token, "core_fingerprint": self.core_fingerprint,
-                "loaded_at": self.loaded_at, "dsns": sorted(self.model.dsns), "notes": list(self.notes)}
+                "loaded_at": self.loaded_at, "dsns": sorted(self.model.dsns), "notes": list(self.notes),
+                "model": describe(self.model)}
 
 
 def model_view(core: UniCTRModel) -> UniCTRModel:
@@ -77,14 +80,17 @@ def _bundle_broken(registry: Registry, name: str, model: UniCTRModel) -> bool:
     return entry.has_dsn and bool(entry.compatible) and name not in model.dsns
 
 
-def build_state(home: Path, generation: int, token: str, previous: Optional[ServingState] = None) -> ServingState:
+def build_state(home: Path, generation: int, token: str, previous: Optional[ServingState] = None,
+                precision: str = DEFAULT_PRECISION, quantize: str = "none") -> ServingState:
     """A new state for ``home`` at ``token``; the caller holds the registry lock. Reuses ``previous``'s core
-    when it is unchanged."""
+    when it is unchanged; a newly loaded core is prepared for prediction once (LoRA merged, weights in
+    ``precision``, int8 with ``quantize``: :mod:`unictr_core.modeling.fast_path`)."""
     registry = Registry(home)
     if registry.core_fingerprint is None:
         raise ArtifactError(f"no trained core in {home}; run `unictr train`")  # removed after the check above
     same_core = previous is not None and previous.core_fingerprint == registry.core_fingerprint
-    core = previous.model if same_core else load_core(Path(home) / CORE_DIR)
+    core = previous.model if same_core else prepare_for_prediction(load_core(Path(home) / CORE_DIR), precision,
+                                                                    quantize)
     model, notes = load_model(home, core=model_view(core), registry=registry)
     if same_core:
         for name, dsn in previous.model.dsns.items():
@@ -95,7 +101,7 @@ def build_state(home: Path, generation: int, token: str, previous: Optional[Serv
                     model.templates.templates[name] = template
                 notes.append(f"domain '{name}': its new bundle is broken; still serving its previous DSN "
                              f"(generation {previous.generation})")
-    model.eval()
+    match_serving_dtype(model)  # the DSNs just loaded, in the core's precision
     return ServingState(generation=generation, token=token, registry=registry, model=model, notes=tuple(notes))
 
 
@@ -103,8 +109,11 @@ class LiveRegistry:
     """The current :class:`ServingState` of a home, reloaded when a commit changes the home."""
 
     def __init__(self, home: Path, poll_interval_s: float = 0.5, lock_timeout_s: float = 60.0,
-                 on_change: Optional[Callable[[ServingState], None]] = None):
+                 on_change: Optional[Callable[[ServingState], None]] = None, precision: str = DEFAULT_PRECISION,
+                 quantize: str = "none"):
         self.home = Path(home)
+        self.precision = precision
+        self.quantize = quantize
         self.poll_interval_s = poll_interval_s
         self.lock_timeout_s = lock_timeout_s
         self.on_change = on_change
@@ -126,7 +135,8 @@ class LiveRegistry:
         try:
             with registry_lock(self.home, self.lock_timeout_s):
                 token = state_token(self.home)
-                state = build_state(self.home, generation_number(token), token, previous)
+                state = build_state(self.home, generation_number(token), token, previous, self.precision,
+                                    self.quantize)
         except RegistryError as exc:  # locked for longer than the timeout (token None): try again at the next poll
             self._fail(str(exc), token=token)
             return False
@@ -177,5 +187,6 @@ class LiveRegistry:
             self._stop.wait(self.poll_interval_s)
 
     def to_dict(self) -> dict:
-        return {"state": None if self.state is None else self.state.to_dict(), "last_reload_error": self.last_error,
+        return {"state": None if self.state is None else self.state.to_dict(), "precision": self.precision,
+                "quantize": self.quantize, "last_reload_error": self.last_error,
                 "reload_failures": self.reload_failures, "poll_interval_s": self.poll_interval_s}
