@@ -239,7 +239,7 @@ def rank(
     home: Optional[Path] = home_option(),
     top: Optional[int] = typer.Option(None, min=1, help="Print only the best K candidates."),
     out: Optional[Path] = typer.Option(None, help="Write the ranked candidates as JSONL here (default: print them)."),
-    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1),
+    batch_size: int = typer.Option(TrainConfig.eval_batch_size, min=1, help="Candidates per model batch."),
     prefix_reuse: bool = typer.Option(True, "--prefix-reuse/--no-prefix-reuse", help="Decoder backbones: run "
                                       "the prompt tokens all candidates share once and reuse their key/value "
                                       "cache (exact up to float rounding). Encoder backbones never reuse."),
