@@ -53,7 +53,9 @@ def create_app(settings: ServeSettings):
     settings.validate()
     metrics = ServerMetrics()
     live = LiveRegistry(settings.home, settings.poll_interval_s,
-                        on_change=lambda state: metrics.generation.set(state.generation))
+                        on_change=lambda state: metrics.observe_state(
+                            state.generation, [e.status for e in state.registry.entries.values()],
+                            len(state.notes)))
     batcher = DynamicBatcher(settings.max_batch_size, settings.max_wait_ms, on_batch=metrics.batch_size.observe)
 
     @contextlib.asynccontextmanager

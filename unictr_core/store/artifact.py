@@ -24,9 +24,7 @@ from unictr_core.modeling.backbone import BackboneError, load_backbone
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
-from unictr_core.store.records import (core_identity, fingerprint_of, read_manifest, verified_weights,
-                                       verify_domain_bundle)
-from unictr_core.store.tensors import check_weights
+from unictr_core.store.records import core_identity, fingerprint_of, verify_core_files, verify_domain_bundle
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -120,9 +118,8 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 def load_core(core_dir: Path) -> UniCTRModel:
     """The frozen core as a model with no DSN; verifies backbone and core weights against the manifest."""
     core_dir = Path(core_dir)
-    manifest = read_manifest(core_dir)  # typed, its fingerprint recomputed from what it records
-    weights = verified_weights(core_dir / CORE_WEIGHTS, manifest["core_sha256"], "core weights")
-    check_weights(weights, "core weights")  # finite floats only, before torch reads them
+    manifest = verify_core_files(core_dir)  # typed, fingerprint recomputed, SHA-256 and finite floats checked
+    weights = core_dir / CORE_WEIGHTS
     state = read_safetensors(weights, "core weights")
     config = ModelConfig.from_dict(manifest["architecture"])
     # the backbone's SHA-256 is checked before its weights are loaded (safetensors only)

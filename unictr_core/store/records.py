@@ -17,7 +17,7 @@ from typing import Any, Optional
 from unictr_core.config import ModelConfig
 from unictr_core.data import yaml_io
 from unictr_core.data.files import file_sha256
-from unictr_core.store.layout import DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
+from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
 from unictr_core.store.tensors import check_layout, check_weights, read_header
 
 CORE_KEYS = ("fingerprint", "core_sha256", "architecture", "lora_targets", "default_template", "backbone")
@@ -129,6 +129,15 @@ def verified_weights(path: Path, expected_sha256: Any, what: str) -> Path:
         raise ArtifactError(f"{what} {path} do not match the SHA-256 recorded beside them (corrupted or "
                             "tampered file)")
     return path
+
+
+def verify_core_files(core_dir: Path) -> dict[str, Any]:
+    """The manifest of a core whose files pass every check that needs no model: the typed manifest, its
+    recomputed fingerprint, the SHA-256 of its weights and their header and values (finite floats)."""
+    manifest = read_manifest(core_dir)
+    weights = verified_weights(Path(core_dir) / CORE_WEIGHTS, manifest["core_sha256"], "core weights")
+    check_weights(weights, "core weights")
+    return manifest
 
 
 def read_domain_record(bundle_dir: Path) -> dict[str, Any]:

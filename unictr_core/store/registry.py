@@ -150,6 +150,7 @@ class Registry:
         candidates = self._candidates(specs)
         self.entries: dict[str, DomainEntry] = {name: self._choose(name, candidates[name])
                                                 for name in sorted(candidates)}
+        snapshots.ensure_alive(self.root)  # deleted while it was read: its entries describe nothing, retry
 
     def _candidates(self, specs: Sequence[plugins.DomainSpec]) -> dict[str, list[DomainEntry]]:
         """Every valid registration as an entry (its bundle checked), by name, in registration order."""
