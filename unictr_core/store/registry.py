@@ -101,6 +101,11 @@ def core_fingerprint_of(home: Path) -> Optional[str]:
     return None if manifest is None else str(manifest["fingerprint"])
 
 
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks (and other control characters) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _spec_problem(spec: plugins.DomainSpec) -> Optional[str]:
     """Why a plugin's DomainSpec cannot be used (a field of the wrong type), or None."""
     from os import PathLike
@@ -151,6 +156,9 @@ class Registry:
         self.entries: dict[str, DomainEntry] = {name: self._choose(name, candidates[name])
                                                 for name in sorted(candidates)}
         snapshots.ensure_alive(self.root)  # deleted while it was read: its entries describe nothing, retry
+        for entry in self.entries.values():  # reasons quote what files hold: one line each, whatever they hold
+            entry.problem = None if entry.problem is None else _one_line(entry.problem)
+        self.problems = [_one_line(problem) for problem in self.problems]
 
     def _candidates(self, specs: Sequence[plugins.DomainSpec]) -> dict[str, list[DomainEntry]]:
         """Every valid registration as an entry (its bundle checked), by name, in registration order."""
