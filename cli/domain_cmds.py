@@ -181,8 +181,9 @@ def list_domains(
     if as_json:
         typer.echo(json.dumps(registry.to_dict(), indent=2))
         return
-    typer.echo(f"core: {registry.core_fingerprint[:12] if registry.core_fingerprint else 'none'} "
-               f"({registry.home})")
+    core = "broken (see the warning below)" if registry.core_problem else (
+        registry.core_fingerprint[:12] if registry.core_fingerprint else "none")
+    typer.echo(f"core: {core} ({registry.home})")
     typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC", "AUC measured on"],
                             _entry_rows(registry)))
     typer.echo("status: ready = DSN for this core; zero-shot = template only, the general network predicts; "
