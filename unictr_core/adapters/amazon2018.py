@@ -203,7 +203,7 @@ def _python_literal(line: str, path: Path, line_no: int, error: str) -> object:
     raise DataError(str(path), line_no, None, error)
 
 
-def _lines(handle) -> Iterator[tuple[int, str]]:
+def _lines(handle, path: Path) -> Iterator[tuple[int, str]]:
     """(1-based number, text) of each non-blank line; lines of at most MAX_LINE_BYTES characters, and no more
     than MAX_BLANK_RUN blank lines in a row (a few hundred KB of gzip can hold hundreds of millions)."""
     line_no = blank_run = 0
@@ -213,14 +213,14 @@ def _lines(handle) -> Iterator[tuple[int, str]]:
             return
         line_no += 1
         if len(line) > MAX_LINE_BYTES:
-            raise DataError(str(handle.name), line_no, None, f"line longer than {MAX_LINE_BYTES:,} characters")
+            raise DataError(str(path), line_no, None, f"line longer than {MAX_LINE_BYTES:,} characters")
         if line.strip():
             blank_run = 0
             yield line_no, line
             continue
         blank_run += 1
         if blank_run > MAX_BLANK_RUN:
-            raise DataError(str(handle.name), line_no, None, f"more than {MAX_BLANK_RUN:,} blank lines in a row "
+            raise DataError(str(path), line_no, None, f"more than {MAX_BLANK_RUN:,} blank lines in a row "
                             "(not a JSON-lines file?)")
 
 
@@ -231,7 +231,7 @@ def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[in
     line_no = 0
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line_no, line in _lines(_Named(handle, path)):
+            for line_no, line in _lines(handle, path):
                 if max_rows is not None and count >= max_rows:
                     return
                 obj = parse_line(line, path, line_no)
@@ -245,16 +245,6 @@ def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[in
         where = line_no + 1 if line_no else None
         raise DataError(str(path), where, None,
                         f"cannot read as gzip-compressed UTF-8 JSON lines ({type(exc).__name__}: {exc})") from None
-
-
-class _Named:
-    """A text handle whose ``name`` is the file's path (gzip's text wrapper has none of its own)."""
-
-    def __init__(self, handle, path: Path):
-        self.handle, self.name = handle, path
-
-    def readline(self, limit: int) -> str:
-        return self.handle.readline(limit)
 
 
 def style_text(style: object) -> str:

@@ -112,6 +112,11 @@ def read_manifest(core_dir: Path) -> dict[str, Any]:
         ModelConfig.from_dict(manifest["architecture"])
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"core manifest {path}, field 'architecture': {exc}") from None
+    layout = manifest.get("dsn_layout")
+    if layout is not None and not all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+                                      for shape in layout.values()):
+        raise ArtifactError(f"core manifest {path}, field 'dsn_layout': expected a mapping of tensor names to "
+                            "shapes (lists of sizes)")
     if fingerprint_of(core_identity(manifest)) != manifest["fingerprint"]:
         raise ArtifactError(f"core manifest {path}: its fingerprint does not match the core it describes (the "
                             "manifest or its core_sha256 was edited); retrain the core with `unictr train`")
