@@ -187,9 +187,11 @@ def list_domains(
     typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC", "AUC measured on"],
                             _entry_rows(registry)))
     typer.echo("status: ready = DSN for this core; zero-shot = template only, the general network predicts; "
-               "incompatible = DSN of another core (predicted zero-shot)")
-    for problem in registry.problems:
-        typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
+               "incompatible = DSN of another core (predicted zero-shot); broken = does not load (predicted "
+               "zero-shot; the reason is below)")
+    broken = [f"domain '{name}' ({e.source}) is broken: {e.problem}" for name, e in registry.entries.items()
+              if e.problem is not None]
+    warn(broken + registry.problems)
 
 
 @domain_app.command("show")

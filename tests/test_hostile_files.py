@@ -128,6 +128,9 @@ def test_a_non_utf8_domain_yaml_breaks_its_bundle_only_everywhere(home, tmp_path
     statuses = status_of(home)
     assert statuses["music"][0] == "broken" and "not UTF-8" in statuses["music"][1]
     assert statuses["books"][0] == "ready"
+    table = runner.invoke(app, ["domain", "list", "--home", str(home)])
+    assert table.exit_code == 0 and "domain 'music' (local) is broken: " in table.stderr
+    assert "not UTF-8" in table.stderr
     result = predict_cli(home, tmp_path)
     assert result.exit_code == 0 and "music" in result.stderr and "not UTF-8" in result.stderr
     predicted = {(r["domain"], r["predicted_by"]) for r in map(json.loads, result.stdout.splitlines())}
@@ -466,3 +469,14 @@ def test_live_reload_refuses_a_truncated_core_under_an_unchanged_manifest(home):
     assert live.changed() and not live.reload()
     assert "core weights" in live.last_error and "SHA-256" in live.last_error
     assert live.state.generation == 1
+
+
+def test_movielens_numbers_beyond_64_bits_name_file_line_and_field(tmp_path):
+    from unictr_core.adapters.movielens import read_ratings
+
+    path = tmp_path / "ml.inter"
+    path.write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n1\t2\t4\t1e300\n1\t3\t4\t"
+                    + "9" * 5000 + "\n")
+    with pytest.raises(DataError, match="at most 64 bits") as info:
+        read_ratings(path)
+    assert (info.value.line, info.value.field) == (2, "timestamp")
