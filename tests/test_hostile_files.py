@@ -480,3 +480,20 @@ def test_movielens_numbers_beyond_64_bits_name_file_line_and_field(tmp_path):
     with pytest.raises(DataError, match="at most 64 bits") as info:
         read_ratings(path)
     assert (info.value.line, info.value.field) == (2, "timestamp")
+
+
+@pytest.mark.parametrize("template, reason", [
+    ({"parts": ["{title[99]}"]}, "must be a plain {name}"),
+    ({"parts": ["{title.__class__}"]}, "must be a plain {name}"),
+    ({"parts": ["{title:>999999999}"]}, "must be a plain {name}"),
+    ({"parts": ["{}"]}, "must be a plain {name}"),
+    ({"history_separator": 5}, "'history_separator' must be text"),
+    ({"history_item": "{text!r}"}, "must be a plain {name}"),
+])
+def test_a_hostile_template_in_domain_yaml_is_a_broken_reason_not_a_crash_at_render(home, tmp_path, template,
+                                                                                    reason):
+    edit_record(home / "domains" / "books" / "domain.yaml", template=template)
+    statuses = status_of(home)
+    assert statuses["books"][0] == "broken" and reason in statuses["books"][1]
+    result = predict_cli(home, tmp_path)
+    assert result.exit_code == 0 and "Traceback" not in result.output

@@ -44,6 +44,9 @@ def _load_model(home: Path, domains: Optional[list[str]], core, registry: Regist
                 continue
             except (ArtifactError, ValueError, RuntimeError) as exc:
                 notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bundle never takes the others down
+                notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: "
+                             f"{type(exc).__name__}: {exc}")
         elif entry.problem is not None:
             notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {entry.problem}")
         elif entry.bundle is not None:
