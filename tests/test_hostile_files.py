@@ -497,3 +497,12 @@ def test_a_hostile_template_in_domain_yaml_is_a_broken_reason_not_a_crash_at_ren
     assert statuses["books"][0] == "broken" and reason in statuses["books"][1]
     result = predict_cli(home, tmp_path)
     assert result.exit_code == 0 and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("training", [{"history": 5}, {"history": [{"epoch": "one"}]},
+                                      {"history": [{"epoch": 1, "train_loss": "low"}]}])
+def test_garbage_training_history_is_a_broken_reason_and_show_never_crashes(home, training):
+    edit_record(home / "domains" / "books" / "domain.yaml", training=training)
+    assert status_of(home)["books"][0] == "broken"
+    shown = runner.invoke(app, ["domain", "show", "books", "--home", str(home)])
+    assert shown.exit_code == 0 and "training.history" in shown.output, shown.output

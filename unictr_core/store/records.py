@@ -148,7 +148,17 @@ def verify_core_files(core_dir: Path) -> dict[str, Any]:
 def read_domain_record(bundle_dir: Path) -> dict[str, Any]:
     """The type-checked ``domain.yaml`` of a bundle; ArtifactError (one line) otherwise."""
     path = Path(bundle_dir) / DOMAIN_FILE
-    return check_schema(read_yaml_record(path, "domain bundle"), DOMAIN_SCHEMA, path, "domain bundle")
+    record = check_schema(read_yaml_record(path, "domain bundle"), DOMAIN_SCHEMA, path, "domain bundle")
+    history = (record.get("training") or {}).get("history")
+    if history is not None and not (isinstance(history, list) and all(_is_epoch(r) for r in history)):
+        raise ArtifactError(f"domain bundle {path}, field 'training.history': expected a list of epochs (mappings "
+                            "with an integer 'epoch' and numbers)")
+    return record
+
+
+def _is_epoch(record: Any) -> bool:
+    return (isinstance(record, dict) and type(record.get("epoch")) is int
+            and all(value is None or _fits(value, NUMBER) for value in record.values()))
 
 
 def verify_domain_bundle(bundle_dir: Path, layout: Optional[dict[str, list[int]]] = None) -> dict[str, Any]:
