@@ -291,3 +291,22 @@ def test_any_domain_yaml_is_listed_ready_or_broken_and_hides_no_other_bundle(rec
     if books.status == "broken":
         assert "\n" not in books.problem and "domains/books" in books.problem
     json.dumps(registry.to_dict(), allow_nan=False)  # what `domain list --json` and GET /v1/domains print
+
+
+# ----------------------------------------------------------------------------- amazon2018 lines (issue 22)
+@settings(max_examples=200, **SETTINGS)
+@given(row=ROWS)
+@example(row={"reviewerID": "u1", "asin": "a1", "overall": 5, "unixReviewTime": 10**70})
+@example(row={"reviewerID": "u1", "asin": "a1", "overall": 5, "unixReviewTime": 1, "price": float("inf")})
+def test_any_amazon_line_is_an_object_or_names_file_line_and_field(row, tmp_path):
+    from unictr_core.adapters.amazon2018 import item_meta, parse_line
+
+    started = time.perf_counter()
+    try:
+        obj = parse_line(json.dumps(row), tmp_path / "Books_5.json.gz", 7)
+    except DataError as exc:
+        assert exc.line == 7 and "Books_5.json.gz" in str(exc) and "\n" not in str(exc)
+    else:
+        meta = item_meta(obj)  # cleaning never fails on what parse_line let through
+        assert meta.price is None or float(meta.price.split("-")[0]) < 1e12
+    assert time.perf_counter() - started < BOUND_S
