@@ -32,7 +32,7 @@ HISTORY_SEPARATOR = " || "
 MAX_DEPTH = 32  # deepest nesting of lists/objects accepted inside one field
 MAX_TEXT_CHARS = 100_000  # longest text accepted in one field (a key, a value, one history entry)
 MAX_INT_DIGITS = 64  # largest integer accepted anywhere in a row (IDs, timestamps, extra fields)
-MAX_LINE_BYTES = 16 * 1024 * 1024  # longest JSONL line (and CSV field) read
+MAX_LINE_BYTES = 16 * 1024 * 1024  # longest JSONL line read (a CSV field: csv's own limit, 131,072 characters)
 TIMESTAMP_RANGE = 2**63  # timestamps are 64-bit signed seconds
 SUPPORTED_SUFFIXES = (".jsonl", ".csv")
 
@@ -126,6 +126,7 @@ class LongNumber:
 
 
 def bounded_int(literal: str):
+    """``json.loads``'s ``parse_int``: the integer, or a :class:`LongNumber` beyond MAX_INT_DIGITS digits."""
     digits = len(literal.lstrip("-"))
     return LongNumber(digits) if digits > MAX_INT_DIGITS else int(literal)
 

@@ -20,8 +20,6 @@ from unictr_core.data.files import file_sha256
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
 from unictr_core.store.tensors import check_layout, check_weights, read_header
 
-CORE_KEYS = ("fingerprint", "core_sha256", "architecture", "lora_targets", "default_template", "backbone")
-DOMAIN_KEYS = ("name", "core_fingerprint", "dsn_sha256")
 MAPPING, TEXT, NUMBER, TEXTS = "a mapping", "text", "a number", "a list of text"
 # the typed schema of each record: key -> (what it must be, required); other keys are free (older / newer fields)
 MANIFEST_SCHEMA = {"fingerprint": (TEXT, True), "core_sha256": (TEXT, True), "architecture": (MAPPING, True),
@@ -47,7 +45,7 @@ def read_yaml_record(path: Path, what: str) -> dict[str, Any]:
 
 
 def _plain(value: Any) -> Any:
-    """``value`` with dates as ISO text and non-finite floats as None (iterative depth is bounded by yaml_io)."""
+    """``value`` with dates as ISO text and non-finite floats as None (recursive: yaml_io bounds the depth)."""
     if isinstance(value, dict):
         return {key if isinstance(key, str) else str(key): _plain(item) for key, item in value.items()}
     if isinstance(value, list):
