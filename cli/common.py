@@ -15,8 +15,9 @@ from unictr_core.store.snapshots import HomeStoreError
 
 HOME_HELP = "UniCTR home: holds core/ (the frozen core) and domains/ (domain bundles). Default: $UNICTR_HOME or ./unictr-home."
 
-# BackboneError (unictr_core.modeling.backbone) is a ValueError
-USER_ERRORS = (DataError, ArtifactError, HomeStoreError, ValueError, FileNotFoundError, FileExistsError)
+# BackboneError (unictr_core.modeling.backbone) is a ValueError; OSError: a full disk, a refused permission, ...
+# anywhere (its message names the path: "[Errno 28] No space left on device: '<path>'")
+USER_ERRORS = (DataError, ArtifactError, HomeStoreError, ValueError, OSError)
 
 
 def home_option() -> Path:

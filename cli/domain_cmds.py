@@ -183,14 +183,17 @@ def list_domains(
     if as_json:
         typer.echo(json.dumps(registry.to_dict(), indent=2))
         return
-    typer.echo(f"core: {registry.core_fingerprint[:12] if registry.core_fingerprint else 'none'} "
-               f"({registry.home})")
+    core = "broken (see the warning below)" if registry.core_problem else (
+        registry.core_fingerprint[:12] if registry.core_fingerprint else "none")
+    typer.echo(f"core: {core} ({registry.home})")
     typer.echo(format_table(["domain", "source", "status", "compatible", "size", "AUC", "AUC measured on"],
                             _entry_rows(registry)))
     typer.echo("status: ready = DSN for this core; zero-shot = template only, the general network predicts; "
-               "incompatible = DSN of another core (predicted zero-shot)")
-    for problem in registry.problems:
-        typer.secho(f"warning: {problem}", fg=typer.colors.YELLOW, err=True)
+               "incompatible = DSN of another core (predicted zero-shot); broken = does not load (predicted "
+               "zero-shot; the reason is below)")
+    broken = [f"domain '{name}' ({e.source}) is broken: {e.problem}" for name, e in registry.entries.items()
+              if e.problem is not None]
+    warn(broken + registry.problems)
 
 
 @domain_app.command("show")

@@ -189,7 +189,7 @@ def predict(
     samples = read_samples(input, require_rows=True)
     result = workflows.predict(resolve_home(home), samples, domain, batch_size, precision, quantize)
     warn(result.notes)
-    lines = [json.dumps(record) for record in result.records]
+    lines = [json.dumps(record, allow_nan=False) for record in result.records]
     text = "\n".join(lines) + ("\n" if lines else "")
     if out is None:
         typer.echo(text, nl=False)

@@ -14,6 +14,7 @@ import yaml
 from conftest import toy_samples
 from unictr_core.artifact import ArtifactError, load_home, save_trained
 from unictr_core.predict import predict_samples
+from unictr_core.store.records import core_identity, fingerprint_of
 from unictr_core.store import artifact  # the module that writes the files (its save_file is patched)
 from unictr_core.training import build_model, train_unictr
 
@@ -73,6 +74,10 @@ def test_changed_backbone_is_refused(trained, tmp_path, tiny_bert):
     manifest_path = tmp_path / "core" / "manifest.yaml"
     manifest = yaml.safe_load(manifest_path.read_text())
     manifest["backbone"]["weights_sha256"] = "0" * 64
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ArtifactError, match="fingerprint does not match"):  # an edited manifest (issue 22)
+        artifact.load_core(tmp_path / "core")
+    manifest["fingerprint"] = fingerprint_of(core_identity(manifest))  # resealed: the backbone check still holds
     manifest_path.write_text(yaml.safe_dump(manifest))
     with pytest.raises(ArtifactError, match="exact backbone"):
         artifact.load_core(tmp_path / "core")

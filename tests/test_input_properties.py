@@ -182,3 +182,131 @@ def test_a_10000_item_history_is_shortened_in_n_log_n(model):
     assert len(encoded.token_ids[0]) <= model.config.max_length
     assert calls <= 2 + 15  # one full tokenisation, one without history, about log2(10,000) probes
     assert time.perf_counter() - started < BOUND_S
+
+
+# ----------------------------------------------------------------------------- the HTTP body (issue 22)
+BODY_VALUES = VALUES | st.lists(ROWS, min_size=1, max_size=3)
+RAW_BODIES = st.sampled_from([
+    b'{"samples": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"samples": [{"domain": "books", "user_id": "u1", "item_id": ' + b"9" * 5000 + b"}]}",
+    b'{"samples": [' + b"1" * 4400 + b"]}",
+    b'{"samples": [{"domain": "books", "user_id": "u1", "item_id": "i1", "price": NaN}]}',
+    b'{"samples": [{"domain": "books\\n", "user_id": "u1", "item_id": "i1"}]}',
+    b"\xff\xfe", b"", b"null", b'{"samples": [{}], "domain": 1e999}'])
+
+
+@st.composite
+def bodies(draw) -> bytes:
+    """A predict body: hostile raw bytes, or a JSON object whose 'samples' (or 'domain', or another key) holds
+    any value, rows with one hostile field included."""
+    if draw(st.booleans()):
+        return draw(RAW_BODIES)
+    body = {"samples": draw(BODY_VALUES)}
+    if draw(st.booleans()):
+        body[draw(st.sampled_from(["domain", "extra", "samples"]))] = draw(VALUES)
+    return json.dumps(body, allow_nan=True).encode("utf-8", "surrogatepass")
+
+
+@pytest.fixture(scope="module")
+def client(tiny_bert, tmp_path_factory):
+    from fastapi.testclient import TestClient
+
+    from unictr_core.config import ServeSettings
+    from unictr_core.serving.app import create_app
+
+    home = build_home(tiny_bert, tmp_path_factory.mktemp("served") / "home")
+    with TestClient(create_app(ServeSettings(home=home, poll_interval_s=60, max_body_bytes=1 << 21))) as served:
+        deadline = time.monotonic() + 60
+        while served.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        yield served
+
+
+@settings(max_examples=150, **SETTINGS)
+@given(body=bodies())
+def test_any_predict_body_gets_probabilities_or_a_one_line_4xx(body, client):
+    started = time.perf_counter()
+    answer = client.post("/v1/predict", content=body)
+    assert time.perf_counter() - started < BOUND_S
+    event(str(answer.status_code))
+    assert answer.status_code in (200, 400, 413, 422), (answer.status_code, answer.text[:300])
+    data = answer.json()
+    if answer.status_code == 200:
+        assert all(0.0 <= p["probability"] <= 1.0 for p in data["predictions"])
+    else:
+        assert "\n" not in data["error"] and data["error"].startswith("request body")
+    assert client.get("/healthz").status_code == 200
+
+
+# ----------------------------------------------------------------------------- bundle files (issue 22)
+RECORD_KEYS = ["format_version", "name", "core_fingerprint", "dsn_sha256", "template", "dsn", "metrics", "training",
+               "description", "created"]
+YAML_GARBAGE = st.sampled_from([
+    b"\xff" + b"name: books\n", b"a: &a [1, 2]\nb: [*a, *a]\n", "x: " + "[" * 60 + "]" * 60,
+    b"!!python/object/apply:os.system ['true']\n", b"format_version: 1\nname: books\n  bad: indent\n", b"",
+    b"- just\n- a list\n", "format_version: 1\nmetrics: 5\n", "name: \udc80"])
+
+
+GENUINE: dict[str, str] = {}  # the books bundle's real domain.yaml, each example's starting point
+
+
+@pytest.fixture(scope="module")
+def listed_home(tiny_bert, tmp_path_factory) -> Path:
+    home = build_home(tiny_bert, tmp_path_factory.mktemp("listed") / "home")
+    GENUINE["record"] = (home / "domains" / "books" / "domain.yaml").read_text()
+    return home
+
+
+@st.composite
+def domain_records(draw) -> bytes:
+    """The books bundle's domain.yaml with one key set to any value (anchors and all), or hostile raw bytes."""
+    if draw(st.booleans()):
+        garbage = draw(YAML_GARBAGE)
+        return garbage if isinstance(garbage, bytes) else garbage.encode("utf-8", "surrogatepass")
+    import yaml
+
+    record = yaml.safe_load(GENUINE["record"])
+    record[draw(st.sampled_from(RECORD_KEYS) | st.text(max_size=8))] = draw(VALUES)
+    return yaml.safe_dump(record, allow_unicode=False).encode("utf-8", "surrogatepass")
+
+
+@settings(max_examples=120, **SETTINGS)
+@given(record=domain_records())
+def test_any_domain_yaml_is_listed_ready_or_broken_and_hides_no_other_bundle(record, listed_home):
+    import os
+
+    from unictr_core.store.registry import Registry
+
+    path = Path(os.path.realpath(listed_home / "domains" / "books" / "domain.yaml"))
+    path.unlink()
+    path.write_bytes(record)
+    started = time.perf_counter()
+    registry = Registry(listed_home)
+    assert time.perf_counter() - started < BOUND_S
+    event(registry.get("books").status if registry.get("books") else "gone")
+    assert {registry.get(name).status for name in ("movies", "music")} == {"ready"}
+    books = registry.get("books")
+    assert books is not None and books.status in ("ready", "broken", "incompatible")
+    if books.status == "broken":
+        assert "\n" not in books.problem and "domains/books" in books.problem
+    json.dumps(registry.to_dict(), allow_nan=False)  # what `domain list --json` and GET /v1/domains print
+
+
+# ----------------------------------------------------------------------------- amazon2018 lines (issue 22)
+@settings(max_examples=200, **SETTINGS)
+@given(row=ROWS)
+@example(row={"reviewerID": "u1", "asin": "a1", "overall": 5, "unixReviewTime": 10**70})
+@example(row={"reviewerID": "u1", "asin": "a1", "overall": 5, "unixReviewTime": 1, "price": float("inf")})
+def test_any_amazon_line_is_an_object_or_names_file_line_and_field(row, tmp_path):
+    from unictr_core.adapters.amazon2018 import item_meta, parse_line
+
+    started = time.perf_counter()
+    try:
+        obj = parse_line(json.dumps(row), tmp_path / "Books_5.json.gz", 7)
+    except DataError as exc:
+        assert exc.line == 7 and "Books_5.json.gz" in str(exc) and "\n" not in str(exc)
+    else:
+        meta = item_meta(obj)  # cleaning never fails on what parse_line let through
+        assert meta.price is None or float(meta.price.split("-")[0]) < 1e12
+    assert time.perf_counter() - started < BOUND_S

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
@@ -60,17 +61,51 @@ class ModelConfig:
             raise ValueError(f"tune_layers must be >= 0 (or None for every layer), got {self.tune_layers}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.lora_r < 1 or self.ladder_heads < 1 or min(self.tower_dims, default=1) < 1:
+            raise ValueError(f"lora_r and ladder_heads must be >= 1 and tower_dims sizes >= 1, "
+                             f"got {self.lora_r}, {self.ladder_heads} and {self.tower_dims}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
+        """The config in ``data`` (a manifest's ``architecture``); ValueError naming the first setting that is
+        unknown, of the wrong type or out of range."""
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping of model settings, got {type(data).__name__}")
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = set(data) - set(known)
         if unknown:
-            raise ValueError(f"unknown model settings: {', '.join(sorted(unknown))}")
-        return cls(**data)
+            raise ValueError(f"unknown model settings: {', '.join(sorted(map(str, unknown)))}")
+        for name, value in data.items():
+            if not _has_type(value, known[name]):
+                raise ValueError(f"model setting '{name}': expected {known[name]}, got {_short(value)}")
+        config = cls(**data)
+        config.validate()
+        return config
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """Whether ``value`` fits a field annotation of the form ``[Optional[]](str|int|float|list[str]|list[int])``."""
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        return value is None or _has_type(value, annotation[len("Optional["):-1])
+    if annotation.startswith("list[") and annotation.endswith("]"):
+        return isinstance(value, list) and all(_has_type(v, annotation[len("list["):-1]) for v in value)
+    if annotation == "int":
+        return isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31
+    if annotation == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if annotation == "str":
+        return isinstance(value, str)
+    if annotation == "bool":
+        return isinstance(value, bool)
+    return True
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass

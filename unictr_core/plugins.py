@@ -245,6 +245,16 @@ def domain_specs(home: Path) -> list[DomainSpec]:
     return _specs("register_domains", DomainSpec, home=Path(home))
 
 
+def domain_plugin_problems() -> list[str]:
+    """One line per broken plugin that may have provided domains (it failed to load, its ``register_domains``
+    raised, or it registered something other than DomainSpecs): the registry lists them, so that a domain that
+    vanished with its plugin is explained wherever domains are shown."""
+    other_hooks = ("register_backbones", "register_baselines")
+    return [f"plugin '{b.name}' is broken, so the domains it provides are missing (predicted zero-shot, if "
+            f"known at all): {b.error}"
+            for b in broken_plugins() if not b.error.startswith(other_hooks)]
+
+
 def plugin_rows(home: Optional[Path] = None) -> list[dict[str, Any]]:
     """For ``unictr plugins``: every plugin (built-in, external, broken) with the hooks it implements.
 

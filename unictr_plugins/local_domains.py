@@ -15,7 +15,7 @@ from pathlib import Path
 from unictr_core.data.domain_defs import shipped_definitions
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
-from unictr_core.store.layout import DOMAINS_DIR, ArtifactError
+from unictr_core.store.layout import DOMAINS_DIR
 from unictr_core.store.records import read_domain_record
 
 
@@ -30,6 +30,6 @@ def register_domains(register, home):
     for bundle in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
             fingerprint = read_domain_record(bundle).get("core_fingerprint")
-        except ArtifactError:
-            fingerprint = None  # the registry reports what is wrong with it
+        except Exception:  # noqa: BLE001 - never let one bundle hide the others: the registry reports what is wrong
+            fingerprint = None
         register(DomainSpec(name=bundle.name, bundle=bundle, core_fingerprint=fingerprint))

@@ -53,6 +53,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
 from unictr_core.adapters.text import cap, clean_text, first_sentence
+from unictr_core.data.data_io import MAX_DEPTH, MAX_LINE_BYTES, TIMESTAMP_RANGE, bounded_int, check_fields
 from unictr_core.data.schema import DataError, Sample, price_value
 
 PathLike = Union[str, Path]
@@ -65,6 +66,8 @@ REVIEW_SUFFIXES = ("_5.json.gz", ".json.gz")
 REVIEW_PREFIX_2014 = "reviews_"
 META_PREFIX = "meta_"
 PRICE_BIN_COUNT = 4
+MAX_PRICE = 1e12  # a larger "price" is junk (e.g. a 400-digit number): treated as no price
+MAX_BLANK_RUN = 100_000
 #: caps (characters) of the item texts; history items are titles, so they stay short
 TITLE_CHARS, BRAND_CHARS, CATEGORY_CHARS, STYLE_CHARS, HISTORY_CHARS = 100, 40, 100, 80, 48
 #: where a title may come from, in order of preference
@@ -171,17 +174,54 @@ def find_category_files(raw_dir: PathLike, categories: Optional[Sequence[str]] =
 # ----------------------------------------------------------------------------
 
 def parse_line(line: str, path: Path, line_no: int) -> object:
-    """One line as JSON, else (the 2014 metadata) as a Python literal, read safely with ``ast.literal_eval``."""
+    """One line as JSON, else (the 2014 metadata) as a Python literal, read safely with ``ast.literal_eval``.
+
+    Either way the value then passes the row reader's checks (:func:`unictr_core.data.data_io.check_value`:
+    nesting, numbers of at most 64 digits, finite numbers, valid Unicode), so every problem is a DataError
+    naming the file, the line and the field.
+    """
     try:
-        return json.loads(line)
+        obj = json.loads(line, parse_int=bounded_int)
     except json.JSONDecodeError as exc:
-        error = f"invalid JSON ({exc.msg} at column {exc.colno})"
+        obj = _python_literal(line, path, line_no, f"invalid JSON ({exc.msg} at column {exc.colno})")
+    except RecursionError:
+        raise DataError(str(path), line_no, None, f"nested too deeply (more than {MAX_DEPTH} levels allowed)") \
+            from None
+    except ValueError as exc:
+        raise DataError(str(path), line_no, None, f"a number JSON cannot hold ({exc})") from None
+    if isinstance(obj, dict):
+        check_fields(obj, str(path), line_no, max_text=None)  # texts are cleaned and capped later
+    return obj
+
+
+def _python_literal(line: str, path: Path, line_no: int, error: str) -> object:
     if line.lstrip().startswith("{"):
-        try:
+        try:  # Python's parser bounds nesting itself (a SyntaxError beyond 200 levels)
             return ast.literal_eval(line.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError) as exc:
+        except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError) as exc:
             error += f", and not a Python literal either ({type(exc).__name__})"
     raise DataError(str(path), line_no, None, error)
+
+
+def _lines(handle, path: Path) -> Iterator[tuple[int, str]]:
+    """(1-based number, text) of each non-blank line; lines of at most MAX_LINE_BYTES characters, and no more
+    than MAX_BLANK_RUN blank lines in a row (a few hundred KB of gzip can hold hundreds of millions)."""
+    line_no = blank_run = 0
+    while True:
+        line = handle.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        line_no += 1
+        if len(line) > MAX_LINE_BYTES:
+            raise DataError(str(path), line_no, None, f"line longer than {MAX_LINE_BYTES:,} characters")
+        if line.strip():
+            blank_run = 0
+            yield line_no, line
+            continue
+        blank_run += 1
+        if blank_run > MAX_BLANK_RUN:
+            raise DataError(str(path), line_no, None, f"more than {MAX_BLANK_RUN:,} blank lines in a row "
+                            "(not a JSON-lines file?)")
 
 
 def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[int, dict]]:
@@ -191,9 +231,7 @@ def _json_lines(path: Path, max_rows: Optional[int] = None) -> Iterator[tuple[in
     line_no = 0
     try:
         with gzip.open(path, "rt", encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
+            for line_no, line in _lines(handle, path):
                 if max_rows is not None and count >= max_rows:
                     return
                 obj = parse_line(line, path, line_no)
@@ -242,9 +280,9 @@ def read_reviews(path: PathLike, category: str, max_rows: Optional[int] = None) 
         stamp = obj.get("unixReviewTime")
         if isinstance(stamp, float) and stamp.is_integer():
             stamp = int(stamp)
-        if isinstance(stamp, str) and stamp.strip().isdigit():
+        if isinstance(stamp, str) and stamp.strip().isdigit() and len(stamp.strip()) <= 19:
             stamp = int(stamp.strip())
-        if isinstance(stamp, bool) or not isinstance(stamp, int) or stamp < 0:
+        if isinstance(stamp, bool) or not isinstance(stamp, int) or not 0 <= stamp < TIMESTAMP_RANGE:
             raise DataError(str(path), line_no, "unixReviewTime",
                             f"expected a non-negative integer unix time, got {stamp!r}")
         out.append(Review(category, user, asin, float(rating), stamp, style_text(obj.get("style")), line_no))
@@ -259,7 +297,8 @@ def parse_price(value: object) -> Optional[str]:
     ``"$10.00 - $20.00"`` -> ``"10.00-20.00"``; empty or unparsable (the raw files
     carry some HTML/CSS junk in this field) -> ``None``."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{float(value):.2f}"
+        number = float(value)  # integers are at most 64 digits here (parse_line), so this cannot overflow
+        return f"{number:.2f}" if 0 <= number < MAX_PRICE else None
     if not isinstance(value, str):
         return None
     match = _PRICE_RE.match(value.strip())
@@ -267,6 +306,8 @@ def parse_price(value: object) -> Optional[str]:
         return None
     low = match.group(1).replace(",", "")
     high = match.group(2)
+    if float(low) >= MAX_PRICE or (high is not None and float(high.replace(",", "")) >= MAX_PRICE):
+        return None
     return low if high is None else f"{low}-{high.replace(',', '')}"
 
 

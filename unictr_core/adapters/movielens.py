@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from unictr_core.adapters.common import PrepareReport, build_report, drop_duplicates, snake_case
+from unictr_core.data.data_io import TIMESTAMP_RANGE
 from unictr_core.data.schema import DataError, Sample
 
 PathLike = Union[str, Path]
@@ -153,8 +154,10 @@ def _int_cell(path: Path, line: int, row: dict, field: str) -> int:
         value = float(text)
     except ValueError:
         raise DataError(str(path), line, field, f"expected a number, got {text!r}") from None
-    if not value.is_integer() or value < 0:
-        raise DataError(str(path), line, field, f"expected a non-negative whole number, got {text!r}")
+    if not value.is_integer() or not 0 <= value < TIMESTAMP_RANGE:  # 64 bits: what the row reader reads back
+        shown = repr(text) if len(text) <= 40 else f"a number of {len(text):,} characters"
+        raise DataError(str(path), line, field, f"expected a non-negative whole number of at most 64 bits, got "
+                        f"{shown}")
     return int(value)
 
 

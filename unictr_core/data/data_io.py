@@ -30,6 +30,10 @@ DOMAIN_PATTERN = r"^[a-z0-9][a-z0-9_\-]{0,63}$"
 _DOMAIN_RE = re.compile(DOMAIN_PATTERN)
 HISTORY_SEPARATOR = " || "
 MAX_DEPTH = 32  # deepest nesting of lists/objects accepted inside one field
+MAX_TEXT_CHARS = 100_000  # longest text accepted in one field (a key, a value, one history entry)
+MAX_INT_DIGITS = 64  # largest integer accepted anywhere in a row (IDs, timestamps, extra fields)
+MAX_LINE_BYTES = 16 * 1024 * 1024  # longest JSONL line read (a CSV field: csv's own limit, 131,072 characters)
+TIMESTAMP_RANGE = 2**63  # timestamps are 64-bit signed seconds
 SUPPORTED_SUFFIXES = (".jsonl", ".csv")
 
 PathLike = Union[str, os.PathLike]
@@ -53,8 +57,10 @@ def validate_domain_name(name: Any, source: str = "<domain>", line: Optional[int
     return name
 
 
-def check_value(value: Any, field: str, source: str, line: Optional[int]) -> None:
-    """Refuse what no field may hold: lone surrogates, NaN/Infinity, nesting deeper than MAX_DEPTH.
+def check_value(value: Any, field: str, source: str, line: Optional[int],
+                max_text: Optional[int] = MAX_TEXT_CHARS) -> None:
+    """Refuse what no field may hold: lone surrogates, NaN/Infinity, nesting deeper than MAX_DEPTH, text longer
+    than ``max_text`` characters (None: any length), integers of more than MAX_INT_DIGITS digits.
 
     Iterative (no recursion), so a hostile value cannot exhaust the stack.
     """
@@ -62,6 +68,9 @@ def check_value(value: Any, field: str, source: str, line: Optional[int]) -> Non
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
+            if max_text is not None and len(item) > max_text:
+                raise DataError(source, line, field, f"text of {len(item):,} characters, more than the limit of "
+                                f"{max_text:,}")
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError as exc:
@@ -69,6 +78,8 @@ def check_value(value: Any, field: str, source: str, line: Optional[int]) -> Non
                                 f"position {exc.start} (not valid Unicode)") from None
         elif isinstance(item, float) and not math.isfinite(item):
             raise DataError(source, line, field, f"expected a finite number, got {item!r}")
+        elif isinstance(item, LongNumber) or (isinstance(item, int) and abs(item) >= 10**MAX_INT_DIGITS):
+            raise DataError(source, line, field, f"a number of more than {MAX_INT_DIGITS} digits")
         elif isinstance(item, (list, dict)):
             if depth > MAX_DEPTH:
                 raise DataError(source, line, field, f"value nested deeper than {MAX_DEPTH} levels")
@@ -80,18 +91,44 @@ def check_value(value: Any, field: str, source: str, line: Optional[int]) -> Non
                 stack.append((child, depth + 1))
 
 
-def _load_json(text: str, source: str, line: Optional[int], field: Optional[str]) -> Any:
-    """``json.loads`` whose every failure (syntax, NaN/Infinity, nesting) is a :class:`DataError`."""
+def load_json(text: str, source: str, line: Optional[int], field: Optional[str]) -> Any:
+    """``json.loads`` whose every failure (syntax, NaN/Infinity, nesting, numbers too long) is a
+    :class:`DataError` naming ``source``, ``line`` and ``field``.
+
+    Integers of more than MAX_INT_DIGITS digits are refused while parsing, before Python converts them (no
+    "Exceeds the limit (4300 digits)"); nesting beyond the parser's recursion limit is a DataError too.
+    """
     def no_constants(name: str) -> Any:
         raise DataError(source, line, field, f"{name} is not a number JSON allows (expected a finite number)")
 
     try:
-        return json.loads(text, parse_constant=no_constants)
+        return json.loads(text, parse_constant=no_constants, parse_int=bounded_int)
     except json.JSONDecodeError as exc:
         raise DataError(source, line, field, f"malformed JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise DataError(source, line, field, f"JSON nested too deeply (more than {MAX_DEPTH} levels allowed)") \
             from None
+    except DataError:
+        raise
+    except ValueError as exc:  # e.g. a float literal too long to convert
+        raise DataError(source, line, field, f"a number JSON cannot hold ({exc})") from None
+
+
+class LongNumber:
+    """An integer literal of more than MAX_INT_DIGITS digits, kept unconverted: :func:`check_value` refuses it
+    naming its field."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<a number of {self.digits:,} digits>"
+
+
+def bounded_int(literal: str):
+    """``json.loads``'s ``parse_int``: the integer, or a :class:`LongNumber` beyond MAX_INT_DIGITS digits."""
+    digits = len(literal.lstrip("-"))
+    return LongNumber(digits) if digits > MAX_INT_DIGITS else int(literal)
 
 
 def _parse_id(value: Any, field: str, source: str, line: Optional[int]) -> str:
@@ -125,19 +162,25 @@ def _parse_label(value: Any, source: str, line: Optional[int]) -> Optional[int]:
 def _parse_timestamp(value: Any, source: str, line: Optional[int]) -> Optional[int]:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    seconds: Optional[int] = None
+    digits = None
     if isinstance(value, bool):
         pass
     elif isinstance(value, int):
-        return value
+        seconds = value
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
+        seconds = int(value)
     elif isinstance(value, str):
-        text = value.strip()
-        if re.fullmatch(r"[+-]?\d+", text):
-            return int(text)
-        if re.fullmatch(r"[+-]?\d+\.0*", text):
-            return int(float(text))
-    raise DataError(source, line, "timestamp", f"expected an integer (seconds), got {_describe(value)}")
+        match = re.fullmatch(r"[+-]?(\d+)(\.0*)?", value.strip())
+        digits = None if match is None else len(match.group(1))
+        if digits is not None and digits <= 19:  # counted before int(): never Python's 4,300-digit limit
+            seconds = int(value.strip().split(".")[0])
+    if seconds is None and digits is None:
+        raise DataError(source, line, "timestamp", f"expected an integer (seconds), got {_describe(value)}")
+    if seconds is None or not -TIMESTAMP_RANGE <= seconds < TIMESTAMP_RANGE:
+        shown = f"a number of {digits:,} digits" if digits is not None else _describe(value)
+        raise DataError(source, line, "timestamp", f"expected an integer (seconds) of at most 64 bits, got {shown}")
+    return seconds
 
 
 def _parse_text(value: Any, field: str, source: str, line: Optional[int]) -> Optional[str]:
@@ -166,7 +209,7 @@ def _parse_history(value: Any, source: str, line: Optional[int], from_csv: bool)
         if not text:
             return []
         if text.startswith("["):
-            value = _load_json(text, source, line, "history")
+            value = load_json(text, source, line, "history")
             check_value(value, "history", source, line)
         else:
             return [part.strip() for part in text.split(HISTORY_SEPARATOR.strip()) if part.strip()]
@@ -187,27 +230,40 @@ def _parse_extra(value: Any, source: str, line: Optional[int], from_csv: bool) -
     if value is None or (from_csv and isinstance(value, str) and not value.strip()):
         return {}
     if from_csv and isinstance(value, str):
-        value = _load_json(value, source, line, "extra")
+        value = load_json(value, source, line, "extra")
         check_value(value, "extra", source, line)
     if not isinstance(value, dict):
         raise DataError(source, line, "extra", f"expected an object of extra fields, got {_describe(value)}")
     return {str(k): _stringify(v) for k, v in value.items() if v is not None}
 
 
+def _field_label(key: Any) -> str:
+    """A key as errors name it: printable (lone surrogates replaced), at most 60 characters."""
+    text = str(key)[:61].encode("utf-8", "replace").decode()
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_fields(row: Mapping[Any, Any], source: str, line: Optional[int],
+                 max_text: Optional[int] = MAX_TEXT_CHARS) -> None:
+    """:func:`check_value` on every key and value of a row, each error naming its field."""
+    for key, value in row.items():
+        label = _field_label(key)
+        check_value(key, label, source, line, max_text)
+        check_value(value, label, source, line, max_text)
+
+
 def sample_from_mapping(row: Mapping[str, Any], source: str = "<data>", line: Optional[int] = None,
                         require_labels: bool = False, from_csv: bool = False) -> Sample:
     """Validate one record (a JSON object or a CSV row) and build a :class:`Sample`."""
     values = dict(row)
-    for key, value in values.items():
-        check_value(key, str(key).encode("utf-8", "replace").decode(), source, line)
-        check_value(value, str(key).encode("utf-8", "replace").decode(), source, line)
+    check_fields(values, source, line)
     for name in REQUIRED_FIELDS:
         value = values.get(name)
         if value is None or (from_csv and isinstance(value, str) and not value.strip()):
             if value is None and name not in values:
                 raise DataError(source, line, name, "required field is missing")
             raise DataError(source, line, name, "required field is empty")
-    domain = _parse_id(values.get("domain"), "domain", source, line)
+    domain = values.get("domain")  # exactly as given: "books\n" or " books " is not "books"
     validate_domain_name(domain, source, line)
     label = _parse_label(values.get("label"), source, line)
     if require_labels and label is None:
@@ -252,16 +308,29 @@ def _check_path(path: PathLike) -> tuple[Path, str]:
     return p, source
 
 
+def _lines(handle, source: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based number, bytes) of each line, each at most MAX_LINE_BYTES long (read no further)."""
+    number = 0
+    while True:
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise DataError(source, number, None, f"line longer than the limit of {MAX_LINE_BYTES:,} bytes")
+        yield number, raw
+
+
 def _iter_jsonl(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
     with open(p, "rb") as handle:
-        for number, raw in enumerate(handle, start=1):
+        for number, raw in _lines(handle, source):
             try:
                 text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError as exc:
                 raise DataError(source, number, None, f"not valid UTF-8 text ({exc.reason})") from None
             if not text.strip():
                 continue
-            obj = _load_json(text, source, number, None)
+            obj = load_json(text, source, number, None)
             if not isinstance(obj, dict):
                 raise DataError(source, number, None,
                                 f"expected a JSON object per line, got {type(obj).__name__}")
@@ -269,11 +338,11 @@ def _iter_jsonl(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
 
 
 def _iter_csv(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
+    last_line = 0
     try:
         with open(p, "r", encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(handle)
+            reader = csv.reader(handle, strict=True)  # strict: an unterminated or stray quote is an error
             header: Optional[list[str]] = None
-            last_line = 0
             for row in reader:
                 start_line, last_line = last_line + 1, reader.line_num
                 if not row or all(not cell.strip() for cell in row):
@@ -299,7 +368,8 @@ def _iter_csv(p: Path, source: str, require_labels: bool) -> Iterator[Sample]:
     except UnicodeDecodeError as exc:
         raise DataError(source, None, None, f"not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except csv.Error as exc:
-        raise DataError(source, None, None, f"malformed CSV ({exc})") from None
+        raise DataError(source, last_line + 1, None, f"malformed CSV ({exc}; an unterminated quoted field?)"
+                        if "end of data" in str(exc) else f"malformed CSV ({exc})") from None
 
 
 def iter_samples(path: PathLike, require_labels: bool = False) -> Iterator[Sample]:

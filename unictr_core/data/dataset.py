@@ -26,6 +26,7 @@ from typing import Any, Iterable, Optional, Sequence, Union
 
 import yaml
 
+from unictr_core.data import yaml_io
 from unictr_core.data.data_io import to_jsonl_text, read_samples, validate_domain_name
 from unictr_core.data.files import atomic_directory, atomic_write_text
 from unictr_core.data.prompts import PromptTemplate
@@ -238,11 +239,8 @@ def dataset_template(directory: PathLike) -> Optional[PromptTemplate]:
 def _read_meta(meta_path: Path) -> dict[str, Any]:
     if not meta_path.is_file():
         raise DataError(str(meta_path), None, None, f"missing {META_FILE}; is this a dataset folder?")
-    try:
-        meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise DataError(str(meta_path), mark.line + 1 if mark else None, None, f"invalid YAML: {exc}") from None
+    meta = yaml_io.read_file(meta_path, "dataset description",
+                             lambda message: DataError(str(meta_path), None, None, message)) or {}
     if not isinstance(meta, dict):
         raise DataError(str(meta_path), None, None, "expected a mapping at the top level")
     return meta

@@ -66,6 +66,26 @@ def display_name_of(domain: str) -> str:
     return " ".join(word.capitalize() for word in domain.replace("-", "_").split("_") if word)
 
 
+def _plain_fields(text: str, what: str) -> list[str]:
+    """The ``{name}`` fields of a format string; ValueError for anything else a format string can do
+    (``{}``, ``{0}``, ``{title.attr}``, ``{title[0]}``, ``{title!r}``, ``{title:>999999999}``): rendering must
+    never fail or allocate at a row's whim."""
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"{what} {text!r} is not a valid format string: {exc}") from None
+    names = []
+    for _, name, spec, conversion in parsed:
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion is not None:
+            raise ValueError(f"{what} {text!r}: field {{{name}{'!' + conversion if conversion else ''}"
+                             f"{':' + spec if spec else ''}}} must be a plain {{name}} (no position, attribute, "
+                             "index, conversion or format spec)")
+        names.append(name)
+    return names
+
+
 @dataclass
 class PromptTemplate:
     domain: Optional[str] = None  # None: the default template, used for any domain
@@ -75,16 +95,15 @@ class PromptTemplate:
     history_separator: str = ", "
 
     def __post_init__(self) -> None:
-        formatter = string.Formatter()
-        self._fields: list[list[str]] = []
-        for part in self.parts:
-            try:
-                names = [name for _, name, _, _ in formatter.parse(part) if name]
-            except ValueError as exc:
-                raise ValueError(f"prompt template part {part!r} is not a valid format string: {exc}") from None
-            self._fields.append(names)
-        if "{text}" not in self.history_item:
-            raise ValueError(f"history_item must contain '{{text}}', got {self.history_item!r}")
+        for name, value in (("domain", self.domain), ("display_name", self.display_name),
+                            ("history_item", self.history_item), ("history_separator", self.history_separator)):
+            if not (isinstance(value, str) or (value is None and name in ("domain", "display_name"))):
+                raise ValueError(f"'{name}' must be text, got {type(value).__name__}")
+        if not isinstance(self.parts, list) or not all(isinstance(p, str) for p in self.parts):
+            raise ValueError("'parts' must be a list of strings")
+        self._fields: list[list[str]] = [_plain_fields(part, "prompt template part") for part in self.parts]
+        if set(_plain_fields(self.history_item, "history_item")) != {"text"}:
+            raise ValueError(f"history_item must contain '{{text}}' and no other field, got {self.history_item!r}")
 
     @property
     def named_fields(self) -> list[str]:

@@ -75,6 +75,7 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
             raise ValueError(f"{path}: domain '{name}' needs rows in valid.jsonl and test.jsonl too")
         return parts[0], parts[1], parts[2], notes
     samples = read_samples(path, require_labels=True)
+    held = _row_counts(samples)  # before any relabelling, for the messages
     if all_rows:
         for s in samples:
             s.domain = name
@@ -98,8 +99,20 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
         notes.append(f"rows without timestamps: random split (seed {seed}): {len(train)} train / {len(valid)} "
                      f"valid / {len(test)} held-out test rows")
     if not valid or not test:
-        raise ValueError(f"{path}: too few rows of '{name}' ({len(mine)}) for a train / valid / test split")
+        relabelled = (f"; its rows of '{domains[0]}' were taken as '{name}'"
+                      if len(domains) == 1 and domains[0] != name else "")
+        raise ValueError(f"{path}: too few rows of '{name}' ({len(mine)}) for a train / valid / test split "
+                         f"({len(train)} train / {len(valid)} valid / {len(test)} test); the file holds "
+                         f"{held}{relabelled}")
     return train, valid, test, notes
+
+
+def _row_counts(samples) -> str:
+    """``"movies: 60 rows, books: 3 rows"``: how many rows of each domain ``samples`` hold."""
+    counts: dict[str, int] = {}
+    for sample in samples:
+        counts[sample.domain] = counts.get(sample.domain, 0) + 1
+    return ", ".join(f"{domain}: {count} rows" for domain, count in sorted(counts.items())) or "no rows"
 
 
 # --------------------------------------------------------------------------- hidden states

@@ -70,4 +70,4 @@ def evaluation_table(report: dict[str, Any]) -> str:
 def write_json(path: Path, data: Any) -> None:
     from unictr_core.data.data_io import atomic_write_text
 
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")  # never NaN

@@ -92,8 +92,22 @@ ZERO_SHOT_LABEL = "general (zero-shot)"
 DSN_LABEL = "dsn"
 
 
+class NonFiniteOutput(ValueError):
+    """The model answered NaN or an infinity: never written out as a probability."""
+
+
 def prediction_records(samples: Sequence[Sample], predictions: Predictions) -> list[dict]:
-    """One record per sample, as `unictr predict` writes it and the server answers it."""
+    """One record per sample, as `unictr predict` writes it and the server answers it.
+
+    NonFiniteOutput (naming the first row and its domain) when a probability is NaN or infinite: no output of
+    UniCTR ever holds NaN / Infinity (which is not JSON).
+    """
+    probs = np.asarray(predictions.probs, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(probs))
+    if bad.size:
+        first = samples[int(bad[0])]
+        raise NonFiniteOutput(f"the model answered a non-finite probability for {bad.size} row(s), first row "
+                              f"{int(bad[0]) + 1} (domain '{first.domain}'); its core or DSN weights are damaged")
     return [{"domain": s.domain, "user_id": s.user_id, "item_id": s.item_id, "probability": round(float(p), 6),
              "predicted_by": ZERO_SHOT_LABEL if zero else DSN_LABEL}
             for s, p, zero in zip(samples, predictions.probs, predictions.zero_shot)]

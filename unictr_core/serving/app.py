@@ -79,7 +79,8 @@ def create_app(settings: ServeSettings):
     metrics = ServerMetrics()
 
     def on_change(state: ServingState) -> None:
-        metrics.generation.set(state.generation)
+        metrics.observe_state(state.generation, [e.status for e in state.registry.entries.values()],
+                              len(state.notes))
         metrics.observe_model(describe(state.model))
 
     live = LiveRegistry(settings.home, settings.poll_interval_s, on_change=on_change, precision=settings.precision,

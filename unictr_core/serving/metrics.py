@@ -7,6 +7,7 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401 - re-exported fo
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+DOMAIN_STATUSES = ("ready", "zero-shot", "incompatible", "no core", "broken")
 OTHER_DOMAIN = "(other)"  # label for domains the registry does not know: keeps label values bounded
 
 
@@ -31,12 +32,24 @@ class ServerMetrics:
         self.model_info = Gauge("unictr_model_info", "1 for the precision and quantization the served model "
                                 "computes in (LoRA merged into the backbone's weights or not)",
                                 ["precision", "quantize", "lora_merged"], registry=self.registry)
+        self.domains = Gauge("unictr_domains", "Domains of the registry state being served, per status (broken: "
+                             "a bundle or registration that does not load)", ["status"], registry=self.registry)
+        self.problems = Gauge("unictr_registry_problems", "Problems of the state being served (broken bundles, "
+                              "broken plugins, DSNs that did not load), as GET /v1/domains and the log list them",
+                              registry=self.registry)
 
     def observe_model(self, described: dict) -> None:
         """What the served model computes in (:func:`unictr_core.modeling.fast_path.describe`), as one info row."""
         self.model_info.clear()
         self.model_info.labels(described["precision"], described["quantize"],
                                str(described["lora_merged"]).lower()).set(1)
+
+    def observe_state(self, generation: int, statuses: list[str], problems: int) -> None:
+        """The gauges of a newly served state: its generation, its domains per status, its problems."""
+        self.generation.set(generation)
+        for status in DOMAIN_STATUSES:
+            self.domains.labels(status).set(statuses.count(status))
+        self.problems.set(problems)
 
     def observe_request(self, path: str, status: int, seconds: float) -> None:
         self.requests.labels(path, str(status)).inc()

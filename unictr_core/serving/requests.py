@@ -8,10 +8,9 @@ row gets the one-line message the CLI gives for a bad line of a file, with
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
-from unictr_core.data.data_io import sample_from_mapping, validate_domain_name
+from unictr_core.data.data_io import load_json, sample_from_mapping, validate_domain_name
 from unictr_core.data.schema import DataError, Sample
 
 SOURCE = "request body"
@@ -30,12 +29,13 @@ class RequestError(ValueError):
 def parse_predict_body(body: bytes, max_request_rows: int) -> tuple[list[Sample], Optional[str]]:
     """The samples of a predict request (with ``domain`` applied to every row) and the override domain."""
     try:
-        data = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RequestError(400, f"{SOURCE}: not valid UTF-8 text ({exc.reason})") from None
-    except json.JSONDecodeError as exc:
-        raise RequestError(400, f"{SOURCE}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") \
-            from None
+    try:  # the rows' own parser: nesting and number length bounded, NaN / Infinity refused
+        data = load_json(text, SOURCE, None, None)
+    except DataError as exc:
+        raise RequestError(400, str(exc)) from None
     if not isinstance(data, dict):
         raise RequestError(422, f"{SOURCE}: expected a JSON object with 'samples' (a list of sample objects), "
                                 f"got {type(data).__name__}")

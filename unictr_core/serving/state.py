@@ -35,6 +35,7 @@ from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
 from unictr_core.store.loading import load_model
+from unictr_core.store.records import verify_core_files
 from unictr_core.store.registry import Registry, RegistryError, state_token
 from unictr_core.store.snapshots import generation_number
 from unictr_core.store.writes import registry_lock
@@ -86,10 +87,14 @@ def build_state(home: Path, generation: int, token: str, previous: Optional[Serv
     when it is unchanged; a newly loaded core is prepared for prediction once (LoRA merged, weights in
     ``precision``, int8 with ``quantize``: :mod:`unictr_core.modeling.fast_path`)."""
     registry = Registry(home)
+    if registry.core_problem is not None:
+        raise ArtifactError(registry.core_problem)
     if registry.core_fingerprint is None:
         raise ArtifactError(f"no trained core in {home}; run `unictr train`")  # removed after the check above
     same_core = previous is not None and previous.core_fingerprint == registry.core_fingerprint
-    core = previous.model if same_core else prepare_for_prediction(load_core(Path(home) / CORE_DIR), precision,
+    if same_core:
+        verify_core_files(registry.root / CORE_DIR)  # same manifest; its files are checked again all the same
+    core = previous.model if same_core else prepare_for_prediction(load_core(registry.root / CORE_DIR), precision,
                                                                     quantize)
     model, notes = load_model(home, core=model_view(core), registry=registry)
     if same_core:

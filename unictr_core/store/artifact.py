@@ -24,7 +24,7 @@ from unictr_core.modeling.backbone import BackboneError, load_backbone
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
-from unictr_core.store.records import fingerprint_of, read_manifest, verified_weights, verify_domain_bundle
+from unictr_core.store.records import core_identity, fingerprint_of, verify_core_files, verify_domain_bundle
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -40,17 +40,16 @@ def save_core(model: UniCTRModel, core_dir: Path, training: Optional[dict] = Non
     info = model.backbone_info
     with atomic_directory(Path(core_dir)) as staging:
         snapshots.step("write core weights")
-        save_file(_contiguous(model.core_state()), str(staging / CORE_WEIGHTS), metadata={"format": "unictr-core"})
+        write_tensors(staging / CORE_WEIGHTS, model.core_state(), {"format": "unictr-core"})
         core_sha = file_sha256(staging / CORE_WEIGHTS)
         identity = {
-            "format_version": FORMAT_VERSION,
-            "backbone_sha256": info.weights_sha256,
+            "backbone": {"weights_sha256": info.weights_sha256},
             "architecture": model.config.to_dict(),
             "lora_targets": model.lora_targets,
             "default_template": model.templates.default.to_dict(),
             "core_sha256": core_sha,
         }
-        fingerprint = fingerprint_of(identity)
+        fingerprint = fingerprint_of(core_identity(identity))
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": "unictr-core",
@@ -77,11 +76,35 @@ def save_core(model: UniCTRModel, core_dir: Path, training: Optional[dict] = Non
             "lora_targets": model.lora_targets,
             "default_template": model.templates.default.to_dict(),
             "core_sha256": core_sha,
+            "dsn_layout": dsn_layout(model),
             "training": training or {},
         }
         snapshots.step("write core manifest")
-        (staging / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False), encoding="utf-8")
+        write_file(staging / MANIFEST, yaml.safe_dump(manifest, sort_keys=False).encode("utf-8"))
     return fingerprint
+
+
+def dsn_layout(model: UniCTRModel) -> dict[str, list[int]]:
+    """Name -> shape of every tensor of a DSN of ``model`` (residual and standalone DSNs share it): recorded in
+    the core manifest, so that listing a home checks a bundle's weights against it without torch."""
+    return {name: list(tensor.shape) for name, tensor in model.new_dsn().state_dict().items()}
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``; a full disk or a refused permission is one ArtifactError naming the path."""
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        raise ArtifactError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def write_tensors(path: Path, state: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """``save_file`` whose failures (full disk, no permission) are one ArtifactError naming the path."""
+    try:
+        save_file(_contiguous(state), str(path), metadata=metadata)
+    except (SafetensorError, OSError) as exc:
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split())
+        raise ArtifactError(f"cannot write {path}: {reason}") from None
 
 
 def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
@@ -95,8 +118,8 @@ def read_safetensors(path: Path, what: str) -> dict[str, torch.Tensor]:
 def load_core(core_dir: Path) -> UniCTRModel:
     """The frozen core as a model with no DSN; verifies backbone and core weights against the manifest."""
     core_dir = Path(core_dir)
-    manifest = read_manifest(core_dir)
-    weights = verified_weights(core_dir / CORE_WEIGHTS, manifest["core_sha256"], "core weights")
+    manifest = verify_core_files(core_dir)  # typed, fingerprint recomputed, SHA-256 and finite floats checked
+    weights = core_dir / CORE_WEIGHTS
     state = read_safetensors(weights, "core weights")
     config = ModelConfig.from_dict(manifest["architecture"])
     # the backbone's SHA-256 is checked before its weights are loaded (safetensors only)
@@ -123,8 +146,8 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
     bundle_dir = Path(bundle_dir)
     with atomic_directory(bundle_dir) as staging:
         snapshots.step(f"write {domain}/{DSN_WEIGHTS}")
-        save_file(_contiguous(model.dsns[domain].state_dict()), str(staging / DSN_WEIGHTS),
-                  metadata={"format": "unictr-dsn", "domain": domain})
+        write_tensors(staging / DSN_WEIGHTS, model.dsns[domain].state_dict(),
+                      {"format": "unictr-dsn", "domain": domain})
         template = model.templates.templates.get(domain)
         record = {
             "format_version": FORMAT_VERSION,
@@ -139,7 +162,7 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
         }
         record.update(extra or {})
         snapshots.step(f"write {domain}/{DOMAIN_FILE}")
-        (staging / DOMAIN_FILE).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")
+        write_file(staging / DOMAIN_FILE, yaml.safe_dump(record, sort_keys=False).encode("utf-8"))
 
 
 def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+from unictr_core.store import snapshots
 from unictr_core.store.artifact import load_core, load_domain_bundle
 from unictr_core.store.layout import CORE_DIR, MANIFEST, ArtifactError
 from unictr_core.store.registry import Registry
@@ -21,6 +22,15 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
     """
     home = Path(home)
     registry = Registry(home) if registry is None else registry
+    try:
+        return _load_model(home, domains, core, registry)
+    except (ArtifactError, OSError):
+        snapshots.ensure_alive(registry.root)  # "retired, retry" rather than what its absence looks like
+        raise
+
+
+def _load_model(home: Path, domains: Optional[list[str]], core, registry: Registry):
+    snapshots.ensure_alive(registry.root)
     if not (registry.root / CORE_DIR / MANIFEST).exists():
         raise ArtifactError(f"no trained core in {home} (expected {home / CORE_DIR / MANIFEST}); run `unictr train`")
     model = load_core(registry.root / CORE_DIR) if core is None else core
@@ -34,6 +44,9 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
                 continue
             except (ArtifactError, ValueError, RuntimeError) as exc:
                 notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")
+            except Exception as exc:  # noqa: BLE001 - one bundle never takes the others down
+                notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: "
+                             f"{type(exc).__name__}: {exc}")
         elif entry.problem is not None:
             notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {entry.problem}")
         elif entry.bundle is not None:
@@ -43,6 +56,7 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
                 f"'{name}' is predicted zero-shot; retrain it with `unictr domain add {name}`")
         if entry.template is not None:
             model.templates.templates[name] = entry.template
+    snapshots.ensure_alive(registry.root)  # bundles that vanished with a retired snapshot are not "broken"
     return model, notes
 
 

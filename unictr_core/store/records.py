@@ -6,26 +6,85 @@ functions alone.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
+from unictr_core.config import ModelConfig
 from unictr_core.data import yaml_io
 from unictr_core.data.files import file_sha256
-from unictr_core.store.layout import DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
+from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
+from unictr_core.store.tensors import check_layout, check_weights, read_header
 
-CORE_KEYS = ("fingerprint", "core_sha256", "architecture", "lora_targets", "default_template", "backbone")
-DOMAIN_KEYS = ("name", "core_fingerprint", "dsn_sha256")
+MAPPING, TEXT, NUMBER, TEXTS = "a mapping", "text", "a number", "a list of text"
+# the typed schema of each record: key -> (what it must be, required); other keys are free (older / newer fields)
+MANIFEST_SCHEMA = {"fingerprint": (TEXT, True), "core_sha256": (TEXT, True), "architecture": (MAPPING, True),
+                   "lora_targets": (TEXTS, True), "default_template": (MAPPING, True), "backbone": (MAPPING, True),
+                   "dsn_layout": (MAPPING, False), "training": (MAPPING, False), "created": (TEXT, False)}
+BACKBONE_SCHEMA = {"reference": (TEXT, True), "weights_sha256": (TEXT, True)}
+DOMAIN_SCHEMA = {"name": (TEXT, True), "core_fingerprint": (TEXT, True), "dsn_sha256": (TEXT, True),
+                 "template": (MAPPING, False), "dsn": (MAPPING, False), "metrics": (MAPPING, False),
+                 "training": (MAPPING, False), "description": (TEXT, False), "created": (TEXT, False)}
 
 
 def read_yaml_record(path: Path, what: str) -> dict[str, Any]:
-    """A YAML mapping of the current ``format_version``; ArtifactError (naming ``what`` and ``path``) otherwise."""
+    """A YAML mapping of the current ``format_version``; ArtifactError (naming ``what`` and ``path``) otherwise.
+
+    Read with the hardened reader (:mod:`unictr_core.data.yaml_io`: size, UTF-8, no aliases, depth); dates
+    YAML would parse as timestamps are kept as text, and non-finite numbers (``.nan``, ``.inf``) become ``null``,
+    so nothing read from a record can put NaN into a JSON output.
+    """
     data = yaml_io.read_file(path, what, ArtifactError)
     if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{what} {path}: unsupported format (expected format_version {FORMAT_VERSION})")
+    return _plain(data)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with dates as ISO text and non-finite floats as None (recursive: yaml_io bounds the depth)."""
+    if isinstance(value, dict):
+        return {key if isinstance(key, str) else str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == MAPPING:
+        return isinstance(value, dict)
+    if kind == TEXT:
+        return isinstance(value, str)
+    if kind == TEXTS:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_schema(data: dict[str, Any], schema: dict[str, tuple[str, bool]], path: Path, what: str,
+                 prefix: str = "") -> dict[str, Any]:
+    """``data`` when every key of ``schema`` is present (if required) and of its type; else one ArtifactError
+    naming the file and the first wrong field."""
+    missing = [key for key, (_, required) in schema.items() if required and data.get(key) is None]
+    if missing:
+        raise ArtifactError(f"{what} {path} lacks {', '.join(repr(prefix + k) for k in missing)} "
+                            "(tampered or truncated?)")
+    for key, (kind, _) in schema.items():
+        if data.get(key) is not None and not _fits(data[key], kind):
+            raise ArtifactError(f"{what} {path}, field '{prefix}{key}': expected {kind}, got "
+                                f"{type(data[key]).__name__} {_short(data[key])}")
     return data
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def fingerprint_of(identity: dict[str, Any]) -> str:
@@ -33,19 +92,32 @@ def fingerprint_of(identity: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _require_keys(data: dict[str, Any], keys: tuple[str, ...], path: Path, what: str) -> dict[str, Any]:
-    missing = [key for key in keys if data.get(key) is None]
-    if missing:
-        raise ArtifactError(f"{what} {path} lacks {', '.join(repr(k) for k in missing)} (tampered or truncated?)")
-    return data
+def core_identity(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a core's fingerprint is the hash of: backbone weights, architecture, LoRA targets, default template
+    and the SHA-256 of the core's weights."""
+    return {"format_version": FORMAT_VERSION, "backbone_sha256": manifest["backbone"]["weights_sha256"],
+            "architecture": manifest["architecture"], "lora_targets": manifest["lora_targets"],
+            "default_template": manifest["default_template"], "core_sha256": manifest["core_sha256"]}
 
 
 def read_manifest(core_dir: Path) -> dict[str, Any]:
+    """The core manifest, type-checked, whose fingerprint is recomputed from what it records (a manifest edited
+    to pass off other weights or another architecture under a known fingerprint is refused)."""
     path = Path(core_dir) / MANIFEST
-    manifest = _require_keys(read_yaml_record(path, "core manifest"), CORE_KEYS, path, "core manifest")
-    if not isinstance(manifest["backbone"], dict) or not manifest["backbone"].get("reference") \
-            or not manifest["backbone"].get("weights_sha256"):
-        raise ArtifactError(f"core manifest {path}: 'backbone' needs 'reference' and 'weights_sha256'")
+    manifest = check_schema(read_yaml_record(path, "core manifest"), MANIFEST_SCHEMA, path, "core manifest")
+    check_schema(manifest["backbone"], BACKBONE_SCHEMA, path, "core manifest", "backbone.")
+    try:
+        ModelConfig.from_dict(manifest["architecture"])
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"core manifest {path}, field 'architecture': {exc}") from None
+    layout = manifest.get("dsn_layout")
+    if layout is not None and not all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+                                      for shape in layout.values()):
+        raise ArtifactError(f"core manifest {path}, field 'dsn_layout': expected a mapping of tensor names to "
+                            "shapes (lists of sizes)")
+    if fingerprint_of(core_identity(manifest)) != manifest["fingerprint"]:
+        raise ArtifactError(f"core manifest {path}: its fingerprint does not match the core it describes (the "
+                            "manifest or its core_sha256 was edited); retrain the core with `unictr train`")
     return manifest
 
 
@@ -62,35 +134,51 @@ def verified_weights(path: Path, expected_sha256: Any, what: str) -> Path:
     return path
 
 
+def verify_core_files(core_dir: Path) -> dict[str, Any]:
+    """The manifest of a core whose files pass every check that needs no model: the typed manifest, its
+    recomputed fingerprint, the SHA-256 of its weights and their header and values (finite floats)."""
+    manifest = read_manifest(core_dir)
+    weights = verified_weights(Path(core_dir) / CORE_WEIGHTS, manifest["core_sha256"], "core weights")
+    check_weights(weights, "core weights")
+    return manifest
+
+
 def read_domain_record(bundle_dir: Path) -> dict[str, Any]:
-    return read_yaml_record(Path(bundle_dir) / DOMAIN_FILE, "domain bundle")
+    """The type-checked ``domain.yaml`` of a bundle; ArtifactError (one line) otherwise."""
+    path = Path(bundle_dir) / DOMAIN_FILE
+    record = check_schema(read_yaml_record(path, "domain bundle"), DOMAIN_SCHEMA, path, "domain bundle")
+    history = (record.get("training") or {}).get("history")
+    if history is not None and not (isinstance(history, list) and all(_is_epoch(r) for r in history)):
+        raise ArtifactError(f"domain bundle {path}, field 'training.history': expected a list of epochs (mappings "
+                            "with an integer 'epoch' and numbers)")
+    return record
 
 
-def verify_domain_bundle(bundle_dir: Path) -> dict[str, Any]:
+def _is_epoch(record: Any) -> bool:
+    return (isinstance(record, dict) and type(record.get("epoch")) is int
+            and all(value is None or _fits(value, NUMBER) for value in record.values()))
+
+
+def verify_domain_bundle(bundle_dir: Path, layout: Optional[dict[str, list[int]]] = None) -> dict[str, Any]:
     """The record of a bundle that passes every check that needs no model; else ArtifactError.
 
-    A real directory (not a symbolic link), a complete ``domain.yaml``, and a
-    ``dsn.safetensors`` whose SHA-256 matches the record and whose header is a
-    valid safetensors header. ``domain list`` runs it, so a bundle it shows
-    ``ready`` is one that loads.
+    A real directory (not a symbolic link), a complete and well-typed ``domain.yaml``, and a
+    ``dsn.safetensors`` whose SHA-256 matches the record, whose header is sound and whose tensors are all
+    finite floats; with ``layout`` (the DSN layout the core manifest records) exactly its tensor names and
+    shapes. ``domain list`` runs it, so a bundle it shows ``ready`` is one that loads.
     """
     bundle_dir = Path(bundle_dir)
     if bundle_dir.is_symlink():
         raise ArtifactError(f"domain bundle {bundle_dir} is a symbolic link (to {os.readlink(bundle_dir)}); "
                             "refused: bundles must be real directories inside the home")
-    path = bundle_dir / DOMAIN_FILE
-    record = _require_keys(read_domain_record(bundle_dir), DOMAIN_KEYS, path, "domain bundle")
+    record = read_domain_record(bundle_dir)
     weights = verified_weights(bundle_dir / DSN_WEIGHTS, record["dsn_sha256"], "DSN weights")
-    check_safetensors_header(weights, "DSN weights")
+    check_weights(weights, "DSN weights", layout)
     return record
 
 
-def check_safetensors_header(path: Path, what: str) -> None:
-    """ArtifactError unless ``path`` starts with a valid safetensors header (read without torch)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            handle.keys()
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ArtifactError(f"{what} {path} are not a valid safetensors file: {exc}") from None
+def check_dsn_layout(bundle_dir: Path, layout: dict[str, list[int]]) -> None:
+    """ArtifactError unless the DSN weights of ``bundle_dir`` have exactly the tensors of ``layout`` (the DSN
+    layout a core manifest records), each with its shape; reads only the header."""
+    weights = Path(bundle_dir) / DSN_WEIGHTS
+    check_layout(read_header(weights, "DSN weights")[0], layout, weights, "DSN weights")

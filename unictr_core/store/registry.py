@@ -32,7 +32,7 @@ from unictr_core.data.prompts import PromptTemplate, TemplateSet
 from unictr_core.data.schema import DataError
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST, ArtifactError
-from unictr_core.store.records import read_manifest, verify_domain_bundle
+from unictr_core.store.records import check_dsn_layout, read_manifest, verify_domain_bundle
 
 
 class RegistryError(ArtifactError):
@@ -86,12 +86,40 @@ class DomainEntry:
         }
 
 
-def core_fingerprint_of(home: Path) -> Optional[str]:
-    """The fingerprint of the core in ``home`` (a home or a snapshot folder), or ``None`` when it has none."""
+def core_manifest_of(home: Path) -> Optional[dict]:
+    """The checked manifest of the core in ``home`` (a home or a snapshot folder), or ``None`` when it has none;
+    ArtifactError when it is broken."""
     core = snapshots.snapshot(Path(home)) / CORE_DIR
     if not (core / MANIFEST).exists():
         return None
-    return str(read_manifest(core)["fingerprint"])
+    return read_manifest(core)
+
+
+def core_fingerprint_of(home: Path) -> Optional[str]:
+    """The fingerprint of the core in ``home`` (a home or a snapshot folder), or ``None`` when it has none."""
+    manifest = core_manifest_of(home)
+    return None if manifest is None else str(manifest["fingerprint"])
+
+
+def _one_line(text: str) -> str:
+    """``text`` with its line breaks (and other control characters) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _spec_problem(spec: plugins.DomainSpec) -> Optional[str]:
+    """Why a plugin's DomainSpec cannot be used (a field of the wrong type), or None."""
+    from os import PathLike
+
+    checks = [("bundle", spec.bundle, (str, PathLike), "a folder path"),
+              ("template", spec.template, (PromptTemplate,), "a PromptTemplate"),
+              ("description", spec.description, (str,), "text"),
+              ("core_fingerprint", spec.core_fingerprint, (str,), "text")]
+    for field_name, value, types, expected in checks:
+        if value is not None and not isinstance(value, types):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            return (f"plugin '{spec.plugin}' registered '{spec.name}' with {field_name}={shown} "
+                    f"({type(value).__name__}), expected {expected}")
+    return None
 
 
 def _size(path: Path) -> int:
@@ -113,11 +141,24 @@ class Registry:
         self.home = Path(home)
         self.root = snapshots.snapshot(self.home)  # resolved once: everything below reads this snapshot
         self.domains_dir = self.root / DOMAINS_DIR
-        self.core_fingerprint = core_fingerprint_of(self.root)
         self.problems: list[str] = []
-        candidates = self._candidates(plugins.domain_specs(self.root))
+        self.core_problem: Optional[str] = None
+        try:
+            manifest = core_manifest_of(self.root)
+        except ArtifactError as exc:  # listed, so that the domains still show; loading the core fails with it
+            manifest, self.core_problem = None, str(exc)
+            self.problems.append(f"the core is broken: {exc}")
+        self.core_fingerprint = None if manifest is None else str(manifest["fingerprint"])
+        self.dsn_layout = None if manifest is None else manifest.get("dsn_layout")  # None: a core of an earlier release
+        specs = plugins.domain_specs(self.root)
+        self.problems += plugins.domain_plugin_problems()
+        candidates = self._candidates(specs)
         self.entries: dict[str, DomainEntry] = {name: self._choose(name, candidates[name])
                                                 for name in sorted(candidates)}
+        snapshots.ensure_alive(self.root)  # deleted while it was read: its entries describe nothing, retry
+        for entry in self.entries.values():  # reasons quote what files hold: one line each, whatever they hold
+            entry.problem = None if entry.problem is None else _one_line(entry.problem)
+        self.problems = [_one_line(problem) for problem in self.problems]
 
     def _candidates(self, specs: Sequence[plugins.DomainSpec]) -> dict[str, list[DomainEntry]]:
         """Every valid registration as an entry (its bundle checked), by name, in registration order."""
@@ -128,7 +169,12 @@ class Registry:
             except DataError as exc:
                 self.problems.append(f"ignored a domain registered by plugin '{spec.plugin}': {exc.reason}")
                 continue
-            candidates.setdefault(spec.name, []).append(self._entry(spec))
+            try:
+                entry = self._entry(spec)
+            except Exception as exc:  # noqa: BLE001 - one plugin's garbage never hides the other domains
+                entry = DomainEntry(name=spec.name, source=f"plugin {spec.plugin}", plugin=spec.plugin,
+                                    problem=f"{type(exc).__name__}: {exc}")
+            candidates.setdefault(spec.name, []).append(entry)
         return candidates
 
     def _choose(self, name: str, registrations: list[DomainEntry]) -> DomainEntry:
@@ -151,9 +197,15 @@ class Registry:
         return usefulness, 0 if entry.local else 1
 
     def _entry(self, spec: plugins.DomainSpec) -> DomainEntry:
-        entry = DomainEntry(name=spec.name, source="", plugin=spec.plugin, description=spec.description or "",
-                            template=spec.template, core_fingerprint=spec.core_fingerprint)
+        wrong = _spec_problem(spec)
+        entry = DomainEntry(name=spec.name, source="", plugin=spec.plugin, problem=wrong)
         entry.distribution = plugins.distribution_of(spec.plugin)
+        if wrong is not None:
+            entry.source = (f"package {entry.distribution}" if entry.distribution is not None
+                            else f"plugin {spec.plugin}")
+            return entry
+        entry.description, entry.template = spec.description or "", spec.template
+        entry.core_fingerprint = spec.core_fingerprint
         if spec.bundle is not None:
             entry.bundle = Path(spec.bundle)
             # a bundle is local when it is a folder of the home's domains/ itself: a symbolic link there is
@@ -183,6 +235,8 @@ class Registry:
                 raise ArtifactError(f"bundle {bundle} records core {str(record.get('core_fingerprint'))[:12]}…, "
                                     f"but its plugin registered it for core {entry.core_fingerprint[:12]}…")
             entry.core_fingerprint = record.get("core_fingerprint")
+            if self.dsn_layout is not None and entry.core_fingerprint == self.core_fingerprint:
+                check_dsn_layout(bundle, self.dsn_layout)  # names and shapes against the core's architecture
             entry.metrics = dict(record.get("metrics") or {})
             entry.created = record.get("created")
             entry.training = dict(record.get("training") or {}) if isinstance(record.get("training"), dict) else {}
@@ -194,6 +248,8 @@ class Registry:
                 entry.compatible = entry.core_fingerprint == self.core_fingerprint
         except (ArtifactError, ValueError, OSError) as exc:
             entry.problem = str(exc)
+        except Exception as exc:  # noqa: BLE001 - whatever one bundle holds, the others are still listed
+            entry.problem = f"{bundle}: {type(exc).__name__}: {exc}"
 
     # ------------------------------------------------------------------ queries
     def get(self, name: str) -> Optional[DomainEntry]:
@@ -209,7 +265,8 @@ class Registry:
         entry = self.entries.get(name)
         if entry is None:
             known = ", ".join(self.entries) or "none"
-            raise RegistryError(f"unknown domain '{name}' (known: {known})")
+            broken = "".join(f"; {problem}" for problem in self.problems if problem.startswith("plugin "))
+            raise RegistryError(f"unknown domain '{name}' (known: {known}){broken}")
         return entry
 
 

@@ -106,6 +106,18 @@ def generation_number(token: str) -> int:
     return 0 if number is None else number
 
 
+class SnapshotRetired(HomeStoreError):
+    """A reader outlived its snapshot: a newer write retired it and the grace period deleted it."""
+
+
+def ensure_alive(root: Path) -> None:
+    """SnapshotRetired when ``root`` (a snapshot :func:`snapshot` resolved) is a generation deleted since."""
+    root = Path(root)
+    if root.parent.name == GENERATIONS and _GENERATION.fullmatch(root.name) and not root.is_dir():
+        raise SnapshotRetired(f"the snapshot {root.name} of {root.parent.parent} was retired by a newer write "
+                              f"while it was being read (its grace period of {GRACE_S:g} s ran out); retry")
+
+
 # --------------------------------------------------------------------------- the lock
 @contextlib.contextmanager
 def lock(home: Path, timeout: Optional[float] = None) -> Iterator[Path]:
@@ -217,8 +229,13 @@ def recover(home: Path) -> list[str]:
     current = _number(snapshot(home).name)
     generations = home / GENERATIONS
     for path in sorted(generations.iterdir()):
-        if path.name.startswith((".staging-", ".deleting-")):
+        if path.name.startswith(".staging-"):
             notes.append(f"cleaned up an interrupted write of {home} ({path.name}, never committed)")
+            step(f"delete {path.name}")
+            shutil.rmtree(path)
+        elif path.name.startswith(".deleting-"):
+            notes.append(f"finished deleting a retired generation of {home} ({path.name}; an earlier write was "
+                         "interrupted while deleting it)")
             step(f"delete {path.name}")
             shutil.rmtree(path)
         elif _number(path.name) is not None and _number(path.name) > current:
@@ -267,11 +284,15 @@ def _switch(home: Path, name: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         temporary.unlink()
     os.symlink(f"{GENERATIONS}/{name}", temporary)
+    if retired is not None and retired.is_dir():
+        # its retirement time, for the grace period: set before the switch, so that no crash can leave a retired
+        # generation with an old time (the next write would delete it at once, under readers still on it)
+        step(f"mark {retired.name} retired")
+        os.utime(retired)
+        _fsync_dir(retired)
     step(f"switch {POINTER} to {name}")
     os.replace(temporary, previous)
     _fsync_dir(home)
-    if retired is not None and retired.is_dir():
-        os.utime(retired)  # its retirement time, for the grace period
 
 
 def _ensure_links(home: Path) -> None:
