@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
 from unictr_cli.main import app
 from unictr_core import workflows
 from unictr_core.config import ModelConfig, TrainConfig

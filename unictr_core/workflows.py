@@ -35,7 +35,7 @@ from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError, templates_for
-from unictr_core.store.writes import commit_bundle, removable_entry, remove_domain as remove_bundle, save_trained
+from unictr_core.store.writes import commit_bundle, delete_bundle, removable_entry, save_trained
 
 EpochCallback = Optional[Callable[[dict], None]]
 
@@ -311,7 +311,7 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
     """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
     home = Path(home)
     notes: list[str] = []
-    remove_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
+    delete_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
     return DomainRemoveResult(home / DOMAINS_DIR / name, Registry(home).get(name), notes)
 
 

@@ -359,7 +359,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:
-        model.remove_domain(name)
+        model.drop_dsn(name)
         raise
     return DomainTrainResult(name=name, best_epoch=stopping.epoch, valid_auc=stopping.details, test=test_metrics,
                              seconds=seconds,

@@ -33,7 +33,8 @@ from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.modeling.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
+from unictr_core.modeling.predict import (Predictions, domain_metrics, encode, mean_auc, mean_domain_metric,
+                                          predict_encoded)
 
 
 @dataclass
@@ -179,7 +180,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
         bar.close()
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                  "valid_logloss": mean_auc(per_domain, key="logloss"),
+                  "valid_logloss": mean_domain_metric(per_domain, "logloss"),
                   "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain}
         out_of_steps = train_config.max_steps is not None and steps >= train_config.max_steps
         if end_epoch(stopping, history, record, per_domain, out_of_steps, ctx, on_epoch,

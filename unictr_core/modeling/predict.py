@@ -91,6 +91,17 @@ def domain_metrics(samples: Sequence[Sample], predictions: Predictions) -> dict[
             for domain, m in model.items()}
 
 
-def mean_auc(per_domain: dict[str, dict], key: str = "auc", include_zero_shot: bool = False) -> Optional[float]:
+def mean_domain_metric(per_domain: dict[str, dict], key: str,
+                       include_zero_shot: bool = False) -> Optional[float]:
+    """The mean over domains of metric ``key`` (``"auc"``, ``"logloss"``, ...) of :func:`domain_metrics`.
+
+    Domains where it is undefined are left out, and so are zero-shot domains unless ``include_zero_shot``;
+    ``None`` when no domain is left.
+    """
     values = [m[key] for m in per_domain.values() if m[key] is not None and (include_zero_shot or not m["zero_shot"])]
     return float(np.mean(values)) if values else None
+
+
+def mean_auc(per_domain: dict[str, dict], include_zero_shot: bool = False) -> Optional[float]:
+    """The mean AUC over domains: :func:`mean_domain_metric` of ``"auc"``."""
+    return mean_domain_metric(per_domain, "auc", include_zero_shot)

@@ -44,12 +44,3 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
         if entry.template is not None:
             model.templates.templates[name] = entry.template
     return model, notes
-
-
-def load_home(home: Path, domains: Optional[list[str]] = None):
-    """The core of ``home`` with every compatible DSN the domain registry serves; returns (model, notes).
-
-    The same as :func:`load_model`: local bundles and the bundles of installed domain packages; bundles of
-    another core are skipped with a note (those domains are then predicted zero-shot).
-    """
-    return load_model(home, domains)
