@@ -10,6 +10,7 @@ get ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -360,11 +361,13 @@ class PredictionResult:
 
 def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
             precision: str = DEFAULT_PRECISION, quantize: str = "none") -> PredictionResult:
-    """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
+    """Click probabilities for ``samples``; ``domain`` scores every row as that domain.
+
+    ``samples`` are not changed: with ``domain``, copies of them carry it (and the records name it).
+    """
     if domain is not None:
         validate_domain_name(domain, "--domain")
-        for s in samples:
-            s.domain = domain
+        samples = [dataclasses.replace(s, domain=domain) for s in samples]
     model, notes = serving_model(home, [s.domain for s in samples], precision, quantize)
     predictions = predict_samples(model, samples, batch_size, precision=precision)
     zero = sorted({s.domain for s, z in zip(samples, predictions.zero_shot) if z})

@@ -63,11 +63,8 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
     notes: list[str] = []
     if path.is_dir():
         dataset = load_dataset(path)
-        if all_rows:
-            for part in (dataset.train, dataset.valid, dataset.test):
-                for s in part:
-                    s.domain = name
-        parts = [[s for s in part if s.domain == name] for part in (dataset.train, dataset.valid, dataset.test)]
+        parts = [[replace(s, domain=name) for s in part] if all_rows else [s for s in part if s.domain == name]
+                 for part in (dataset.train, dataset.valid, dataset.test)]
         if not parts[0]:
             raise ValueError(f"{path / 'train.jsonl'}: no rows of domain '{name}' "
                              f"(domains there: {', '.join(dataset.domains) or 'none'})")
@@ -76,17 +73,14 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
         return parts[0], parts[1], parts[2], notes
     samples = read_samples(path, require_labels=True)
     if all_rows:
-        for s in samples:
-            s.domain = name
+        samples = [replace(s, domain=name) for s in samples]
     domains = sorted({s.domain for s in samples})
     mine = [s for s in samples if s.domain == name]
     if not mine:
         if len(domains) != 1:
             raise ValueError(f"{path}: no rows of domain '{name}'; the file holds {', '.join(domains) or 'no rows'}")
         notes.append(f"{path}: all {len(samples)} rows are domain '{domains[0]}'; taken as '{name}'")
-        for s in samples:
-            s.domain = name
-        mine = samples
+        mine = [replace(s, domain=name) for s in samples]
     elif len(domains) > 1:
         notes.append(f"{path}: using the {len(mine)} rows of '{name}' and ignoring {len(samples) - len(mine)} "
                      f"rows of other domains")
