@@ -36,7 +36,7 @@ from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
 from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
-from unictr_core.modeling.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
+from unictr_core.modeling.hidden_cache import build_cache
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.predict import encode
 
@@ -207,7 +207,7 @@ def _evaluate(model: UniCTRModel, name: str, source, encoded: EncodedSamples, ba
 def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: Sequence[Sample],
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
-                 max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
+                 max_cache_gb: Optional[float] = None, progress: bool = True,
                  dist_ctx: Optional[DistContext] = None, residual: bool = True,
                  precision: str = DEFAULT_PRECISION,
                  cache_dir: Optional[Path] = None, cache_storage: Optional[str] = None,
@@ -235,11 +235,12 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     run's up to float rounding.
 
     ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :mod:`unictr_core.modeling.precision`).
-    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` in RAM and
+    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` (default: ``config``'s) in RAM and
     spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
     fp16 / bf16 / fp32 (default: by precision and backbone).
     """
     config = config or replace(DOMAIN_ADD_DEFAULTS)
+    max_cache_gb = config.max_cache_gb if max_cache_gb is None else max_cache_gb
     ctx = dist_ctx or distributed.active()
     precision = precisions.resolve(precision, ctx.device, training=True)
     started = time.perf_counter()

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 
-from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
@@ -46,7 +46,7 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     distributed: dict = field(default_factory=dict)  # world size, backend, device of the run
-    precision: str = "fp32"  # the precision the run computed in (auto resolved)
+    precision: str = DEFAULT_PRECISION  # the precision the run computed in (auto resolved)
     cache: dict = field(default_factory=dict)  # hidden-state cache below the cut: layers, bytes, seconds
     epoch_seconds: list[float] = field(default_factory=list)  # optimiser steps of each epoch (no validation)
 
@@ -221,7 +221,7 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
 
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
                       optimizer, scheduler, max_grad_norm: float, ctx: DistContext,
-                      cache: Optional[HiddenStateCache] = None, precision: str = "fp32") -> float:
+                      cache: Optional[HiddenStateCache] = None, precision: str = DEFAULT_PRECISION) -> float:
     """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part.
 
     With ``cache`` (this rank's rows below the cut) the rank computes the rows of the batch it owns.
@@ -256,7 +256,7 @@ def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: f
 
 @torch.no_grad()
 def gathered_predictions(model: UniCTRModel, shard: EncodedSamples, shard_rows: Sequence[int], total: int,
-                         batch_size: int, ctx: DistContext, precision: str = "fp32",
+                         batch_size: int, ctx: DistContext, precision: str = DEFAULT_PRECISION,
                          cache: Optional[HiddenStateCache] = None) -> Predictions:
     """Predictions for a whole evaluation set whose rows ``shard_rows`` this rank holds (encoded in ``shard``)."""
     local = predict_encoded(model, shard, batch_size, precision=precision, cache=cache)

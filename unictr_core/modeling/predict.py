@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from unictr_core import metrics
-from unictr_core.config import DEFAULT_PRECISION
+from unictr_core.config import DEFAULT_PRECISION, TrainConfig
 from unictr_core.data.schema import Sample
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
@@ -29,7 +29,8 @@ def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
 
 
 @torch.no_grad()
-def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int = 64,
+def predict_encoded(model: UniCTRModel, encoded: EncodedSamples,
+                    batch_size: int = TrainConfig.eval_batch_size,
                     progress: Optional[object] = None, precision: str = DEFAULT_PRECISION, cache=None) -> Predictions:
     """One backbone pass per batch, whatever the mix of domains in it.
 
@@ -62,7 +63,8 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int
     return Predictions(probs=dsn, general_probs=general, zero_shot=zero_shot)
 
 
-def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64,
+def predict_samples(model: UniCTRModel, samples: Sequence[Sample],
+                    batch_size: int = TrainConfig.eval_batch_size,
                     progress: Optional[object] = None, precision: str = DEFAULT_PRECISION) -> Predictions:
     return predict_encoded(model, encode(model, samples), batch_size, progress, precision)
 
