@@ -12,7 +12,7 @@ from unictr_cli import launching
 from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
                                set_threads, threads_option, user_errors, warn)
-from unictr_core.config import DOMAIN_ADD_DEFAULTS
+from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
@@ -43,7 +43,7 @@ def add(
                                help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1, help="Training batch size."),
     lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0,
-                             help="Peak of the cyclic learning rate (the base is lr/100)."),
+                             help=f"Peak of the cyclic learning rate (the base is lr/{DOMAIN_ADD_LR_SPAN})."),
     patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed, help="Random seed: the DSN's initialisation, batch order, "
@@ -78,8 +78,9 @@ def add(
     With --nproc-per-node N the command relaunches itself under torchrun (as `unictr train` does); only rank 0
     registers the bundle and prints.
     """
+    from dataclasses import replace as changed
+
     from unictr_core import workflows
-    from unictr_core.config import TrainConfig
 
     launch = launching.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
@@ -88,12 +89,12 @@ def add(
     home_dir = resolve_home(home)
     with launching.process_group(dist_timeout) as group:
         plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group)
-        config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=(lr / 100, lr), patience=patience,
-                             seed=seed)
+        config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
+                         patience=patience, seed=seed)
         if group.is_main:
             _echo_plan(plan, group, residual, cache)
         done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
-                                    cache_dir=speed.cache_folder(cache_dir, home_dir), cache_dtype=cache_dtype,
+                                    cache_dir=cache_dir, cache_dtype=cache_dtype,
                                     description=description, group=group, on_epoch=print_epoch)
         if done is not None:  # rank 0
             _echo_added(plan, done)

@@ -95,7 +95,7 @@ def train(
                                    id_buckets=id_buckets, tune_layers=tuned)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                    max_steps=max_steps, dsn=dsn, precision=precision, max_cache_gb=max_cache_gb,
-                                   cache_dtype=cache_dtype, cache_dir=speed.cache_folder(cache_dir, home_dir))
+                                   cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
                                        group, replace=replace)
         if group.is_main:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -69,7 +68,3 @@ def cache_dir_option():
     return typer.Option(None, "--cache-dir", rich_help_panel=PANEL, show_default=False, help=(
         "Folder for the memory-mapped part of the hidden-state cache (default: the home). The file is deleted "
         "as soon as it is mapped, so nothing is left behind."))
-
-
-def cache_folder(cache_dir: Optional[Path], home: Path) -> str:
-    return str(cache_dir if cache_dir is not None else home)

@@ -1,9 +1,11 @@
-"""Shared fixtures: tiny random backbones (encoder and decoder) and a small labelled sample set."""
+"""Shared fixtures: tiny random backbones (encoder and decoder), a small labelled sample set, a tiny trained home."""
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -56,3 +58,37 @@ def tiny_config(tiny_bert) -> ModelConfig:
 @pytest.fixture
 def fast_train_config() -> TrainConfig:
     return TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3))
+
+
+def build_home(backbone: str, home: Path, seed: int = 0) -> Path:
+    """A tiny trained core with DSNs for books, movies and music, saved as a UniCTR home."""
+    from unictr_core.fit.training import train_unictr
+    from unictr_core.store.writes import save_trained
+
+    config = ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64)
+    train_config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=3,
+                               seed=seed, dsn="standalone")   # the paper's joint DSNs, next to residual added ones
+    result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config, train_config, progress=False)
+    save_trained(result.model, home, domain_metrics=result.valid_metrics)
+    return home
+
+
+@pytest.fixture(scope="module")
+def trained_home(tiny_bert, tmp_path_factory) -> Path:
+    return build_home(tiny_bert, tmp_path_factory.mktemp("home") / "home")
+
+
+@pytest.fixture
+def home(trained_home, tmp_path) -> Path:
+    copy = tmp_path / "home"
+    shutil.copytree(trained_home, copy, symlinks=True)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def toys_file(tmp_path_factory) -> Path:
+    from unictr_core.data.data_io import write_samples
+
+    path = tmp_path_factory.mktemp("data") / "toys.jsonl"
+    write_samples(path, toy_samples(80, seed=3, domains=("toys",)))
+    return path

@@ -12,7 +12,8 @@ import torch
 import yaml
 
 from conftest import toy_samples
-from unictr_core.artifact import ArtifactError, load_home, save_trained
+from unictr_core.artifact import ArtifactError, save_trained
+from unictr_core.store.loading import load_model
 from unictr_core.predict import predict_samples
 from unictr_core.store.records import core_identity, fingerprint_of
 from unictr_core.store import artifact  # the module that writes the files (its save_file is patched)
@@ -29,7 +30,7 @@ def test_save_load_predict_is_identical(trained, tmp_path):
     save_trained(trained.model, tmp_path)
     samples = toy_samples(30, seed=5, domains=("books", "movies", "music", "toys"))
     before = predict_samples(trained.model, samples)
-    loaded, notes = load_home(tmp_path)
+    loaded, notes = load_model(tmp_path)
     after = predict_samples(loaded, samples)
     assert notes == []
     assert sorted(loaded.domains) == ["books", "movies", "music"]
@@ -60,12 +61,12 @@ def test_bundle_from_another_core_is_refused(trained, tiny_config, tmp_path):
     model = artifact.load_core(tmp_path / "a" / "core")
     with pytest.raises(ArtifactError, match="trained against core"):
         artifact.load_domain_bundle(model, tmp_path / "b" / "domains" / "books")
-    # load_home skips the foreign bundle with a note instead of failing
+    # load_model skips the foreign bundle with a note instead of failing
     (tmp_path / "a" / "domains" / "books").rename(tmp_path / "a" / "domains" / "old_books")
     import shutil
 
     shutil.copytree(tmp_path / "b" / "domains" / "books", tmp_path / "a" / "domains" / "books")
-    loaded, notes = load_home(tmp_path / "a")
+    loaded, notes = load_model(tmp_path / "a")
     assert "books" not in loaded.domains and any("books" in n for n in notes)
 
 
@@ -113,4 +114,4 @@ def test_crash_during_write_leaves_the_old_artifact(trained, tmp_path, monkeypat
 
 def test_missing_home_gives_a_clear_error(tmp_path):
     with pytest.raises(ArtifactError, match="unictr train"):
-        load_home(tmp_path / "nothing-here")
+        load_model(tmp_path / "nothing-here")

@@ -19,13 +19,12 @@ from typing import Callable
 import pytest
 import torch
 
-from conftest import toy_samples
-from test_domain_add import build_home
+from conftest import build_home, toy_samples
 from unictr_core.artifact import CORE_DIR, load_core, save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.domain_training import train_domain
 from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, commit_bundle, load_model, remove_domain, state_token
+from unictr_core.registry import Registry, commit_bundle, delete_bundle, load_model, state_token
 from unictr_core.store import snapshots as home_store
 from unictr_core.training import train_unictr
 
@@ -75,7 +74,7 @@ def writes(base_home, tiny_bert) -> dict[str, Callable[[Path], object]]:
         "train": lambda home: save_trained(retrained, home),
         "add": lambda home: commit_bundle(home, toys, "toys", fingerprint),
         "replace": lambda home: commit_bundle(home, books, "books", fingerprint, replace=True),
-        "remove": lambda home: remove_domain(home, "music"),
+        "remove": lambda home: delete_bundle(home, "music"),
     }
 
 
@@ -178,7 +177,7 @@ def test_readers_beside_writers_never_fail_and_never_see_a_mix(base_home, writes
     writes["add"](home)
     with_toys = observe(home)
     assert state_token(home) != token
-    remove_domain(home, "toys")
+    delete_bundle(home, "toys")
     errors: list[BaseException] = []
     seen: list[tuple] = []
     stop = threading.Event()
@@ -196,7 +195,7 @@ def test_readers_beside_writers_never_fail_and_never_see_a_mix(base_home, writes
     try:
         for _ in range(4):
             writes["add"](home)
-            remove_domain(home, "toys")
+            delete_bundle(home, "toys")
     finally:
         stop.set()
         thread.join()

@@ -254,7 +254,7 @@ def test_train_launch_options_are_checked(monkeypatch, tmp_path):
 # so that every machine exercises the bf16 path; both sides of the comparison run at the same precision.
 @pytest.mark.parametrize("tune_layers,precision", [("all", "fp32"), ("1", "fp32"), ("1", "bf16")])
 def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layers, precision):
-    from unictr_core.artifact import load_home
+    from unictr_core.store.loading import load_model
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.dataset import load_dataset
     from unictr_core.predict import predict_samples
@@ -285,7 +285,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
     single = train_unictr(dataset.train, dataset.valid, model_config, train_config,
                           templates=templates_for(chosen), progress=False)
 
-    loaded, notes = load_home(home)
+    loaded, notes = load_model(home)
     assert not notes
     assert sorted(loaded.domains) == sorted(chosen)
     assert sorted(p.name for p in home.iterdir()) == [".lock", "core", "current", "domains", "generations"]

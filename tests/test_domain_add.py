@@ -15,46 +15,15 @@ from typer.testing import CliRunner
 from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core import artifact
-from unictr_core.artifact import save_trained
 from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data_io import write_samples
 from unictr_core.domain_training import train_domain
 from unictr_core.hidden_cache import build_cache
 from unictr_core.predict import encode, predict_samples
-from unictr_core.registry import Registry, RegistryError, load_model, registry_lock, remove_domain
+from unictr_core.registry import Registry, RegistryError, delete_bundle, load_model, registry_lock
 from unictr_core.store import artifact as store_artifact
-from unictr_core.training import train_unictr
 
 runner = CliRunner()
-
-
-def build_home(backbone: str, home: Path, seed: int = 0) -> Path:
-    """A tiny trained core with DSNs for books, movies and music, saved as a UniCTR home."""
-    config = ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64)
-    train_config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=3,
-                               seed=seed, dsn="standalone")   # the paper's joint DSNs, next to residual added ones
-    result = train_unictr(toy_samples(60), toy_samples(30, seed=1), config, train_config, progress=False)
-    save_trained(result.model, home, domain_metrics=result.valid_metrics)
-    return home
-
-
-@pytest.fixture(scope="module")
-def trained_home(tiny_bert, tmp_path_factory) -> Path:
-    return build_home(tiny_bert, tmp_path_factory.mktemp("home") / "home")
-
-
-@pytest.fixture
-def home(trained_home, tmp_path) -> Path:
-    copy = tmp_path / "home"
-    shutil.copytree(trained_home, copy, symlinks=True)
-    return copy
-
-
-@pytest.fixture(scope="module")
-def toys_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "toys.jsonl"
-    write_samples(path, toy_samples(80, seed=3, domains=("toys",)))
-    return path
 
 
 def digests(folder: Path) -> dict[str, str]:
@@ -219,9 +188,9 @@ def test_interrupted_add_registers_nothing(home, toys_file, monkeypatch):
 def test_writers_are_serialised_by_the_lock(home):
     with registry_lock(home):
         with pytest.raises(RegistryError, match="locked by another"):
-            remove_domain(home, "music", lock_timeout=0.3)
+            delete_bundle(home, "music", lock_timeout=0.3)
         assert (home / "domains" / "music").is_dir()
-    remove_domain(home, "music", lock_timeout=0.3)
+    delete_bundle(home, "music", lock_timeout=0.3)
     assert not (home / "domains" / "music").exists()
 
 

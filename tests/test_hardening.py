@@ -12,7 +12,6 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
 from test_plugins import FakeEntryPoint, fake_plugin_module, installed
 from unictr_cli.main import app
 from unictr_core import plugins

@@ -25,7 +25,6 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, toys_file, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
 from test_plugins import FakeEntryPoint, installed
 from unictr_cli.main import app
 from unictr_core.adapters.amazon2018 import prepare_amazon2018

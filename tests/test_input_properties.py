@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from test_domain_add import build_home
+from conftest import build_home
 from unictr_core.batching import EncodedSamples
 from unictr_core.data_io import read_samples
 from unictr_core.predict import predict_samples

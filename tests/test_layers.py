@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from unictr_core.layers import LAYERS, layer_of
+
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "unictr_core"
 
@@ -82,28 +84,28 @@ def test_unictr_core_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-# lowest first: a module may import its own layer and the layers before it, never a later one
-LAYERS = [
-    ("config", "metrics", "_former_paths"),
-    ("data",),
-    ("adapters", "hookspecs", "plugins"),
-    ("modeling",),
-    ("fit",),
-    ("baselines",),
-    ("store", "artifact", "registry"),
-    ("workflows", "benchmark", "prompt_preview"),
-    ("serving",),
-]
+# the shims of former paths sit in the layer of what they re-export (they go with the shims)
+SHIM_LAYERS = {"_former_paths": "config", "artifact": "store", "registry": "store"}
 
 
 def _layer(module: str) -> int:
     if module == "unictr_core":  # the package itself: its version and the former paths
         return 0
     top = module.split(".")[1]
-    for rank, names in enumerate(LAYERS):
-        if top in names:
-            return rank
-    raise AssertionError(f"{module}: in no layer of LAYERS (add it where it belongs)")
+    return layer_of(f"unictr_core.{SHIM_LAYERS.get(top, top)}")
+
+
+def test_the_documentation_quotes_the_layer_order():
+    """docs/development.md states LAYERS, one layer a line, in the text block after its "Layers, lowest first"."""
+    lines = (ROOT / "docs" / "development.md").read_text(encoding="utf-8").splitlines()
+    marker = next(i for i, line in enumerate(lines) if line.startswith("Layers, lowest first"))
+    start = lines.index("```text", marker) + 1
+    quoted = lines[start:lines.index("```", start)]
+    assert quoted == [", ".join(names) for names in LAYERS]
+
+
+def test_every_module_is_in_a_layer():
+    assert {_layer(module) for module in import_graph()} == set(range(len(LAYERS)))
 
 
 def test_no_module_imports_a_later_layer():
@@ -160,50 +162,3 @@ def test_light_commands_import_neither_torch_nor_transformers(argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, done.stderr
-
-
-def test_cli_option_defaults_are_the_config_defaults():
-    """One source of truth: every option that sets a config field defaults to that field's default."""
-    import dataclasses
-
-    import typer.main
-
-    from unictr_cli.main import app
-    from unictr_core.config import (DOMAIN_ADD_DEFAULTS, BaselineSettings, ModelConfig, ServeSettings,
-                                    TrainConfig)
-
-    def defaults(command) -> dict:
-        return {p.name: p.default for p in command.params}
-
-    def fields(obj) -> dict:
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-
-    cli = typer.main.get_command(app)
-    train = defaults(cli.commands["train"])
-    expected = {**fields(TrainConfig()), **fields(ModelConfig())}
-    # the option names that differ from their field
-    expected.update(ladder=ModelConfig.ladder_kind, tower=",".join(map(str, ModelConfig().tower_dims)),
-                    tune_layers="all")
-    shared = sorted(set(train) & set(expected) - {"domains", "cache_dir"})
-    assert len(shared) >= 20 and {k: train[k] for k in shared} == {k: expected[k] for k in shared}
-
-    add = defaults(cli.commands["domain"].commands["add"])
-    assert (add["epochs"], add["batch_size"], add["patience"], add["seed"], add["lr"]) == (
-        DOMAIN_ADD_DEFAULTS.epochs, DOMAIN_ADD_DEFAULTS.batch_size, DOMAIN_ADD_DEFAULTS.patience,
-        DOMAIN_ADD_DEFAULTS.seed, DOMAIN_ADD_DEFAULTS.head_lr[1])
-    assert DOMAIN_ADD_DEFAULTS.head_lr[0] == add["lr"] / 100  # `domain add --lr` sets the cyclic range lr/100..lr
-
-    serve = defaults(cli.commands["serve"])
-    settings = fields(ServeSettings(home=None))
-    renamed = {"request_timeout": "request_timeout_s", "poll_interval": "poll_interval_s"}
-    assert {k: serve[k] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes", "max_request_rows",
-                                  "request_timeout", "poll_interval", "log_level")} == {
-        k: settings[renamed.get(k, k)] for k in ("host", "port", "max_batch_size", "max_wait_ms", "max_body_bytes",
-                                                 "max_request_rows", "request_timeout", "poll_interval", "log_level")}
-
-    bench = defaults(cli.commands["benchmark"])
-    baseline = fields(BaselineSettings())
-    assert {k: bench[k] for k in ("epochs", "batch_size", "lr", "embed_dim", "patience", "seed")} == {
-        k: baseline[k] for k in ("epochs", "batch_size", "lr", "embed_dim", "patience", "seed")}
-    assert (bench["uni_backbone"], bench["uni_batch_size"], bench["uni_max_length"]) == (
-        ModelConfig.backbone, TrainConfig.batch_size, ModelConfig.max_length)

@@ -9,7 +9,6 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, toys_file, trained_home  # noqa: F401 - shared fixtures
 from test_fast_path import BF16_TOLERANCE
 from test_serve import call, rows, running
 from unictr_cli.main import app as cli_app

@@ -10,7 +10,6 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, trained_home  # noqa: F401 - shared fixtures
 from test_fast_path import BF16_TOLERANCE, model_with_lora
 from test_serve import call, running
 from unictr_cli.main import app as cli_app

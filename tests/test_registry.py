@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import toy_samples
-from test_domain_add import build_home
+from conftest import build_home, toy_samples
 from unictr_cli.main import app
 from unictr_core import plugins
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
 from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, RegistryError, load_model, remove_domain
+from unictr_core.registry import Registry, RegistryError, delete_bundle, load_model
 
 runner = CliRunner()
 
@@ -102,7 +101,7 @@ def test_package_bundle_serves_and_local_wins_a_tie(home, package_plugin, tmp_pa
     assert sorted(model.domains) == ["books", "movies", "music"]
     assert any("pets" in n for n in notes)
     with pytest.raises(RegistryError, match="pip uninstall unictr-domains-demo"):
-        remove_domain(home, "movies")
+        delete_bundle(home, "movies")
     assert (tmp_path / "vendor" / "movies" / "dsn.safetensors").exists()  # nothing of the package deleted
     result = runner.invoke(app, ["domain", "remove", "movies", "--home", str(home), "--yes"])
     assert result.exit_code == 1 and "UNICTR_LOAD_PLUGINS" in result.output

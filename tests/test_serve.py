@@ -21,8 +21,7 @@ import pytest
 import uvicorn  # the extra 'serve', part of the 'test' extra
 from typer.testing import CliRunner
 
-from conftest import toy_samples
-from test_domain_add import build_home, home, toys_file, trained_home  # noqa: F401 - shared fixtures
+from conftest import build_home, toy_samples
 from unictr_cli.main import app as cli_app
 from unictr_core import home_store
 from unictr_core.data_io import read_samples

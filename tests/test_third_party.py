@@ -20,8 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import toy_samples
-from test_domain_add import build_home
+from conftest import build_home, toy_samples
 from unictr_core.artifact import CORE_DIR, load_core, load_domain_bundle
 from unictr_core.data_io import write_samples
 from unictr_core.predict import predict_samples

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import toy_samples
-from test_domain_add import home, trained_home  # noqa: F401 - fixtures: a copy of a tiny trained home
 from unictr_cli.main import app
 from unictr_core import workflows
 from unictr_core.config import ModelConfig, TrainConfig
@@ -113,3 +112,23 @@ def test_training_into_a_home_with_a_core_needs_replace_and_names_the_domains_it
     assert registry.core_fingerprint != core
     assert {name: registry.get(name).status for name in ("books", "movies", "music")} == {
         "books": "ready", "movies": "incompatible", "music": "incompatible"}
+
+
+def test_predict_and_domain_splits_leave_the_callers_samples_unchanged(home, tmp_path):
+    import dataclasses
+
+    from unictr_core.fit.domain_training import domain_splits
+
+    samples = toy_samples(20, seed=5, domains=("books", "movies"))
+    before = [s.to_dict() for s in samples]
+    as_books = workflows.predict(home, samples, domain="books", precision="fp32")
+    assert [s.to_dict() for s in samples] == before  # the caller's rows keep their domains
+    assert {r["domain"] for r in as_books.records} == {"books"}
+    copies = [dataclasses.replace(s, domain="books") for s in samples]
+    assert as_books.records == workflows.predict(home, copies, precision="fp32").records
+
+    path = tmp_path / "rows.jsonl"
+    write_samples(path, samples)
+    train, valid, test, _ = domain_splits(path, "toys", all_rows=True)
+    assert {s.domain for s in train + valid + test} == {"toys"} and len(train + valid + test) == 20
+    assert [s.to_dict() for s in samples] == before

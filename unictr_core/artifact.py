@@ -6,7 +6,6 @@ from unictr_core.store.artifact import (load_core, load_domain_bundle, read_safe
                                         save_domain_bundle)
 from unictr_core.store.layout import (CORE_DIR, CORE_WEIGHTS, DOMAIN_FILE, DOMAINS_DIR, DSN_WEIGHTS,  # noqa: F401
                                       FORMAT_VERSION, HOME_ENV, MANIFEST, ArtifactError, default_home)
-from unictr_core.store.loading import load_home  # noqa: F401
 from unictr_core.store.records import (fingerprint_of, read_domain_record, read_manifest,  # noqa: F401
                                        verified_weights, verify_domain_bundle)
 from unictr_core.store.writes import save_trained  # noqa: F401

@@ -49,16 +49,16 @@ class BenchmarkOptions:
     models: Optional[list[str]] = None          # None: every registered baseline + unictr
     max_rows: Optional[int] = None              # training rows per domain (random subsample, seeded)
     max_eval_rows: Optional[int] = None         # validation and test rows per domain
-    epochs: int = 10                            # epoch cap of the baselines
+    epochs: int = BaselineSettings.epochs       # epoch cap of the baselines
     uni_epochs: Optional[int] = None            # epoch cap of Uni-CTR (default: --epochs)
-    uni_backbone: str = "minilm"
-    uni_batch_size: int = 32
-    uni_max_length: int = 128
-    uni_max_steps: Optional[int] = None
+    uni_backbone: str = ModelConfig.backbone
+    uni_batch_size: int = TrainConfig.batch_size
+    uni_max_length: int = ModelConfig.max_length
+    uni_max_steps: Optional[int] = TrainConfig.max_steps
     uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
-    uni_tune_layers: Optional[int] = None       # LoRA in the top K layers only (ModelConfig.tune_layers); None: all
-    seed: int = 0
+    uni_tune_layers: Optional[int] = ModelConfig.tune_layers  # LoRA in the top K layers only; None: every layer
+    seed: int = BaselineSettings.seed           # one seed for every model and the subsampling
     holdout: Optional[list[str]] = None         # None: the dataset's holdout_domains
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
 

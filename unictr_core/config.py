@@ -123,7 +123,9 @@ class TrainConfig:
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
     precision: str = DEFAULT_PRECISION  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
     max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache in RAM (tune_layers); beyond it: a mapped file
-    cache_dir: Optional[str] = None  # where the memory-mapped part goes (default: the system's temp folder)
+    # where the memory-mapped part goes; None: the home in `unictr train` / `domain add` (unictr_core.workflows
+    # resolves it), the system's temp folder when train_unictr or train_domain is called directly
+    cache_dir: Optional[str] = None
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
 
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
@@ -198,8 +200,16 @@ class ServeSettings:
                 raise ValueError(message)
 
 
+DOMAIN_ADD_LR_SPAN = 100  # `domain add --lr L` trains with the cyclic learning rate L / 100 .. L
+
+
+def domain_add_head_lr(peak: float) -> tuple[float, float]:
+    """The cyclic learning-rate range of `domain add --lr PEAK`: PEAK / DOMAIN_ADD_LR_SPAN .. PEAK."""
+    return (peak / DOMAIN_ADD_LR_SPAN, peak)
+
+
 # what `unictr domain add` trains with unless told otherwise (only the DSN trains: a higher rate, more epochs)
-DOMAIN_ADD_DEFAULTS = TrainConfig(epochs=20, head_lr=(3e-3 / 100, 3e-3), patience=5)
+DOMAIN_ADD_DEFAULTS = TrainConfig(epochs=20, head_lr=domain_add_head_lr(3e-3), patience=5)
 
 
 def tune_layers_text(tuned: Optional[int]) -> str:

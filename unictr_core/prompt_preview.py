@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from unictr_core.config import ModelConfig
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 
@@ -79,7 +80,8 @@ def _templates(data: Path, domains: Sequence[str], home: Path, backbone: str, ma
 
 
 def preview_prompts(data: Path, home: Path, domain: Optional[str] = None, limit: int = DEFAULT_LIMIT,
-                    split: str = "train", backbone: str = "minilm", max_length: int = 128) -> PromptPreview:
+                    split: str = "train", backbone: str = ModelConfig.backbone,
+                    max_length: int = ModelConfig.max_length) -> PromptPreview:
     """Render the rows of ``data`` (a file, or one split of a dataset folder); ``limit`` are returned as text,
     the token-length summary covers every row (of ``domain`` when given)."""
     from unictr_core.data.data_io import validate_domain_name

@@ -4,4 +4,4 @@
 from unictr_core.store.loading import load_model  # noqa: F401
 from unictr_core.store.registry import (DomainEntry, Registry, RegistryError, core_fingerprint_of,  # noqa: F401
                                         state_token, templates_for)
-from unictr_core.store.writes import commit_bundle, registry_lock, removable_entry, remove_domain  # noqa: F401
+from unictr_core.store.writes import commit_bundle, registry_lock, removable_entry, delete_bundle  # noqa: F401

@@ -10,6 +10,7 @@ get ``None``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_MAX_CACHE_GB, DEFAULT_PRECISION
+from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
@@ -37,7 +38,7 @@ from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR, DOMAINS_DIR, MANIFEST
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError, templates_for
-from unictr_core.store.writes import commit_bundle, removable_entry, remove_domain as remove_bundle, save_trained
+from unictr_core.store.writes import commit_bundle, delete_bundle, removable_entry, save_trained
 
 EpochCallback = Optional[Callable[[dict], None]]
 
@@ -124,9 +125,9 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
                   max_rows: Optional[int] = None, group=None, replace: bool = False) -> TrainPlan:
     """Read ``data`` and check the settings; ``domains`` default: every domain but the dataset's holdout ones.
 
-    ``train_config.domains`` is set to the chosen domains. A home that already has a trained core is refused
-    (ValueError naming the domains whose DSNs the new core would orphan) unless ``replace``; the plan's
-    ``replacing`` then says what is replaced.
+    ``train_config.domains`` is set to the chosen domains and ``train_config.cache_dir``, when None, to the home.
+    A home that already has a trained core is refused (ValueError naming the domains whose DSNs the new core
+    would orphan) unless ``replace``; the plan's ``replacing`` then says what is replaced.
     """
     group = group or DistContext()
     data, home = Path(data), Path(home)
@@ -141,6 +142,8 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
             raise ValueError(f"--domains: no training rows for {', '.join(missing)} in {data / 'train.jsonl'}")
         model_config.validate()
         train_config.domains = chosen
+        if train_config.cache_dir is None:  # a memory-mapped hidden-state cache goes into the home
+            train_config.cache_dir = str(home)
         train_config.validate()
         replacing = core_replacement(home, chosen)
         if replacing is not None and not replace:
@@ -216,10 +219,9 @@ class DomainAddResult:
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
 
 
-def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False, seed: int = 0,
-                    max_rows: Optional[int] = None, precision: str = DEFAULT_PRECISION, group=None,
-                    all_rows: bool = False
-                    ) -> DomainAddPlan:
+def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False,
+                    seed: int = DOMAIN_ADD_DEFAULTS.seed, max_rows: Optional[int] = None,
+                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False) -> DomainAddPlan:
     """Check the name against the registry, choose the template, split ``data``, load the core.
 
     ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
@@ -259,13 +261,13 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
     """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
 
     Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
-    ``cache_dir``: where a memory-mapped hidden-state cache goes (default: the home).
+    ``max_cache_gb``, ``cache_dir``: default ``config``'s (``cache_dir`` None: the home).
     """
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
                         config, cache=cache,
-                        max_cache_gb=DEFAULT_MAX_CACHE_GB if max_cache_gb is None else max_cache_gb,
+                        max_cache_gb=config.max_cache_gb if max_cache_gb is None else max_cache_gb,
                         progress=progress, dist_ctx=group or DistContext(), residual=residual,
-                        precision=plan.precision, cache_dir=Path(cache_dir if cache_dir is not None else plan.home),
+                        precision=plan.precision, cache_dir=Path(cache_dir or config.cache_dir or plan.home),
                         cache_storage=cache_dtype, on_epoch=on_epoch)
 
 
@@ -313,7 +315,7 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
     """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
     home = Path(home)
     notes: list[str] = []
-    remove_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
+    delete_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
     return DomainRemoveResult(home / DOMAINS_DIR / name, Registry(home).get(name), notes)
 
 
@@ -335,7 +337,8 @@ class EvaluationResult:
     notes: list[str] = field(default_factory=list)  # domains predicted zero-shot, broken bundles
 
 
-def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general", batch_size: int = 64,
+def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general",
+             batch_size: int = TrainConfig.eval_batch_size,
              precision: str = DEFAULT_PRECISION, quantize: str = "none", progress=None) -> EvaluationResult:
     """Per-domain AUC and logloss of the home's model on labelled ``samples``, with RelaImpr against
     ``reference``: ``general`` (the general network) or the path of an earlier report (JSON).
@@ -366,13 +369,16 @@ class PredictionResult:
     notes: list[str] = field(default_factory=list)
 
 
-def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None, batch_size: int = 64,
+def predict(home: Path, samples: Sequence[Sample], domain: Optional[str] = None,
+            batch_size: int = TrainConfig.eval_batch_size,
             precision: str = DEFAULT_PRECISION, quantize: str = "none") -> PredictionResult:
-    """Click probabilities for ``samples``; ``domain`` scores every row as that domain (the samples are changed)."""
+    """Click probabilities for ``samples``; ``domain`` scores every row as that domain.
+
+    ``samples`` are not changed: with ``domain``, copies of them carry it (and the records name it).
+    """
     if domain is not None:
         validate_domain_name(domain, "--domain")
-        for s in samples:
-            s.domain = domain
+        samples = [dataclasses.replace(s, domain=domain) for s in samples]
     model, notes = serving_model(home, [s.domain for s in samples], precision, quantize)
     predictions = predict_samples(model, samples, batch_size, precision=precision)
     zero = sorted({s.domain for s, z in zip(samples, predictions.zero_shot) if z})

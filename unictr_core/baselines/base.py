@@ -9,6 +9,7 @@ from torch import nn
 
 from unictr_core.baselines.features import FeatureSpec
 from unictr_core.baselines.layers import FieldEmbedding
+from unictr_core.config import BaselineSettings
 
 
 class BaselineModel(nn.Module):
@@ -29,8 +30,8 @@ class BaselineModel(nn.Module):
     dropped_fields: tuple[str, ...] = ()   # fields this model does not embed
     category: Optional[str] = None         # None: single- or multi-domain, from ``multi_domain``
 
-    def __init__(self, spec: FeatureSpec, embed_dim: int = 16, hidden: Sequence[int] = (128, 64),
-                 dropout: float = 0.1):
+    def __init__(self, spec: FeatureSpec, embed_dim: int = BaselineSettings.embed_dim,
+                 hidden: Sequence[int] = BaselineSettings.hidden, dropout: float = BaselineSettings.dropout):
         super().__init__()
         self.spec = spec
         self.embed_dim = embed_dim

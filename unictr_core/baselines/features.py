@@ -26,6 +26,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
+from unictr_core.config import BaselineSettings
 from unictr_core.data.schema import Sample, price_value as parse_price
 
 MISSING = 0
@@ -103,7 +104,7 @@ class EncodedData:
 class FeatureEncoder:
     """Fits vocabularies and price bins on training samples, then encodes any samples the same way."""
 
-    def __init__(self, extra_fields: Optional[Sequence[str]] = None, max_history: int = 5, price_bins: int = 10,
+    def __init__(self, extra_fields: Optional[Sequence[str]] = None, max_history: int = BaselineSettings.max_history, price_bins: int = 10,
                  max_extra_cardinality: int = 1000, max_extra_length: int = 64):
         self.extra_fields_requested = None if extra_fields is None else list(extra_fields)
         self.max_history = max_history

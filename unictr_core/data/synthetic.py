@@ -86,7 +86,7 @@ KEYWORDS = {
 
 
 @dataclass(frozen=True)
-class DomainSpec:
+class SyntheticDomain:
     name: str
     base_rows: int                     # rows at scale 1.0
     items_per_theme: int
@@ -102,7 +102,7 @@ class DomainSpec:
 
 
 DOMAINS = (
-    DomainSpec(
+    SyntheticDomain(
         name="books", base_rows=2000, items_per_theme=12,
         patterns=("{k} Rising", "The Last {k}", "Beyond the {k}", "Edge of the {k}", "Secrets of the {k}",
                   "Return to the {k}", "A {k} Story", "Chronicles of the {k}"),
@@ -121,7 +121,7 @@ DOMAINS = (
         brands=("Oakridge House", "Penrose Books", "Maple Press", "Harbor Lane", "Bluefield Publishing"),
         price_range=(6.0, 28.0), bias=-1.6, taste_strength=4.1, price_weight=0.0,
     ),
-    DomainSpec(
+    SyntheticDomain(
         name="movies", base_rows=1000, items_per_theme=10,
         patterns=("{k} Down", "The {k}", "{k} Night", "Operation {k}", "{k} II", "Escape from the {k}",
                   "{k} Forever", "Under the {k}"),
@@ -139,7 +139,7 @@ DOMAINS = (
         brands=("Silver Screen Studios", "Northlight Pictures", "Red Canyon Films", "Paragon Studios"),
         price_range=(3.0, 20.0), bias=-1.5, taste_strength=3.9, price_weight=0.0,
     ),
-    DomainSpec(
+    SyntheticDomain(
         name="music", base_rows=350, items_per_theme=6,
         patterns=("{k} Dreams", "{k} Sessions", "Songs of the {k}", "{k} Nights", "Echoes of the {k}",
                   "{k} Drift"),
@@ -157,7 +157,7 @@ DOMAINS = (
         brands=("Blue Note Hall", "Echo Valley Records", "Neon Tape", "Lantern Music"),
         price_range=(5.0, 15.0), bias=-1.4, taste_strength=3.0, price_weight=0.0,
     ),
-    DomainSpec(
+    SyntheticDomain(
         name="board_games", base_rows=500, items_per_theme=8,
         patterns=("{k} Quest", "{k} Masters", "{k} Conquest", "Race to the {k}", "{k} Tactics",
                   "Build the {k}", "{k} Party", "{k} Dice"),
@@ -251,7 +251,7 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
-def _event(rng: random.Random, spec: DomainSpec, people: list[User], activity: list[float],
+def _event(rng: random.Random, spec: SyntheticDomain, people: list[User], activity: list[float],
            by_theme: dict[tuple[str, str], list[Item]], start: int) -> Sample:
     """One event of domain ``spec`` at a time in [start, start + TIME_SPAN), drawn from ``rng``."""
     low, high = spec.price_range

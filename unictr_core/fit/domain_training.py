@@ -36,7 +36,7 @@ from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
 from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
-from unictr_core.modeling.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
+from unictr_core.modeling.hidden_cache import build_cache
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.predict import encode
 
@@ -63,11 +63,8 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
     notes: list[str] = []
     if path.is_dir():
         dataset = load_dataset(path)
-        if all_rows:
-            for part in (dataset.train, dataset.valid, dataset.test):
-                for s in part:
-                    s.domain = name
-        parts = [[s for s in part if s.domain == name] for part in (dataset.train, dataset.valid, dataset.test)]
+        parts = [[replace(s, domain=name) for s in part] if all_rows else [s for s in part if s.domain == name]
+                 for part in (dataset.train, dataset.valid, dataset.test)]
         if not parts[0]:
             raise ValueError(f"{path / 'train.jsonl'}: no rows of domain '{name}' "
                              f"(domains there: {', '.join(dataset.domains) or 'none'})")
@@ -77,17 +74,14 @@ def domain_splits(path: Path, name: str, seed: int = 0, all_rows: bool = False
     samples = read_samples(path, require_labels=True)
     held = _row_counts(samples)  # before any relabelling, for the messages
     if all_rows:
-        for s in samples:
-            s.domain = name
+        samples = [replace(s, domain=name) for s in samples]
     domains = sorted({s.domain for s in samples})
     mine = [s for s in samples if s.domain == name]
     if not mine:
         if len(domains) != 1:
             raise ValueError(f"{path}: no rows of domain '{name}'; the file holds {', '.join(domains) or 'no rows'}")
         notes.append(f"{path}: all {len(samples)} rows are domain '{domains[0]}'; taken as '{name}'")
-        for s in samples:
-            s.domain = name
-        mine = samples
+        mine = [replace(s, domain=name) for s in samples]
     elif len(domains) > 1:
         notes.append(f"{path}: using the {len(mine)} rows of '{name}' and ignoring {len(samples) - len(mine)} "
                      f"rows of other domains")
@@ -226,7 +220,7 @@ def _evaluate(model: UniCTRModel, name: str, source, encoded: EncodedSamples, ba
 def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: Sequence[Sample],
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
                  config: Optional[TrainConfig] = None, cache: bool = True,
-                 max_cache_gb: float = DEFAULT_MAX_CACHE_GB, progress: bool = True,
+                 max_cache_gb: Optional[float] = None, progress: bool = True,
                  dist_ctx: Optional[DistContext] = None, residual: bool = True,
                  precision: str = DEFAULT_PRECISION,
                  cache_dir: Optional[Path] = None, cache_storage: Optional[str] = None,
@@ -254,11 +248,12 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     run's up to float rounding.
 
     ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :mod:`unictr_core.modeling.precision`).
-    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` in RAM and
+    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` (default: ``config``'s) in RAM and
     spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
     fp16 / bf16 / fp32 (default: by precision and backbone).
     """
     config = config or replace(DOMAIN_ADD_DEFAULTS)
+    max_cache_gb = config.max_cache_gb if max_cache_gb is None else max_cache_gb
     ctx = dist_ctx or distributed.active()
     precision = precisions.resolve(precision, ctx.device, training=True)
     started = time.perf_counter()
@@ -372,7 +367,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:
-        model.remove_domain(name)
+        model.drop_dsn(name)
         raise
     return DomainTrainResult(name=name, best_epoch=stopping.epoch, valid_auc=stopping.details, test=test_metrics,
                              seconds=seconds,

@@ -11,7 +11,7 @@ import numpy as np
 from unictr_core import metrics
 from unictr_core.data.schema import Sample
 from unictr_core.data.tables import fmt, format_table  # noqa: F401 - the tables of reports; re-exported
-from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
+from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc, mean_domain_metric
 
 
 POOLED_NOTE = ("overall_auc / overall_logloss pool the rows of every domain into one ranking; with different positive "
@@ -44,7 +44,7 @@ def evaluation_report(samples: Sequence[Sample], predictions: Predictions, refer
         "overall_logloss": metrics.logloss(labels, predictions.probs),
         "overall_note": POOLED_NOTE,
         "mean_domain_auc": mean_auc(per_domain, include_zero_shot=True),
-        "mean_domain_logloss": mean_auc(per_domain, key="logloss", include_zero_shot=True),
+        "mean_domain_logloss": mean_domain_metric(per_domain, "logloss", include_zero_shot=True),
         "domains": per_domain,
     }
 

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 
-from unictr_core.config import ModelConfig, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
@@ -33,7 +33,8 @@ from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.modeling.predict import Predictions, domain_metrics, encode, mean_auc, predict_encoded
+from unictr_core.modeling.predict import (Predictions, domain_metrics, encode, mean_auc, mean_domain_metric,
+                                          predict_encoded)
 
 
 @dataclass
@@ -45,7 +46,7 @@ class TrainResult:
     seconds: float
     history: list[dict] = field(default_factory=list)
     distributed: dict = field(default_factory=dict)  # world size, backend, device of the run
-    precision: str = "fp32"  # the precision the run computed in (auto resolved)
+    precision: str = DEFAULT_PRECISION  # the precision the run computed in (auto resolved)
     cache: dict = field(default_factory=dict)  # hidden-state cache below the cut: layers, bytes, seconds
     epoch_seconds: list[float] = field(default_factory=list)  # optimiser steps of each epoch (no validation)
 
@@ -179,7 +180,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
         bar.close()
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                  "valid_logloss": mean_auc(per_domain, key="logloss"),
+                  "valid_logloss": mean_domain_metric(per_domain, "logloss"),
                   "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain}
         out_of_steps = train_config.max_steps is not None and steps >= train_config.max_steps
         if end_epoch(stopping, history, record, per_domain, out_of_steps, ctx, on_epoch,
@@ -220,7 +221,7 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
 
 def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
                       optimizer, scheduler, max_grad_norm: float, ctx: DistContext,
-                      cache: Optional[HiddenStateCache] = None, precision: str = "fp32") -> float:
+                      cache: Optional[HiddenStateCache] = None, precision: str = DEFAULT_PRECISION) -> float:
     """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part.
 
     With ``cache`` (this rank's rows below the cut) the rank computes the rows of the batch it owns.
@@ -255,7 +256,7 @@ def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: f
 
 @torch.no_grad()
 def gathered_predictions(model: UniCTRModel, shard: EncodedSamples, shard_rows: Sequence[int], total: int,
-                         batch_size: int, ctx: DistContext, precision: str = "fp32",
+                         batch_size: int, ctx: DistContext, precision: str = DEFAULT_PRECISION,
                          cache: Optional[HiddenStateCache] = None) -> Predictions:
     """Predictions for a whole evaluation set whose rows ``shard_rows`` this rank holds (encoded in ``shard``)."""
     local = predict_encoded(model, shard, batch_size, precision=precision, cache=cache)

@@ -34,7 +34,7 @@ from unictr_core.modeling.batching import EncodedSamples
 
 STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NUMPY_STORAGE = {2: np.uint16, 4: np.float32}  # numpy has no bf16: 2-byte storage is mapped as raw uint16
-from unictr_core.config import DEFAULT_MAX_CACHE_GB  # noqa: F401
+from unictr_core.config import DEFAULT_MAX_CACHE_GB, DEFAULT_PRECISION, TrainConfig
 
 GIB = 2**30
 
@@ -136,8 +136,9 @@ class HiddenStateCache:
 
 @torch.no_grad()
 def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Optional[Sequence[int]] = None,
-                batch_size: int = 64, precision: str = "fp32", storage: Optional[str] = None,
-                max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None, progress: bool = False,
+                batch_size: int = TrainConfig.eval_batch_size, precision: str = DEFAULT_PRECISION,
+                storage: Optional[str] = None, max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None,
+                progress: bool = False,
                 desc: str = "caching hidden states") -> HiddenStateCache:
     """Run the (frozen, eval-mode) backbone of ``model`` once over ``rows`` of ``encoded`` and cache ``layers``.
 

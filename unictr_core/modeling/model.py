@@ -110,7 +110,8 @@ class UniCTRModel(nn.Module):
             self.templates.templates[domain] = template
         return self.dsns[domain]
 
-    def remove_domain(self, domain: str) -> None:
+    def drop_dsn(self, domain: str) -> None:
+        """Forget the DSN and the template of ``domain`` (in memory; the home is not touched)."""
         del self.dsns[domain]
         self.templates.templates.pop(domain, None)
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from unictr_core import metrics
-from unictr_core.config import DEFAULT_PRECISION
+from unictr_core.config import DEFAULT_PRECISION, TrainConfig
 from unictr_core.data.schema import Sample
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
@@ -29,14 +29,16 @@ def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
                           id_buckets=model.id_buckets)
 
 
-def predict_encoded(model: UniCTRModel, encoded: EncodedSamples, batch_size: int = 64,
+def predict_encoded(model: UniCTRModel, encoded: EncodedSamples,
+                    batch_size: int = TrainConfig.eval_batch_size,
                     progress: Optional[object] = None, precision: Optional[str] = None, cache=None) -> Predictions:
     """One backbone pass per batch, whatever the mix of domains in it.
 
     ``precision``: fp32, bf16 or auto (:mod:`unictr_core.modeling.precision`); default: the precision a
-    prepared model (:mod:`unictr_core.modeling.fast_path`) was prepared for, else the default (config.DEFAULT_PRECISION). A prepared model runs
-    under ``torch.inference_mode`` without autocast (its weights already are in its precision); an unprepared
-    one under ``torch.no_grad`` with bf16 autocast where asked. ``cache``: a
+    prepared model (:mod:`unictr_core.modeling.fast_path`) was prepared for, else
+    ``config.DEFAULT_PRECISION``. A prepared model runs under ``torch.inference_mode`` without autocast (its
+    weights already are in its precision); an unprepared one under ``torch.no_grad`` with bf16 autocast where
+    asked. ``cache``: a
     :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache` of ``encoded`` holding
     ``model.cached_layers()`` (the backbone then runs only above the cut).
     """
@@ -83,7 +85,8 @@ def store_outputs(out, rows, dsn: np.ndarray, general: np.ndarray, zero_shot: np
     zero_shot[rows] = ~out.has_dsn.cpu().numpy()
 
 
-def predict_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64,
+def predict_samples(model: UniCTRModel, samples: Sequence[Sample],
+                    batch_size: int = TrainConfig.eval_batch_size,
                     progress: Optional[object] = None, precision: Optional[str] = None) -> Predictions:
     return predict_encoded(model, encode(model, samples), batch_size, progress, precision)
 
@@ -126,6 +129,17 @@ def domain_metrics(samples: Sequence[Sample], predictions: Predictions) -> dict[
             for domain, m in model.items()}
 
 
-def mean_auc(per_domain: dict[str, dict], key: str = "auc", include_zero_shot: bool = False) -> Optional[float]:
+def mean_domain_metric(per_domain: dict[str, dict], key: str,
+                       include_zero_shot: bool = False) -> Optional[float]:
+    """The mean over domains of metric ``key`` (``"auc"``, ``"logloss"``, ...) of :func:`domain_metrics`.
+
+    Domains where it is undefined are left out, and so are zero-shot domains unless ``include_zero_shot``;
+    ``None`` when no domain is left.
+    """
     values = [m[key] for m in per_domain.values() if m[key] is not None and (include_zero_shot or not m["zero_shot"])]
     return float(np.mean(values)) if values else None
+
+
+def mean_auc(per_domain: dict[str, dict], include_zero_shot: bool = False) -> Optional[float]:
+    """The mean AUC over domains: :func:`mean_domain_metric` of ``"auc"``."""
+    return mean_domain_metric(per_domain, "auc", include_zero_shot)

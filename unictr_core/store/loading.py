@@ -58,12 +58,3 @@ def _load_model(home: Path, domains: Optional[list[str]], core, registry: Regist
             model.templates.templates[name] = entry.template
     snapshots.ensure_alive(registry.root)  # bundles that vanished with a retired snapshot are not "broken"
     return model, notes
-
-
-def load_home(home: Path, domains: Optional[list[str]] = None):
-    """The core of ``home`` with every compatible DSN the domain registry serves; returns (model, notes).
-
-    The same as :func:`load_model`: local bundles and the bundles of installed domain packages; bundles of
-    another core are skipped with a note (those domains are then predicted zero-shot).
-    """
-    return load_model(home, domains)

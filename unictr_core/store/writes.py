@@ -35,7 +35,7 @@ def save_trained(model, home: Path, training: Optional[dict] = None,
 
 
 def registry_lock(home: Path, timeout: Optional[float] = None):
-    """Exclusive lock on the home's writes (see :func:`unictr_core.snapshots.lock`)."""
+    """Exclusive lock on the home's writes (see :func:`unictr_core.store.snapshots.lock`)."""
     return snapshots.lock(home, timeout)
 
 
@@ -63,7 +63,7 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
     return home / DOMAINS_DIR / name
 
 
-def remove_domain(home: Path, name: str, lock_timeout: Optional[float] = None,
+def delete_bundle(home: Path, name: str, lock_timeout: Optional[float] = None,
                   notes: Optional[list[str]] = None) -> DomainEntry:
     """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions).
 
