@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.schema import Sample
-from unictr_core.tiny import make_tiny_backbone
+from unictr_core.data.schema import Sample
+from unictr_core.modeling.tiny import make_tiny_backbone
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 

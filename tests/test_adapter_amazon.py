@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from unictr_core.adapters import amazon2018
 from unictr_core.adapters.amazon2018 import (domain_name, fit_price_bins, parse_price, prepare_amazon2018,
                                              read_reviews, style_text)
-from unictr_core.dataset import load_dataset
-from unictr_core.schema import DataError
+from unictr_core.data.dataset import load_dataset
+from unictr_core.data.schema import DataError
 
 try:  # installed package name, else the source folder
     from unictr_cli.prepare_cmd import prepare_app

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from unictr_core.adapters import snake_case
 from unictr_core.adapters.movielens import age_band, prepare_movielens, read_atomic
-from unictr_core.dataset import load_dataset
-from unictr_core.schema import DataError
+from unictr_core.data.dataset import load_dataset
+from unictr_core.data.schema import DataError
 
 try:  # installed package name, else the source folder
     from unictr_cli.prepare_cmd import prepare_app

@@ -11,8 +11,8 @@ import yaml
 
 from unictr_core.adapters.amazon2018 import find_category_files, item_meta, prepare_amazon2018, read_metadata
 from unictr_core.adapters.text import clean_text, first_sentence
-from unictr_core.dataset import load_dataset
-from unictr_core.schema import DataError
+from unictr_core.data.dataset import load_dataset
+from unictr_core.data.schema import DataError
 
 
 def _write_gz(path: Path, lines) -> None:

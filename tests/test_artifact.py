@@ -12,12 +12,13 @@ import torch
 import yaml
 
 from conftest import toy_samples
-from unictr_core.artifact import ArtifactError, save_trained
+from unictr_core.store.layout import ArtifactError
+from unictr_core.store.writes import save_trained
 from unictr_core.store.loading import load_model
-from unictr_core.predict import predict_samples
+from unictr_core.modeling.predict import predict_samples
 from unictr_core.store.records import core_identity, fingerprint_of
 from unictr_core.store import artifact  # the module that writes the files (its save_file is patched)
-from unictr_core.training import build_model, train_unictr
+from unictr_core.fit.training import build_model, train_unictr
 
 
 @pytest.fixture

@@ -9,11 +9,11 @@ import torch
 import unictr_plugins.baselines as builtin_baselines
 from unictr_core.baselines import BaselineSettings, FeatureEncoder, baselines, fit_baseline
 from unictr_core.baselines.multi_domain import PLE, STAR, MMoE, PartitionedNorm, SharedBottom
-from unictr_core.dataset import split_by_time
+from unictr_core.data.dataset import split_by_time
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import get_plugin_manager
-from unictr_core.schema import DataError, Sample
-from unictr_core.synthetic import HOLDOUT_DOMAINS, generate
+from unictr_core.data.schema import DataError, Sample
+from unictr_core.data.synthetic import HOLDOUT_DOMAINS, generate
 
 EIGHT = ["deepfm", "dcn", "autoint", "xdeepfm", "shared_bottom", "mmoe", "ple", "star"]
 SETTINGS = BaselineSettings(epochs=8, lr=0.01, batch_size=128, embed_dim=8, hidden=(32, 16), patience=2, seed=3)

@@ -13,8 +13,8 @@ from unictr_cli.main import app
 from unictr_core import metrics
 from unictr_core.benchmark import BenchmarkOptions, run_benchmark, subsample_per_domain
 from unictr_core.baselines import BaselineSettings
-from unictr_core.synthetic import write_builtin_dataset
-from unictr_core.tiny import make_tiny_backbone
+from unictr_core.data.synthetic import write_builtin_dataset
+from unictr_core.modeling.tiny import make_tiny_backbone
 
 FAST = BaselineSettings(batch_size=64, lr=0.01, embed_dim=8, hidden=(16,))
 
@@ -146,7 +146,7 @@ def test_bad_options_fail_with_a_clear_message(dataset, tmp_path):
 
 
 def test_subsample_per_domain_keeps_order_and_caps_each_domain():
-    from unictr_core.schema import Sample
+    from unictr_core.data.schema import Sample
 
     samples = [Sample("a" if i % 3 else "b", f"u{i}", "i", 0, i) for i in range(30)]
     kept = subsample_per_domain(samples, 4, seed=1)

@@ -20,13 +20,17 @@ import pytest
 import torch
 
 from conftest import build_home, toy_samples
-from unictr_core.artifact import CORE_DIR, load_core, save_trained
+from unictr_core.store.artifact import load_core
+from unictr_core.store.layout import CORE_DIR
+from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.domain_training import train_domain
-from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, commit_bundle, delete_bundle, load_model, state_token
+from unictr_core.fit.domain_training import train_domain
+from unictr_core.modeling.predict import predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry, state_token
+from unictr_core.store.writes import commit_bundle, delete_bundle
 from unictr_core.store import snapshots as home_store
-from unictr_core.training import train_unictr
+from unictr_core.fit.training import train_unictr
 
 SAMPLES = toy_samples(8, seed=9, domains=("books", "movies", "music", "toys"))
 MATRIX: dict[str, dict] = {}

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from unictr_core.data_io import DOMAIN_PATTERN, iter_samples, read_samples, write_samples
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.data_io import DOMAIN_PATTERN, iter_samples, read_samples, write_samples
+from unictr_core.data.schema import DataError, Sample
 
 
 def _jsonl(tmp_path, lines, name="data.jsonl"):

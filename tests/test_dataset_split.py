@@ -7,10 +7,10 @@ import random
 import pytest
 import yaml
 
-from unictr_core import dataset as dataset_module
-from unictr_core.dataset import load_dataset, split_by_time, split_random, write_dataset
-from unictr_core.history import attach_histories
-from unictr_core.schema import DataError, Sample
+from unictr_core.data import dataset as dataset_module
+from unictr_core.data.dataset import load_dataset, split_by_time, split_random, write_dataset
+from unictr_core.data.history import attach_histories
+from unictr_core.data.schema import DataError, Sample
 
 
 def _random_events(n=400, seed=1) -> list[Sample]:

@@ -20,10 +20,10 @@ import torch
 import typer
 import yaml
 
-from unictr_core import distributed
-from unictr_core.distributed import DistContext, DistributedError, LaunchOptions
+from unictr_core.fit import distributed
+from unictr_core.fit.distributed import DistContext, DistributedError, LaunchOptions
 from unictr_core.fit.loop import ctr_loss, shard_loss
-from unictr_core.model import ModelOutput
+from unictr_core.modeling.model import ModelOutput
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,8 +60,8 @@ def fake_probability(index: int) -> float:
 def small_data(tmp_path_factory):
     """The built-in data at 5 % scale: 134 joint training rows, 22 validation rows (the gathering test takes an
     odd number of them: the sampler pads)."""
-    from unictr_core.synthetic import write_builtin_dataset
-    from unictr_core.tiny import make_tiny_backbone
+    from unictr_core.data.synthetic import write_builtin_dataset
+    from unictr_core.modeling.tiny import make_tiny_backbone
 
     root = tmp_path_factory.mktemp("dist")
     dataset = write_builtin_dataset(root / "data", seed=0, scale=0.05)
@@ -256,10 +256,10 @@ def test_train_launch_options_are_checked(monkeypatch, tmp_path):
 def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layers, precision):
     from unictr_core.store.loading import load_model
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.dataset import load_dataset
-    from unictr_core.predict import predict_samples
-    from unictr_core.registry import templates_for
-    from unictr_core.training import build_model, train_unictr
+    from unictr_core.data.dataset import load_dataset
+    from unictr_core.modeling.predict import predict_samples
+    from unictr_core.store.registry import templates_for
+    from unictr_core.fit.training import build_model, train_unictr
 
     root, _, backbone = small_data
     dataset = load_dataset(root / "data")
@@ -339,7 +339,7 @@ def weight_differences(expected: dict, got: dict) -> tuple[float, float]:
 
 def test_gathered_auc_errors_and_timeouts_across_two_processes(small_data, tmp_path):
     from unictr_core import metrics
-    from unictr_core.predict import Predictions, domain_metrics, mean_auc
+    from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
 
     _, dataset, _ = small_data
     valid = dataset.valid if len(dataset.valid) % 2 else dataset.valid[:-1]
@@ -390,8 +390,8 @@ def test_an_error_every_rank_shares_is_printed_by_rank_0_only(rank, monkeypatch,
 
 # --------------------------------------------------------------------------- worker (run by torchrun)
 def _worker(out_dir: str) -> None:
-    from unictr_core.predict import Predictions, domain_metrics, mean_auc
-    from unictr_core.schema import Sample
+    from unictr_core.modeling.predict import Predictions, domain_metrics, mean_auc
+    from unictr_core.data.schema import Sample
 
     ctx = distributed.init_from_env(timeout_s=8)
     assert ctx.world_size == 2 and ctx.backend == "gloo"

@@ -14,13 +14,16 @@ from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
-from unictr_core import artifact
+from unictr_core.store.artifact import save_domain_bundle
+from unictr_core.store.records import read_domain_record
 from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
-from unictr_core.data_io import write_samples
-from unictr_core.domain_training import train_domain
-from unictr_core.hidden_cache import build_cache
-from unictr_core.predict import encode, predict_samples
-from unictr_core.registry import Registry, RegistryError, delete_bundle, load_model, registry_lock
+from unictr_core.data.data_io import write_samples
+from unictr_core.fit.domain_training import train_domain
+from unictr_core.modeling.hidden_cache import build_cache
+from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry, RegistryError
+from unictr_core.store.writes import delete_bundle, registry_lock
 from unictr_core.store import artifact as store_artifact
 
 runner = CliRunner()
@@ -131,8 +134,8 @@ def test_residual_dsn_starts_as_the_general_network_and_survives_a_round_trip(ho
             p.add_(0.05 * torch.randn_like(p))
     moved = predict_samples(model, samples)
     assert not np.allclose(moved.probs, moved.general_probs)
-    artifact.save_domain_bundle(model, "toys", home / "domains" / "toys", model.core_fingerprint)
-    assert artifact.read_domain_record(home / "domains" / "toys")["dsn"] == {"residual": True}
+    save_domain_bundle(model, "toys", home / "domains" / "toys", model.core_fingerprint)
+    assert read_domain_record(home / "domains" / "toys")["dsn"] == {"residual": True}
     reloaded, notes = load_model(home)
     assert notes == [] and reloaded.dsns["toys"].residual and not reloaded.dsns["books"].residual
     np.testing.assert_array_equal(predict_samples(reloaded, samples).probs, moved.probs)
@@ -213,8 +216,9 @@ def test_add_refuses_bad_names_duplicates_and_missing_rows(home, toys_file, tmp_
 def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path, precision):
     from safetensors.torch import load_file
 
-    from unictr_core.artifact import CORE_DIR, load_core
-    from unictr_core.domain_training import domain_splits
+    from unictr_core.store.artifact import load_core
+    from unictr_core.store.layout import CORE_DIR
+    from unictr_core.fit.domain_training import domain_splits
 
     api_home = tmp_path / "api-home"
     shutil.copytree(home, api_home, symlinks=True)

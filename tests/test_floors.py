@@ -7,7 +7,7 @@ import pytest
 
 from unictr_core.baselines import baselines, fit_baseline
 from unictr_core.baselines.floors import FLOOR, floor_scores
-from unictr_core.schema import Sample
+from unictr_core.data.schema import Sample
 
 
 def rows(spec: list[tuple[str, str, int]], domain: str = "books") -> list[Sample]:

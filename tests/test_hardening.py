@@ -15,14 +15,15 @@ from conftest import toy_samples
 from test_plugins import FakeEntryPoint, fake_plugin_module, installed
 from unictr_cli.main import app
 from unictr_core import plugins
-from unictr_core.artifact import file_sha256
-from unictr_core.backbone import BackboneError, load_backbone
-from unictr_core.data_io import read_samples, validate_domain_name, write_samples
+from unictr_core.data.files import file_sha256
+from unictr_core.modeling.backbone import BackboneError, load_backbone
+from unictr_core.data.data_io import read_samples, validate_domain_name, write_samples
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
-from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, load_model
-from unictr_core.schema import DataError
+from unictr_core.modeling.predict import predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry
+from unictr_core.data.schema import DataError
 from unictr_core.store.records import core_identity, fingerprint_of
 
 runner = CliRunner()
@@ -100,7 +101,7 @@ def test_a_pickle_backbone_is_refused_before_anything_is_loaded(tiny_bert, tmp_p
 
 
 def test_a_core_whose_backbone_changed_is_refused_before_loading(home, tiny_bert, tmp_path, monkeypatch):
-    from unictr_core import backbone
+    from unictr_core.modeling import backbone
 
     manifest_path = Path(os.path.realpath(home / "core" / "manifest.yaml"))
     manifest = yaml.safe_load(manifest_path.read_text())
@@ -255,9 +256,9 @@ def test_rela_impr_only_against_a_reference_above_chance():
 def test_evaluation_table_labels_the_pooled_auc_and_shows_the_mean_of_domains():
     import numpy as np
 
-    from unictr_core.predict import Predictions
-    from unictr_core.report import evaluation_report, evaluation_table
-    from unictr_core.schema import Sample
+    from unictr_core.modeling.predict import Predictions
+    from unictr_core.fit.report import evaluation_report, evaluation_table
+    from unictr_core.data.schema import Sample
 
     # two domains, each ranked at chance inside, but with different positive rates: pooled AUC looks good
     samples, probs = [], []
@@ -295,7 +296,7 @@ def test_domain_add_prints_and_stores_one_line_per_epoch_and_refuses_a_useless_s
 
 
 def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
-    from unictr_core.artifact import read_manifest
+    from unictr_core.store.records import read_manifest
 
     data = tmp_path / "data"
     assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
@@ -311,7 +312,7 @@ def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
 
 
 def test_atomic_directory_restores_a_folder_left_between_its_two_renames(tmp_path):
-    from unictr_core.atomic import atomic_directory
+    from unictr_core.data.files import atomic_directory
 
     target = tmp_path / "ds"
     target.mkdir()

@@ -10,15 +10,16 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import toy_samples
-from unictr_core.artifact import save_trained
+from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.domain_training import train_domain
+from unictr_core.fit.domain_training import train_domain
 from unictr_core.fit.loop import ctr_loss
-from unictr_core.ids import bucket, id_slots, id_tensor
-from unictr_core.predict import encode, predict_samples
-from unictr_core.registry import commit_bundle, load_model
-from unictr_core.schema import Sample
-from unictr_core.training import build_model, train_unictr
+from unictr_core.modeling.ids import bucket, id_slots, id_tensor
+from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.writes import commit_bundle
+from unictr_core.data.schema import Sample
+from unictr_core.fit.training import build_model, train_unictr
 
 FAST = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-4, 3e-3), backbone_lr=(1e-4, 1e-3), max_steps=4)
 

@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import build_home
-from unictr_core.batching import EncodedSamples
-from unictr_core.data_io import read_samples
-from unictr_core.predict import predict_samples
-from unictr_core.registry import load_model
-from unictr_core.schema import CORE_FIELDS, DataError, Sample
+from unictr_core.modeling.batching import EncodedSamples
+from unictr_core.data.data_io import read_samples
+from unictr_core.modeling.predict import predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.data.schema import CORE_FIELDS, DataError, Sample
 
 FIELDS = [f for f in CORE_FIELDS if f != "extra"] + ["extra", "color"]
 SURROGATE_TEXT = st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF, blacklist_categories=()),

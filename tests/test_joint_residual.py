@@ -11,12 +11,12 @@ from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
-from unictr_core import artifact
-from unictr_core.artifact import save_trained
+from unictr_core.store.records import read_domain_record
+from unictr_core.store.writes import save_trained
 from unictr_core.fit.loop import ctr_loss
-from unictr_core.predict import encode, predict_samples
-from unictr_core.registry import load_model
-from unictr_core.training import build_model, train_unictr
+from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.fit.training import build_model, train_unictr
 
 runner = CliRunner()
 
@@ -46,7 +46,7 @@ def test_joint_training_with_residual_dsns_round_trips(tiny_config, fast_train_c
     trained = predict_samples(result.model, samples)
     assert not np.array_equal(trained.probs, trained.general_probs)     # the corrections learned something
     save_trained(result.model, tmp_path / "home")
-    assert artifact.read_domain_record(tmp_path / "home" / "domains" / "books")["dsn"] == {"residual": True}
+    assert read_domain_record(tmp_path / "home" / "domains" / "books")["dsn"] == {"residual": True}
     model, notes = load_model(tmp_path / "home")
     assert notes == [] and all(dsn.residual for dsn in model.dsns.values())
     np.testing.assert_allclose(predict_samples(model, samples).probs, trained.probs, rtol=1e-6)

@@ -84,15 +84,10 @@ def test_unictr_core_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-# the shims of former paths sit in the layer of what they re-export (they go with the shims)
-SHIM_LAYERS = {"_former_paths": "config", "artifact": "store", "registry": "store"}
-
-
 def _layer(module: str) -> int:
-    if module == "unictr_core":  # the package itself: its version and the former paths
+    if module == "unictr_core":  # the package itself: its version
         return 0
-    top = module.split(".")[1]
-    return layer_of(f"unictr_core.{SHIM_LAYERS.get(top, top)}")
+    return layer_of(module)
 
 
 def test_the_documentation_quotes_the_layer_order():
@@ -114,23 +109,13 @@ def test_no_module_imports_a_later_layer():
     assert upward == []
 
 
-def test_former_paths_are_the_moved_modules_and_new_code_does_not_use_them():
-    import importlib
-
-    from unictr_core._former_paths import FORMER_PATHS
-
-    for former, new in FORMER_PATHS.items():
-        module = importlib.import_module(former)
-        assert module is importlib.import_module(new) and module.__spec__.name == new, former
-    users = []
-    for folder in ("unictr_core", "cli", "unictr_plugins"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-                names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
-                         else [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
-                         if isinstance(node, ast.ImportFrom) else [])
-                users += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n in FORMER_PATHS]
-    assert users == []
+def test_no_former_module_path_remains():
+    """The modules live in their layer folders only: no flat alias of a moved module (e.g. unictr_core.training)."""
+    flat = sorted(p.stem for p in CORE.glob("*.py")) + sorted(p.name for p in CORE.iterdir() if p.is_dir())
+    moved = {p.stem for folder in ("data", "modeling", "fit", "store") for p in (CORE / folder).glob("*.py")}
+    assert not (set(flat) & moved - {"__init__"}), "a module exists both flat and in a layer folder"
+    with pytest.raises(ModuleNotFoundError):
+        __import__("unictr_core.training")
 
 
 def test_no_core_module_names_the_plugins_or_the_cli():

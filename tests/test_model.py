@@ -8,9 +8,9 @@ import torch
 from conftest import toy_samples
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.fit.loop import ctr_loss
-from unictr_core.predict import encode, predict_samples
-from unictr_core.schema import Sample
-from unictr_core.training import build_model, train_unictr
+from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.data.schema import Sample
+from unictr_core.fit.training import build_model, train_unictr
 
 
 def test_one_domain_batch_leaves_other_dsns_untouched(tiny_config):

@@ -13,8 +13,8 @@ from unictr_cli.main import app
 from unictr_core import plugins
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
-from unictr_core.prompts import PromptTemplate
-from unictr_core.registry import Registry
+from unictr_core.data.prompts import PromptTemplate
+from unictr_core.store.registry import Registry
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ import pytest
 from unictr_core.adapters.amazon2018 import prepare_amazon2018
 from unictr_core.adapters.movielens import prepare_movielens
 from unictr_core.baselines.features import FeatureEncoder
-from unictr_core.dataset import load_dataset
-from unictr_core.prompts import display_name_of
-from unictr_core.registry import templates_for
+from unictr_core.data.dataset import load_dataset
+from unictr_core.data.prompts import display_name_of
+from unictr_core.store.registry import templates_for
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -8,10 +8,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from unictr_core.dataset import load_dataset, write_dataset
-from unictr_core.prompts import PromptTemplate, TemplateSet, field_usage, readable_name
-from unictr_core.registry import load_model, templates_for
-from unictr_core.schema import DataError, Sample
+from unictr_core.data.dataset import load_dataset, write_dataset
+from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, readable_name
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import templates_for
+from unictr_core.data.schema import DataError, Sample
 
 try:
     from unictr_cli.main import app

@@ -15,8 +15,10 @@ from unictr_cli.main import app
 from unictr_core import plugins
 from unictr_core.hookspecs import hookimpl
 from unictr_core.plugins import DomainSpec
-from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, RegistryError, delete_bundle, load_model
+from unictr_core.modeling.predict import predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry, RegistryError
+from unictr_core.store.writes import delete_bundle
 
 runner = CliRunner()
 
@@ -175,9 +177,9 @@ class TemplatePlugin:
 
 def test_training_takes_templates_from_the_registry_that_prediction_uses(tiny_bert, tmp_path):
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.prompts import PromptTemplate
-    from unictr_core.registry import templates_for
-    from unictr_core.training import train_unictr
+    from unictr_core.data.prompts import PromptTemplate
+    from unictr_core.store.registry import templates_for
+    from unictr_core.fit.training import train_unictr
 
     template = PromptTemplate.from_dict({"domain": "podcasts", "display_name": "Podcast Shelf",
                                          "parts": ["{domain_name}:", " The item is {title}."]})
@@ -192,7 +194,7 @@ def test_training_takes_templates_from_the_registry_that_prediction_uses(tiny_be
         config = ModelConfig(backbone=tiny_bert, tower_dims=[16, 8], max_length=64)
         result = train_unictr(samples, samples[:10], config, TrainConfig(epochs=1, max_steps=1, batch_size=16),
                               templates=chosen, progress=False)
-        from unictr_core.artifact import save_trained
+        from unictr_core.store.writes import save_trained
 
         save_trained(result.model, home)
         model, notes = load_model(home)

@@ -23,10 +23,11 @@ from typer.testing import CliRunner
 
 from conftest import build_home, toy_samples
 from unictr_cli.main import app as cli_app
-from unictr_core import home_store
-from unictr_core.data_io import read_samples
-from unictr_core.predict import predict_samples
-from unictr_core.registry import Registry, load_model, state_token
+from unictr_core.store import snapshots as home_store
+from unictr_core.data.data_io import read_samples
+from unictr_core.modeling.predict import predict_samples
+from unictr_core.store.loading import load_model
+from unictr_core.store.registry import Registry, state_token
 from unictr_core.serving.app import ServeSettings, create_app
 from unictr_core.serving.batcher import DynamicBatcher
 from unictr_core.serving.state import LiveRegistry

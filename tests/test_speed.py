@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
-from unictr_core import precision as precisions
-from unictr_core.artifact import save_trained
+from unictr_core.modeling import precision as precisions
+from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.data_io import write_samples
-from unictr_core.hidden_cache import build_cache
-from unictr_core.predict import encode, predict_encoded, predict_samples
-from unictr_core.training import build_model, train_unictr
+from unictr_core.data.data_io import write_samples
+from unictr_core.modeling.hidden_cache import build_cache
+from unictr_core.modeling.predict import encode, predict_encoded, predict_samples
+from unictr_core.fit.training import build_model, train_unictr
 
 runner = CliRunner()
 DOMAINS = ["books", "movies", "music"]

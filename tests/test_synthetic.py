@@ -11,8 +11,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import OneHotEncoder
 
-from unictr_core.dataset import load_dataset
-from unictr_core.synthetic import THEMES, catalog, generate, theme_of_titles, write_builtin_dataset
+from unictr_core.data.dataset import load_dataset
+from unictr_core.data.synthetic import THEMES, catalog, generate, theme_of_titles, write_builtin_dataset
 
 FILES = ("train.jsonl", "valid.jsonl", "test.jsonl", "dataset.yaml")
 JOINT = ("books", "movies", "music")

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 
 from conftest import build_home, toy_samples
-from unictr_core.artifact import CORE_DIR, load_core, load_domain_bundle
-from unictr_core.data_io import write_samples
-from unictr_core.predict import predict_samples
+from unictr_core.store.artifact import load_core, load_domain_bundle
+from unictr_core.store.layout import CORE_DIR
+from unictr_core.data.data_io import write_samples
+from unictr_core.modeling.predict import predict_samples
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "third_party_domain"

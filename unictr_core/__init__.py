@@ -5,7 +5,3 @@ The code is in layers; their order, lowest first, is defined once in ``unictr_co
 """
 
 __version__ = "0.1.0"
-
-from unictr_core import _former_paths  # noqa: E402
-
-_former_paths.install()
