@@ -42,7 +42,7 @@ def precision_option():
         "Arithmetic: fp32 (default: the same numbers from the CLI, the Python API and the server), or bf16 "
         "autocast (fast on CUDA and on CPUs with AVX512-BF16 or AMX; emulated and slower elsewhere). auto: bf16 "
         "for prediction where the hardware has it; for training on a CPU always fp32 (measured: no faster, and "
-        "it moves the AUC). Predictions are bit-identical across adding/removing domains at the same precision "
+        "AUCs as far from fp32's as another seed). Predictions are bit-identical across adding/removing domains at the same precision "
         "on the same machine."))
 
 

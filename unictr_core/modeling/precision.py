@@ -7,8 +7,9 @@
   elsewhere it runs, emulated, and is usually *slower* than fp32.
 * ``auto``: for prediction (``predict``, ``evaluate``, ``serve``), bf16 where the hardware supports it,
   fp32 otherwise; for training (``train``, ``domain add``) on a CPU always fp32, on a CUDA GPU with bf16
-  bf16. On CPUs bf16 training was measured no faster for the default frozen-backbone heads and moves
-  the AUC (README, "Numbers and hardware"; ``benchmarks/precision_auc.py``).
+  bf16. On CPUs bf16 training was measured no faster for the default frozen-backbone heads, and its
+  AUCs differ from fp32's about as much as another seed's (docs, "Numbers and hardware";
+  ``benchmarks/precision_auc.py``).
 
 The default of every command and of the Python API is :data:`unictr_core.config.DEFAULT_PRECISION`.
 
