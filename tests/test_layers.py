@@ -147,3 +147,16 @@ def test_light_commands_import_neither_torch_nor_transformers(argv, tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "heavy": []}, done.stderr
+
+
+def test_the_public_surface_resolves_and_stays_light():
+    """Every name of ``unictr_core.__all__`` resolves; importing the package alone loads no torch."""
+    code = ("import json, sys, unictr_core; light = 'torch' not in sys.modules; "
+            "missing = [n for n in unictr_core.__all__ if getattr(unictr_core, n, None) is None]; "
+            "print(json.dumps({'light': light, 'missing': missing}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.splitlines()[-1]) == {"light": True, "missing": []}
+    import unictr_core
+
+    with pytest.raises(AttributeError, match="no attribute 'training'"):
+        unictr_core.training  # noqa: B018 - former flat paths are gone

@@ -320,7 +320,8 @@ def remove_domain(home: Path, name: str) -> DomainRemoveResult:
 
 
 # --------------------------------------------------------------------------- evaluate and predict
-def serving_model(home: Path, domains: Optional[Sequence[str]], precision: str = DEFAULT_PRECISION, quantize: str = "none"):
+def serving_model(home: Path, domains: Optional[Sequence[str]], precision: str = DEFAULT_PRECISION,
+                  quantize: str = "none"):
     """The home's core with the DSNs of ``domains`` (None: every domain), prepared for prediction only
     (LoRA merged, weights in ``precision``, int8 with ``quantize`` int8: see
     :mod:`unictr_core.modeling.fast_path`); returns (model, notes)."""

@@ -15,11 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from unictr_core.data.prompts import PromptTemplate, read_template_file
-from unictr_core.hookspecs import hookimpl
-from unictr_core.plugins import DomainSpec
-from unictr_core.store.layout import ArtifactError
-from unictr_core.store.records import read_domain_record
+from unictr_core import ArtifactError, DomainSpec, PromptTemplate, hookimpl, read_domain_record, read_template_file
 
 DOMAIN = "movielens"
 PACKAGE_DIR = Path(__file__).resolve().parent
