@@ -58,6 +58,9 @@ def add(
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
                                   "validation than zero-shot. --standalone: the paper's DSN, trained from scratch."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
+                               "statistics (default): the user's and the item's past positive rate and count "
+                               "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
     nproc_per_node: Optional[int] = launching.nproc_option(),
@@ -92,7 +95,7 @@ def add(
             _echo_plan(plan, group, residual, cache)
         done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
                                     cache_dir=speed.cache_folder(cache_dir, home_dir), cache_dtype=cache_dtype,
-                                    description=description, group=group, on_epoch=print_epoch)
+                                    description=description, group=group, on_epoch=print_epoch, stats=stats)
         if done is not None:  # rank 0
             _echo_added(plan, done)
 
@@ -114,16 +117,20 @@ def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
 
 
 def _echo_added(plan, done) -> None:
+    from unictr_core.fit.report import domain_add_table
+
     warn(done.notes)
-    result, test, name = done.training, done.training.test, plan.name
-    typer.echo(format_table(
-        ["held-out rows", "predicted by", "AUC", "logloss"],
-        [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
-         [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]
-        + [[test["rows"], f"floor: {floor} (train part)", m["auc"], m["logloss"]] for floor, m in done.floors.items()]))
+    result, name = done.training, plan.name
+    typer.echo(domain_add_table(name, result.test, done.floors))
+    c = result.calibration
+    if c:
+        typer.echo(f"calibration (Platt, fitted on {c['valid_rows']} validation rows): p = sigmoid({c['scale']:.3f} "
+                   f"* logit {c['bias']:+.3f}); validation logloss {c['valid_logloss_before']:.4f} -> "
+                   f"{c['valid_logloss_after']:.4f}")
     s = result.seconds
     start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
-    typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}; {s['total']:.1f} s "
+    typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}, chosen on "
+               f"{result.rows['valid']} validation rows; {s['total']:.1f} s "
                f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
                f"evaluation {s['evaluate']:.1f} s)")
     typer.echo(f"domain '{name}' registered: {done.target}")
