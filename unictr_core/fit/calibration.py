@@ -38,16 +38,30 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
+def _loss(a: float, b: float, z: np.ndarray, target: np.ndarray) -> float:
+    """Mean cross-entropy of sigmoid(a z + b) against the (smoothed) targets, computed stably."""
+    u = a * z + b
+    return float(np.mean(np.logaddexp(0.0, u) - target * u))
+
+
 def _newton(z: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Newton's method with a backtracking line search (the loss is convex in (a, b))."""
     a, b = 1.0, 0.0
     x = np.column_stack([z, np.ones_like(z)])
+    loss = _loss(a, b, z, target)
     for _ in range(NEWTON_STEPS):
         p = _sigmoid(a * z + b)
-        gradient = x.T @ (p - target)
-        hessian = (x * (p * (1 - p))[:, None]).T @ x + 1e-6 * np.eye(2)
+        gradient = x.T @ (p - target) / z.size
+        hessian = (x * (p * (1 - p))[:, None]).T @ x / z.size + 1e-9 * np.eye(2)
         step = np.linalg.solve(hessian, gradient)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-9:
+        size = 1.0
+        while size > 1e-6 and _loss(a - size * step[0], b - size * step[1], z, target) > loss:
+            size /= 2
+        if size <= 1e-6:
+            break
+        a, b = a - size * float(step[0]), b - size * float(step[1])
+        previous, loss = loss, _loss(a, b, z, target)
+        if previous - loss < 1e-12:
             break
     return a, b
 

@@ -34,7 +34,7 @@ from unictr_core.fit import distributed
 from unictr_core.fit.calibration import Calibration, fit_platt
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
-from unictr_core.fit.training import check_labelled, make_optimizer, restore_state, seed_everything, trainable_state
+from unictr_core.fit.training import check_labelled, restore_state, seed_everything, trainable_state
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import DEFAULT_MAX_CACHE_GB, build_cache
@@ -250,6 +250,26 @@ def _calibrate(dsn, valid_logits: np.ndarray, labels: np.ndarray) -> Calibration
     return calibration
 
 
+WIDE_LR_SCALE = 10.0  # the linear term on the count features learns this many times faster than the rest
+
+
+def dsn_optimizer(dsn, config: TrainConfig, steps_per_epoch: int):
+    """AdamW over the new DSN, starting at the peak learning rate (``config.head_lr[1]``; the wide term on the
+    count features at :data:`WIDE_LR_SCALE` times it) and decaying along a cosine to the base rate
+    (``head_lr[0]``) at the last epoch, so the first epoch already moves the DSN (a cyclic rate starting at the
+    base kept a residual DSN at its start for epochs)."""
+    wide = [] if dsn.wide is None else list(dsn.wide.parameters())
+    rest = [p for p in dsn.parameters() if p.requires_grad and all(p is not w for w in wide)]
+    base, peak = config.head_lr
+    groups = [{"params": rest, "lr": peak}] + ([{"params": wide, "lr": peak * WIDE_LR_SCALE}] if wide else [])
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    total = max(1, config.epochs * steps_per_epoch)
+    floor = base / peak if peak > 0 else 0.0
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    return optimizer, schedule
+
+
 @dataclass
 class _Parts:
     """The three parts of a domain add, ready to train on: encoded rows, hidden-state sources, shards, labels."""
@@ -432,8 +452,7 @@ def _fit(model: UniCTRModel, name: str, dsn, parts: _Parts, config: TrainConfig,
     precision, progress = options["precision"], options["progress"]
     fit_started = time.perf_counter()
     net = distributed.data_parallel(dsn, ctx)
-    steps_per_epoch = math.ceil(len(parts.sets[0]) / config.batch_size)
-    optim = make_optimizer(model, config, steps_per_epoch)
+    optim = dsn_optimizer(dsn, config, math.ceil(len(parts.sets[0]) / config.batch_size))
     tick = time.perf_counter()
     start, _ = _part_scores(model, name, parts, 1, config, ctx, precision)
     eval_seconds = time.perf_counter() - tick
