@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 ZERO_SHOT = "zero-shot (general network)"
 DSN = "added DSN"
+UNCALIBRATED = "added DSN before calibration"
 
 
 def scored(labels, probs, seconds: float) -> dict:
@@ -62,12 +63,17 @@ def add_once(args, seed: int) -> dict:
     config = replace(DOMAIN_ADD_DEFAULTS, seed=seed)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
-    result = workflows.train_dsn(plan, config, progress=False)
+    result = workflows.train_dsn(plan, config, progress=False, **({} if args.stats else {"stats": False}))
     added = time.perf_counter() - tick
     labels = [s.label for s in plan.test_rows]
     predictions = predict_samples(plan.model, plan.test_rows)
     out = {DSN: scored(labels, predictions.probs, added),
            ZERO_SHOT: scored(labels, predictions.general_probs, 0.0)}
+    calibration = getattr(result, "calibration", None)
+    if calibration:  # the same DSN without its Platt scaling: invert p = sigmoid(a * z + b)
+        logits = np.log(predictions.probs) - np.log1p(-predictions.probs)
+        raw = (logits - calibration["bias"]) / calibration["scale"]
+        out[UNCALIBRATED] = scored(labels, 1 / (1 + np.exp(-raw)), added)
     out[DSN].update(best_epoch=result.best_epoch, epochs_run=len(result.history) - 1, plan_seconds=planned,
                     history=result.history, rows=result.rows)
     return out, plan
@@ -137,6 +143,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--baselines", nargs="*", default=["dcn", "deepfm"], help="single-domain ID baselines")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: domain add's)")
     parser.add_argument("--max-rows", type=int, default=None, help="at most N training rows")
+    parser.add_argument("--no-stats", dest="stats", action="store_false",
+                        help="the DSN without count statistics (domain add --no-stats)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = parser.parse_args(argv)

@@ -15,6 +15,8 @@ from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_
 from unictr_core.config import DOMAIN_ADD_DEFAULTS
 from unictr_core.data.tables import format_table
 
+SMALL_VALIDATION = 200  # validation rows below which `domain add` says its choices rest on few rows
+
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
                          no_args_is_help=True)
 
@@ -43,7 +45,8 @@ def add(
                                help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1),
     lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0,
-                             help="Peak of the cyclic learning rate (the base is lr/100)."),
+                             help="Learning rate of the first step; it decays along a cosine to lr/100 at "
+                             "the last epoch (the linear term on the count statistics: 10x)."),
     patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed),
@@ -124,15 +127,19 @@ def _echo_added(plan, done) -> None:
     typer.echo(domain_add_table(name, result.test, done.floors))
     c = result.calibration
     if c:
-        typer.echo(f"calibration (Platt, fitted on {c['valid_rows']} validation rows): p = sigmoid({c['scale']:.3f} "
-                   f"* logit {c['bias']:+.3f}); validation logloss {c['valid_logloss_before']:.4f} -> "
-                   f"{c['valid_logloss_after']:.4f}")
+        typer.echo(f"calibration (temperature, fitted on {c['valid_rows']} validation rows): p = sigmoid("
+                   f"{c['scale']:.3f} * logit {c['bias']:+.3f}); validation logloss {c['valid_logloss_before']:.4f} "
+                   f"-> {c['valid_logloss_after']:.4f}")
     s = result.seconds
     start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
     typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}, chosen on "
                f"{result.rows['valid']} validation rows; {s['total']:.1f} s "
                f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
                f"evaluation {s['evaluate']:.1f} s)")
+    if result.rows["valid"] < SMALL_VALIDATION:
+        typer.secho(f"note: the best epoch and the calibration rest on {result.rows['valid']} validation rows only; "
+                    f"with fewer than {SMALL_VALIDATION} the validation AUC is uncertain by about +-0.05 or more",
+                    fg=typer.colors.YELLOW, err=True)
     typer.echo(f"domain '{name}' registered: {done.target}")
 
 

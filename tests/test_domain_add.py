@@ -321,19 +321,21 @@ def test_count_statistics_are_causal_and_the_tables_match_the_training_part():
 
 def test_platt_calibration_lowers_the_logloss_of_an_over_confident_dsn():
     from unictr_core import metrics
-    from unictr_core.fit.calibration import fit_platt
+    from unictr_core.fit.calibration import fit_calibration
 
     rng = np.random.default_rng(0)
     true_logit = rng.normal(0.3, 1.0, 400)
     labels = (rng.random(400) < 1 / (1 + np.exp(-true_logit))).astype(int)
     over_confident = 5.0 * true_logit          # right ranking, probabilities far too sure
-    calibration = fit_platt(over_confident, labels)
+    calibration = fit_calibration(over_confident, labels)
     assert 0.1 < calibration.scale < 0.4 and calibration.rows == 400
     assert calibration.logloss_after < calibration.logloss_before - 0.2
     probs = 1 / (1 + np.exp(-calibration.apply(over_confident)))
     assert metrics.auc(labels, probs) == pytest.approx(metrics.auc(labels, over_confident))
     assert metrics.ece(labels, probs) < metrics.ece(labels, 1 / (1 + np.exp(-over_confident)))
-    identity = fit_platt(np.zeros(10), np.ones(10))   # one class: nothing to fit
+    platt = fit_calibration(over_confident, labels, fit_bias=True)   # the bias too
+    assert platt.logloss_after <= calibration.logloss_after + 1e-9 and platt.bias != 0.0
+    identity = fit_calibration(np.zeros(10), np.ones(10))   # one class: nothing to fit
     assert (identity.scale, identity.bias) == (1.0, 0.0)
 
 

@@ -16,6 +16,7 @@ network's zero-shot AUC on the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -27,11 +28,11 @@ import torch
 from tqdm.auto import tqdm
 
 from unictr_core import metrics
-from unictr_core.config import TrainConfig
+from unictr_core.config import DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
-from unictr_core.fit.calibration import Calibration, fit_platt
+from unictr_core.fit.calibration import Calibration, fit_calibration
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
 from unictr_core.fit.training import check_labelled, restore_state, seed_everything, trainable_state
@@ -243,8 +244,9 @@ def _scores(labels: np.ndarray, dsn_logits: np.ndarray, general_logits: np.ndarr
 
 
 def _calibrate(dsn, valid_logits: np.ndarray, labels: np.ndarray) -> Calibration:
-    """Fit the DSN's Platt scaling on its validation logits and store it in the DSN (identity: no gain)."""
-    calibration = fit_platt(valid_logits, labels)
+    """Fit the DSN's calibration (temperature) on its validation logits and store it in the DSN (identity: no
+    gain)."""
+    calibration = fit_calibration(valid_logits, labels)
     with torch.no_grad():
         dsn.calibration.copy_(torch.tensor([calibration.scale, calibration.bias]))
     return calibration
@@ -283,11 +285,11 @@ class _Parts:
     cache_bytes: int = 0
 
 
-def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: DistContext, cache: bool,
-             options: dict, seconds: dict) -> _Parts:
+def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: DistContext, options: dict,
+             seconds: dict) -> _Parts:
     """Encode the three parts, fill the DSN's count tables, and cache (or not) their hidden states.
 
-    ``options``: max_cache_gb, cache_dir, cache_storage, precision, progress (see :func:`train_domain`).
+    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision, progress (see :func:`train_domain`).
     """
     train, valid, test = parts
     tick = time.perf_counter()
@@ -303,7 +305,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
     seconds["encode"] = time.perf_counter() - tick
     tick = time.perf_counter()
     cache_bytes = 0
-    if cache:
+    if options["cache"]:
         owned = distributed.owned_rows(len(train), ctx) if ctx.is_distributed else None
         budget = [options["max_cache_gb"]]  # shared by the three caches, in order
         progress = options["progress"] and ctx.is_main
@@ -386,7 +388,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     With ``stats`` (the default) the DSN also reads the domain's causal count statistics
     (:mod:`unictr_core.modeling.stats`): training rows their counts from earlier training rows, every
     other row those of the whole training part (stored in the DSN). After the best epoch is restored, the
-    DSN's Platt scaling is fitted on the validation part (:mod:`unictr_core.fit.calibration`; identity when
+    DSN's calibration (temperature scaling) is fitted on the validation part (:mod:`unictr_core.fit.calibration`; identity when
     it does not lower the validation logloss) and the held-out part is scored with it.
 
     On success the model holds the trained DSN (best validation epoch); on
@@ -405,7 +407,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
     fp16 / bf16 / fp32 (default: by precision and backbone).
     """
-    config = config or TrainConfig(epochs=20, patience=5, head_lr=(3e-5, 3e-3))
+    config = config or dataclasses.replace(DOMAIN_ADD_DEFAULTS)
     ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
     for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
@@ -422,7 +424,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                "precision": precision, "progress": progress, "cache": cache}
     try:
         seconds: dict[str, float] = {}
-        parts = _prepare(model, dsn, (train, valid, test), config, ctx, cache, options, seconds)
+        parts = _prepare(model, dsn, (train, valid, test), config, ctx, options, seconds)
         stopping, history, eval_seconds, train_seconds = _fit(model, name, dsn, parts, config, ctx, options,
                                                               on_epoch)
         seconds["train"] = train_seconds

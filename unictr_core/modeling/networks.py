@@ -124,8 +124,8 @@ class DsnSpec:
     """What a DSN holds beyond the core's ModelConfig; stored in its bundle (``domain.yaml``, ``dsn:``).
 
     ``residual``: it adds a correction to the general network's logit; ``stats``: it reads the domain's
-    count statistics (:mod:`unictr_core.modeling.stats`); ``calibration``: its logit passes through Platt
-    scaling ``a * logit + b`` (two scalars fitted on validation, identity until then).
+    count statistics (:mod:`unictr_core.modeling.stats`); ``calibration``: its logit is finally scaled,
+    ``a * logit + b`` (two scalars fitted on validation, :mod:`unictr_core.fit.calibration`; identity until then).
     """
 
     residual: bool = False
