@@ -9,9 +9,9 @@ batch is padded again to its own longest sample. With ``cache=False`` the backbo
 epoch instead (same batches, same maths; used to measure the speed-up).
 
 The new domain's data is split into train / valid / test: the validation part
-picks the best epoch (early stopping), the test part is held out and gives the
-metrics stored in the bundle: the DSN's AUC and logloss next to the general
-network's zero-shot AUC on the same rows.
+picks the best epoch (early stopping) and fits the DSN's calibration; the test part is held out and
+gives the metrics stored in the bundle: the DSN's AUC (with its bootstrap interval), logloss and ECE
+next to the general network's zero-shot scores on the same rows.
 """
 
 from __future__ import annotations
@@ -388,8 +388,9 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     With ``stats`` (the default) the DSN also reads the domain's causal count statistics
     (:mod:`unictr_core.modeling.stats`): training rows their counts from earlier training rows, every
     other row those of the whole training part (stored in the DSN). After the best epoch is restored, the
-    DSN's calibration (temperature scaling) is fitted on the validation part (:mod:`unictr_core.fit.calibration`; identity when
-    it does not lower the validation logloss) and the held-out part is scored with it.
+    DSN's calibration (temperature scaling) is fitted on the validation part
+    (:mod:`unictr_core.fit.calibration`; identity when it does not lower the validation logloss) and the
+    held-out part is scored with it.
 
     On success the model holds the trained DSN (best validation epoch); on
     failure the new DSN is removed again and the model is as before.
