@@ -126,7 +126,10 @@ def _echo_added(plan, done) -> None:
     result, name = done.training, plan.name
     typer.echo(domain_add_table(name, result.test, done.floors))
     c = result.calibration
-    if c:
+    if c and (c["scale"], c["bias"]) == (1.0, 0.0):
+        typer.echo(f"calibration: none (on {c['valid_rows']} validation rows a temperature did not lower the logloss "
+                   "beyond noise)")
+    elif c:
         typer.echo(f"calibration (temperature, fitted on {c['valid_rows']} validation rows): p = sigmoid("
                    f"{c['scale']:.3f} * logit {c['bias']:+.3f}); validation logloss {c['valid_logloss_before']:.4f} "
                    f"-> {c['valid_logloss_after']:.4f}")
