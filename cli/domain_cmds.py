@@ -15,6 +15,8 @@ from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_
 from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
 
+SMALL_VALIDATION = 200  # validation rows below which `domain add` says its choices rest on few rows
+
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
                          no_args_is_help=True)
 
@@ -43,7 +45,9 @@ def add(
                                help="Maximum number of epochs (early stopping on validation AUC)."),
     batch_size: int = typer.Option(DOMAIN_ADD_DEFAULTS.batch_size, min=1, help="Training batch size."),
     lr: float = typer.Option(DOMAIN_ADD_DEFAULTS.head_lr[1], min=0.0,
-                             help=f"Peak of the cyclic learning rate (the base is lr/{DOMAIN_ADD_LR_SPAN})."),
+                             help="Learning rate of the first step; it decays along a cosine to "
+                             f"lr/{DOMAIN_ADD_LR_SPAN} at the last epoch (the linear term on the count "
+                             "statistics: 10x)."),
     patience: int = typer.Option(DOMAIN_ADD_DEFAULTS.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     seed: int = typer.Option(DOMAIN_ADD_DEFAULTS.seed, help="Random seed: the DSN's initialisation, batch order, "
@@ -60,6 +64,9 @@ def add(
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
                                   "validation than zero-shot. --standalone: the paper's DSN, trained from scratch."),
+    stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
+                               "statistics (default): the user's and the item's past positive rate and count "
+                               "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
     nproc_per_node: Optional[int] = launching.nproc_option(),
@@ -95,7 +102,7 @@ def add(
             _echo_plan(plan, group, residual, cache)
         done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
                                     cache_dir=cache_dir, cache_dtype=cache_dtype,
-                                    description=description, group=group, on_epoch=print_epoch)
+                                    description=description, group=group, on_epoch=print_epoch, stats=stats)
         if done is not None:  # rank 0
             _echo_added(plan, done)
 
@@ -117,18 +124,29 @@ def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
 
 
 def _echo_added(plan, done) -> None:
+    from unictr_core.fit.report import domain_add_table
+
     warn(done.notes)
-    result, test, name = done.training, done.training.test, plan.name
-    typer.echo(format_table(
-        ["held-out rows", "predicted by", "AUC", "logloss"],
-        [[test["rows"], f"DSN '{name}'", test["auc"], test["logloss"]],
-         [test["rows"], "general network (zero-shot)", test["general_auc"], test["general_logloss"]]]
-        + [[test["rows"], f"floor: {floor} (train part)", m["auc"], m["logloss"]] for floor, m in done.floors.items()]))
+    result, name = done.training, plan.name
+    typer.echo(domain_add_table(name, result.test, done.floors))
+    c = result.calibration
+    if c and (c["scale"], c["bias"]) == (1.0, 0.0):
+        typer.echo(f"calibration: none (on {c['valid_rows']} validation rows a temperature did not lower the logloss "
+                   "beyond noise)")
+    elif c:
+        typer.echo(f"calibration (temperature, fitted on {c['valid_rows']} validation rows): p = sigmoid("
+                   f"{c['scale']:.3f} * logit {c['bias']:+.3f}); validation logloss {c['valid_logloss_before']:.4f} "
+                   f"-> {c['valid_logloss_after']:.4f}")
     s = result.seconds
     start = " (the untrained start: no epoch beat it on validation)" if result.best_epoch == 0 else ""
-    typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}; {s['total']:.1f} s "
+    typer.echo(f"best epoch {result.best_epoch}{start} of {len(result.history) - 1}, chosen on "
+               f"{result.rows['valid']} validation rows; {s['total']:.1f} s "
                f"(hidden states {s['hidden_states']:.1f} s, training {s['train']:.1f} s, "
                f"evaluation {s['evaluate']:.1f} s)")
+    if result.rows["valid"] < SMALL_VALIDATION:
+        typer.secho(f"note: the best epoch and the calibration rest on {result.rows['valid']} validation rows only; "
+                    f"with fewer than {SMALL_VALIDATION} the validation AUC is uncertain by about +-0.05 or more",
+                    fg=typer.colors.YELLOW, err=True)
     typer.echo(f"domain '{name}' registered: {done.target}")
 
 

@@ -124,7 +124,7 @@ def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home,
 
 def test_residual_dsn_starts_as_the_general_network_and_survives_a_round_trip(home, tmp_path):
     model, _ = load_model(home)
-    dsn = model.add_domain("toys", residual=True)
+    dsn = model.add_domain("toys", spec=True)
     samples = toy_samples(24, seed=5, domains=("toys",))
     untrained = predict_samples(model, samples)
     assert not untrained.zero_shot.any()
@@ -135,7 +135,8 @@ def test_residual_dsn_starts_as_the_general_network_and_survives_a_round_trip(ho
     moved = predict_samples(model, samples)
     assert not np.allclose(moved.probs, moved.general_probs)
     save_domain_bundle(model, "toys", home / "domains" / "toys", model.core_fingerprint)
-    assert read_domain_record(home / "domains" / "toys")["dsn"] == {"residual": True}
+    assert read_domain_record(home / "domains" / "toys")["dsn"] == {"residual": True, "stats": False,
+                                                                   "calibration": False}
     reloaded, notes = load_model(home)
     assert notes == [] and reloaded.dsns["toys"].residual and not reloaded.dsns["books"].residual
     np.testing.assert_array_equal(predict_samples(reloaded, samples).probs, moved.probs)
@@ -147,7 +148,9 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
     config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3, head_lr=(0.0, 0.0))  # nothing can improve
     result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config, progress=False)
     assert result.best_epoch == 0 and result.valid_auc == result.history[0]["valid_auc"]
-    assert result.test["auc"] == result.test["general_auc"] and result.test["logloss"] == result.test["general_logloss"]
+    # the start is the general network; its calibration (fitted on validation) keeps the ranking
+    assert result.test["auc"] == result.test["general_auc"]
+    assert result.calibration["scale"] > 0 and result.calibration["valid_rows"] == 10
 
 
 def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
@@ -223,7 +226,7 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path, precision):
     api_home = tmp_path / "api-home"
     shutil.copytree(home, api_home, symlinks=True)
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
-                                 "--epochs", "3", "--seed", "1", "--lr", "0.03"]
+                                 "--epochs", "3", "--seed", "1", "--lr", "0.03", "--no-stats"]
                            + (["--precision", precision] if precision else []))
     assert result.exit_code == 0, result.output
     cli_weights = load_file(str(home / "domains" / "toys" / "dsn.safetensors"))
@@ -231,7 +234,7 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path, precision):
     model = load_core(api_home / CORE_DIR)
     train, valid, test, _ = domain_splits(toys_file, "toys", 1)
     config = TrainConfig(epochs=3, patience=5, head_lr=(0.03 / 100, 0.03), seed=1)  # improves on epoch 0
-    api = train_domain(model, "toys", train, valid, test, config=config, progress=False,
+    api = train_domain(model, "toys", train, valid, test, config=config, progress=False, stats=False,
                        **({"precision": precision} if precision else {}))
     stored = yaml.safe_load((home / "domains" / "toys" / "domain.yaml").read_text())["training"]["precision"]
     assert stored == (precision or DEFAULT_PRECISION)
@@ -261,3 +264,117 @@ def test_train_waits_for_the_registry_lock_and_writes_nothing_when_it_cannot_get
     result = runner.invoke(app, train)
     assert result.exit_code == 0, result.output
     assert digests(home / "core")["core.safetensors"] != digests_before_core["core.safetensors"]
+
+
+# --------------------------------------------------------------------------- issue 21: a domain worth adding
+def _with_labels(samples, labels):
+    import dataclasses
+
+    return [dataclasses.replace(s, label=int(y)) for s, y in zip(samples, labels)]
+
+
+def test_count_statistics_are_causal_and_the_tables_match_the_training_part():
+    from unictr_core.modeling.stats import CountTables, causal_counts, count_features
+    from unictr_core.modeling.ids import id_tensor, id_slots
+
+    samples = toy_samples(60, seed=4, domains=("toys",))
+    for i, s in enumerate(samples):   # few users and items, so that counts repeat; two rows per instant
+        s.user_id, s.item_id, s.timestamp = f"u{i % 5}", f"i{i % 7}", i // 2
+    counts = causal_counts(samples, 16384)
+    assert counts[0].sum() == 0 and counts[-1, 5] == len(samples) - 2   # the last instant sees all but itself
+    for cut in (0, 11, 30, 59):
+        flipped = _with_labels(samples, [s.label if i < cut else 1 - s.label for i, s in enumerate(samples)])
+        again = causal_counts(flipped, 16384)
+        # rows at or before the cut (and its instant partner) see no label of the cut or later
+        same = [i for i, s in enumerate(samples) if s.timestamp <= samples[cut].timestamp]
+        np.testing.assert_array_equal(again[same], counts[same])
+    tables = CountTables(16384)
+    tables.fit(samples)
+    probe = [s for s in toy_samples(3, seed=9, domains=("toys",))]
+    probe[0].user_id, probe[0].item_id, probe[0].timestamp = "u1", "i3", 10**6   # after every training row
+    probe[1].user_id, probe[1].item_id = "nobody", "nothing"
+    ids = id_tensor([id_slots(s, 16384) for s in probe])
+    looked_up = tables.lookup(ids)
+    np.testing.assert_array_equal(looked_up[0].numpy(), causal_counts(samples + probe[:1], 16384)[-1])
+    assert looked_up[1, :4].sum() == 0    # an unseen user and item: no counts, only the base rate
+    assert torch.isfinite(count_features(looked_up)).all()
+
+
+def test_platt_calibration_lowers_the_logloss_of_an_over_confident_dsn():
+    from unictr_core import metrics
+    from unictr_core.fit.calibration import fit_calibration
+
+    rng = np.random.default_rng(0)
+    true_logit = rng.normal(0.3, 1.0, 400)
+    labels = (rng.random(400) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    over_confident = 5.0 * true_logit          # right ranking, probabilities far too sure
+    calibration = fit_calibration(over_confident, labels)
+    assert 0.1 < calibration.scale < 0.4 and calibration.rows == 400
+    assert calibration.logloss_after < calibration.logloss_before - 0.2
+    probs = 1 / (1 + np.exp(-calibration.apply(over_confident)))
+    assert metrics.auc(labels, probs) == pytest.approx(metrics.auc(labels, over_confident))
+    assert metrics.ece(labels, probs) < metrics.ece(labels, 1 / (1 + np.exp(-over_confident)))
+    platt = fit_calibration(over_confident, labels, fit_bias=True)   # the bias too
+    assert platt.logloss_after <= calibration.logloss_after + 1e-9 and platt.bias != 0.0
+    identity = fit_calibration(np.zeros(10), np.ones(10))   # one class: nothing to fit
+    assert (identity.scale, identity.bias) == (1.0, 0.0)
+
+
+def test_first_epoch_moves_the_dsn_and_the_statistics_survive_a_round_trip(home):
+    model, _ = load_model(home)
+    data = toy_samples(60, seed=11, domains=("toys",))
+    config = TrainConfig(epochs=1, batch_size=16, patience=5, seed=3, head_lr=(3e-5, 3e-3))
+    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config, progress=False)
+    dsn = model.dsns["toys"]
+    assert dsn.spec.stats and dsn.spec.calibration and float(dsn.counts.total[1]) == 40
+    # the first epoch already moved the DSN's predictions away from its start (the general network)
+    start, first = result.history[0], result.history[1]
+    assert abs(first["valid_logloss"] - start["valid_logloss"]) > 5e-3   # 1.3e-3 with the earlier cyclic rate
+    assert {"ece", "general_ece", "auc_interval", "auc_gain"} <= set(result.test)
+    save_domain_bundle(model, "toys", home / "domains" / "toys", model.core_fingerprint,
+                                result.metrics())
+    record = read_domain_record(home / "domains" / "toys")
+    assert record["dsn"] == {"residual": True, "stats": True, "calibration": True}
+    assert "test_ece" in record["metrics"] and record["metrics"]["valid_rows"] == 10
+    samples = toy_samples(20, seed=12, domains=("toys",))
+    reloaded, notes = load_model(home)
+    assert notes == []
+    np.testing.assert_array_equal(predict_samples(reloaded, samples).probs, predict_samples(model, samples).probs)
+    size = (home / "domains" / "toys" / "dsn.safetensors").stat().st_size
+    assert size < 8 * 2**20   # bounded: the count tables are 2 x 2 x id_buckets floats whatever the data
+
+
+def test_relaimpr_only_against_a_reference_clearly_above_chance():
+    from unictr_core.fit.report import domain_add_table, evaluation_report, evaluation_table
+    from unictr_core.modeling.predict import Predictions
+    from unictr_core.data.schema import Sample
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 60)
+    samples = [Sample(domain="toys", user_id="u", item_id=str(i), label=int(y)) for i, y in enumerate(labels)]
+    dsn = np.clip(0.5 + 0.4 * (labels - 0.5) + rng.normal(0, 0.2, 60), 0.01, 0.99)
+    general = np.clip(0.5 + 0.05 * (labels - 0.5) + rng.normal(0, 0.2, 60), 0.01, 0.99)  # AUC 0.61, not clearly
+    report = evaluation_report(samples, Predictions(dsn, general, np.zeros(60, dtype=bool)))
+    m = report["domains"]["toys"]
+    assert m["reference_auc"] > 0.5 and m["reference_auc_interval"][0] <= 0.5
+    assert m["rela_impr"] is None and "not clearly above 0.5" in m["rela_impr_note"]
+    assert m["auc_gain"]["low"] < m["auc_gain"]["gain"] < m["auc_gain"]["high"] and m["ece"] is not None
+    assert "gain +" in evaluation_table(report)
+    test = {"rows": 60, "auc": m["auc"], "logloss": m["logloss"], "general_auc": m["general_auc"],
+            "general_logloss": m["general_logloss"], "auc_interval": m["auc_interval"], "ece": m["ece"],
+            "general_auc_interval": m["reference_auc_interval"], "general_ece": m["general_ece"],
+            "auc_gain": m["auc_gain"]}
+    text = domain_add_table("toys", test, {})
+    assert "AUC gain of the DSN over zero-shot: +" in text and "no RelaImpr" in text
+
+
+def test_bootstrap_auc_matches_the_plain_auc_and_covers_it():
+    from unictr_core import metrics
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 200)
+    probs = np.round(np.clip(0.3 * labels + rng.random(200) * 0.7, 0, 1), 2)   # with ties
+    assert metrics.weighted_aucs(labels, probs, np.ones((1, 200)))[0] == pytest.approx(metrics.auc(labels, probs))
+    low, high = metrics.auc_interval(labels, probs)
+    assert low < metrics.auc(labels, probs) < high and high - low < 0.2
+    assert metrics.ece(labels, np.full(200, labels.mean())) == pytest.approx(0.0, abs=1e-12)

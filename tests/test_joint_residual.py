@@ -46,7 +46,8 @@ def test_joint_training_with_residual_dsns_round_trips(tiny_config, fast_train_c
     trained = predict_samples(result.model, samples)
     assert not np.array_equal(trained.probs, trained.general_probs)     # the corrections learned something
     save_trained(result.model, tmp_path / "home")
-    assert read_domain_record(tmp_path / "home" / "domains" / "books")["dsn"] == {"residual": True}
+    assert read_domain_record(tmp_path / "home" / "domains" / "books")["dsn"] == {
+        "residual": True, "stats": False, "calibration": False}
     model, notes = load_model(tmp_path / "home")
     assert notes == [] and all(dsn.residual for dsn in model.dsns.values())
     np.testing.assert_allclose(predict_samples(model, samples).probs, trained.probs, rtol=1e-6)

@@ -257,8 +257,10 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
 def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
               max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
               cache_dtype: Optional[str] = None, group=None, on_epoch: EpochCallback = None,
-              progress: bool = True):
+              progress: bool = True, stats: bool = True):
     """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
+
+    ``stats``: the DSN also reads the domain's causal count statistics (:mod:`unictr_core.modeling.stats`).
 
     Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
     ``max_cache_gb``, ``cache_dir``: default ``config``'s (``cache_dir`` None: the home).
@@ -268,19 +270,21 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
                         max_cache_gb=config.max_cache_gb if max_cache_gb is None else max_cache_gb,
                         progress=progress, dist_ctx=group or DistContext(), residual=residual,
                         precision=plan.precision, cache_dir=Path(cache_dir or config.cache_dir or plan.home),
-                        cache_storage=cache_dtype, on_epoch=on_epoch)
+                        cache_storage=cache_dtype, on_epoch=on_epoch, stats=stats)
 
 
 def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
                max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
                cache_dtype: Optional[str] = None, description: Optional[str] = None,
-               group=None, on_epoch: EpochCallback = None, progress: bool = True) -> Optional[DomainAddResult]:
+               group=None, on_epoch: EpochCallback = None, progress: bool = True,
+               stats: bool = True) -> Optional[DomainAddResult]:
     """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
 
     Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
     """
     group = group or DistContext()
-    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress)
+    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress,
+                       stats)
     if not group.is_main:
         return None
     result.check_registrable()
@@ -288,10 +292,13 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
     extra = {"description": description or plan.description,
              "training": {"data": str(plan.data), "rows": result.rows, "best_epoch": result.best_epoch,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
-                          "precision": plan.precision,
+                          "precision": plan.precision, "count_statistics": result.stats,
+                          "calibration": result.calibration,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict(), "history": result.history}}
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
+    stored.update({f"{floor}_test_auc_interval": [float(v) for v in m["auc_interval"]]
+                   for floor, m in floors.items() if m.get("auc_interval") is not None})
     notes: list[str] = []
     target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=plan.replace,
                            notes=notes)

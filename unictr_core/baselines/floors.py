@@ -74,7 +74,8 @@ FLOORS = {"user_rate": UserRate, "item_rate": ItemRate}
 
 
 def floor_scores(train: Sequence[Sample], valid: Sequence[Sample], test: Sequence[Sample]) -> dict[str, dict]:
-    """Every registered floor baseline fitted on ``train`` and scored on ``test``: name -> {auc, logloss}.
+    """Every registered floor baseline fitted on ``train`` and scored on ``test``: name -> {auc, logloss, ece,
+    auc_interval} (the bootstrap 95 % interval of the AUC, see :func:`unictr_core.metrics.auc_interval`).
 
     Used by ``unictr domain add`` to print the floors of the new domain next to its DSN and zero-shot score.
     """
@@ -88,5 +89,6 @@ def floor_scores(train: Sequence[Sample], valid: Sequence[Sample], test: Sequenc
         if info.category != FLOOR:
             continue
         probs = fit_baseline(name, info.factory, train, valid).predict(test)
-        out[name] = {"auc": metrics.auc(labels, probs), "logloss": metrics.logloss(labels, probs)}
+        out[name] = {"auc": metrics.auc(labels, probs), "logloss": metrics.logloss(labels, probs),
+                     "ece": metrics.ece(labels, probs), "auc_interval": metrics.auc_interval(labels, probs)}
     return out

@@ -24,7 +24,7 @@ from torch import nn
 from unictr_core.config import ModelConfig
 from unictr_core.data.prompts import PromptTemplate, TemplateSet
 from unictr_core.modeling.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
-from unictr_core.modeling.networks import DomainNetwork, GeneralNetwork
+from unictr_core.modeling.networks import DomainNetwork, DsnSpec, GeneralNetwork, as_spec
 
 
 @dataclass
@@ -70,7 +70,7 @@ class UniCTRModel(nn.Module):
         self.general = GeneralNetwork(config, self.hidden_size, self.num_layers)
         self.dsns = nn.ModuleDict()
         for domain in domains:
-            self.add_domain(domain, residual=residual_dsns)
+            self.add_domain(domain, spec=residual_dsns)
 
     def _lora_modules(self, backbone: Backbone, targets: list[str]) -> list[str]:
         """peft target modules: the short names everywhere, or the full names of those in layers >= the cut."""
@@ -97,15 +97,16 @@ class UniCTRModel(nn.Module):
     def domains(self) -> list[str]:
         return list(self.dsns.keys())
 
-    def new_dsn(self, residual: bool = False) -> DomainNetwork:
-        return DomainNetwork(self.config, self.hidden_size, self.num_layers, residual=residual)
+    def new_dsn(self, spec: DsnSpec | bool = False) -> DomainNetwork:
+        """A DSN built by ``spec`` (a DsnSpec, or a bool: residual or not)."""
+        return DomainNetwork(self.config, self.hidden_size, self.num_layers, as_spec(spec))
 
     def add_domain(self, domain: str, template: Optional[PromptTemplate] = None,
-                   residual: bool = False) -> DomainNetwork:
-        """A new DSN for ``domain`` (``residual``: it starts as the general network, see DomainNetwork)."""
+                   spec: DsnSpec | bool = False) -> DomainNetwork:
+        """A new DSN for ``domain`` built by ``spec`` (see DsnSpec; a bool: residual or not)."""
         if domain in self.dsns:
             raise ValueError(f"domain '{domain}' already has a DSN")
-        self.dsns[domain] = self.new_dsn(residual)
+        self.dsns[domain] = self.new_dsn(spec)
         if template is not None:
             self.templates.templates[domain] = template
         return self.dsns[domain]
@@ -123,8 +124,10 @@ class UniCTRModel(nn.Module):
 
     @property
     def id_buckets(self) -> Optional[int]:
-        """Hash buckets of the ID embeddings when any network reads IDs (batches then carry ids), else None."""
-        return None if self.config.ids == "none" else self.config.id_buckets
+        """Hash buckets of the ID slots when any network reads them (ID embeddings, a DSN's count statistics;
+        batches then carry ids), else None."""
+        reads = self.config.ids != "none" or any(d.reads_ids for d in self.dsns.values())
+        return self.config.id_buckets if reads else None
 
     def heads(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
               domains: Sequence[str], ids: Optional[torch.Tensor] = None) -> ModelOutput:

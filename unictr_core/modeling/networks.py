@@ -8,6 +8,7 @@ domain's statistics leak into another's.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, fields
 from typing import Optional, Sequence
 
 import torch
@@ -15,6 +16,9 @@ from torch import nn
 
 from unictr_core.config import ModelConfig
 from unictr_core.modeling.ids import IdEmbedding, check_ids
+from unictr_core.modeling.stats import FEATURES, CountTables, count_features
+
+RESIDUAL_INIT_STD = 0.0  # a residual DSN's last tower layer starts at N(0, std) (0: exactly zero)
 
 
 def narrowed_width(hidden_size: int, ratio: float, heads: int) -> int:
@@ -115,22 +119,57 @@ def ladder_frequency(config: ModelConfig, num_layers: int) -> int:
     return max(1, round(num_layers / 4))
 
 
+@dataclass(frozen=True)
+class DsnSpec:
+    """What a DSN holds beyond the core's ModelConfig; stored in its bundle (``domain.yaml``, ``dsn:``).
+
+    ``residual``: it adds a correction to the general network's logit; ``stats``: it reads the domain's
+    count statistics (:mod:`unictr_core.modeling.stats`); ``calibration``: its logit is finally scaled,
+    ``a * logit + b`` (two scalars fitted on validation, :mod:`unictr_core.fit.calibration`; identity until then).
+    """
+
+    residual: bool = False
+    stats: bool = False
+    calibration: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, record: Optional[dict]) -> "DsnSpec":
+        """From a bundle's ``dsn:`` entry; an entry an older version wrote lacks the later keys (False)."""
+        record = record or {}
+        return cls(**{f.name: bool(record.get(f.name, False)) for f in fields(cls)})
+
+
+def as_spec(spec) -> DsnSpec:
+    """A DsnSpec from a DsnSpec or a bool (``residual``, the earlier signature)."""
+    return spec if isinstance(spec, DsnSpec) else DsnSpec(residual=bool(spec))
+
+
 class DomainNetwork(nn.Module):
     """DSN: ladder over the backbone's hidden states, gate (attention pooling over [h_L; lad_F]), tower.
 
     lad_1 = Ladder_1(h_freq); lad_f = Ladder_f(h_{f*freq} + lad_{f-1}).
 
     A *residual* DSN adds its tower's output to the general network's logit
-    (which it does not train: the general logit comes in detached), and its
-    tower's last layer starts at zero, so before any training it predicts
-    exactly what the general network predicts zero-shot and learns only the
-    domain's correction. ``unictr domain add`` uses it by default.
+    (which it does not train: the general logit comes in detached). Its
+    tower's last layer starts small and random (std :data:`RESIDUAL_INIT_STD`), so before training it
+    predicts what the general network predicts zero-shot (up to about 1e-3 in the logit) and every layer
+    gets gradient from the first step. ``unictr domain add`` uses it by default.
+
+    With ``spec.stats`` it also reads the domain's count features (user's and item's past positive rate and
+    count, base rate: :mod:`unictr_core.modeling.stats`), fused with the text in two ways: appended to the
+    tower's input, and through a linear *wide* term added to the logit (zero at the start). With
+    ``spec.calibration`` the logit is finally scaled: ``a * logit + b`` (buffer ``calibration``).
     """
 
-    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int, residual: bool = False):
+    def __init__(self, config: ModelConfig, hidden_size: int, num_layers: int, residual=False):
         super().__init__()
+        spec = as_spec(residual)
+        self.spec = spec
         self.num_layers = num_layers
-        self.residual = residual
+        self.residual = spec.residual
         if config.ladder_kind == "none":
             self.freq = 0
             self.ladders = nn.ModuleList()
@@ -144,11 +183,32 @@ class DomainNetwork(nn.Module):
             )
         self.gate = AttentionPooling(hidden_size)
         self.id_embedding = IdEmbedding(config.id_buckets, config.id_dim) if config.ids in ("dsn", "all") else None
-        self.tower = Tower(hidden_size + _id_width(self.id_embedding), config.tower_dims, config.dropout)
-        if residual:
+        self.counts = CountTables(config.id_buckets) if spec.stats else None
+        self.wide = nn.Linear(FEATURES, 1) if spec.stats else None
+        stats_width = FEATURES if spec.stats else 0
+        self.tower = Tower(hidden_size + _id_width(self.id_embedding) + stats_width, config.tower_dims,
+                           config.dropout)
+        if spec.calibration:
+            self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
+        self._start_small()
+
+    def _start_small(self) -> None:
+        """A residual DSN starts (almost) at the general network: small last tower layer, zero wide term."""
+        if self.residual:
             last = self.tower.mlp[-1]
-            nn.init.zeros_(last.weight)
+            if RESIDUAL_INIT_STD > 0:
+                nn.init.normal_(last.weight, std=RESIDUAL_INIT_STD)
+            else:
+                nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        if self.wide is not None:
+            nn.init.zeros_(self.wide.weight)
+            nn.init.zeros_(self.wide.bias)
+
+    @property
+    def reads_ids(self) -> bool:
+        """Whether batches must carry ID slots for this DSN (ID embeddings or count statistics)."""
+        return self.id_embedding is not None or self.counts is not None
 
     @property
     def required_layers(self) -> list[int]:
@@ -157,25 +217,42 @@ class DomainNetwork(nn.Module):
         return sorted(set(ladder_layers + [self.num_layers]))
 
     def forward(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
-                general_logits: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+                general_logits: Optional[torch.Tensor] = None, ids: Optional[torch.Tensor] = None,
+                counts: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The DSN's logits; a residual DSN needs the general network's logits of the same rows, an ID-aware
-        one the rows' ids (:func:`unictr_core.modeling.ids.id_tensor`)."""
+        one the rows' ids (:func:`unictr_core.modeling.ids.id_tensor`). A DSN with statistics reads the rows'
+        ``counts`` [B, 6] when given (training: causal counts), else looks them up in its tables by ``ids``."""
         if self.residual and general_logits is None:
             raise ValueError("a residual DSN needs the general network's logits")
         check_ids("DSN", self.id_embedding, ids)
-        last = hidden_states[self.num_layers]
-        gate_input, gate_mask = last, mask
-        if len(self.ladders):
-            ladder = None
-            for f, block in enumerate(self.ladders):
-                h = hidden_states[(f + 1) * self.freq]
-                ladder = block(h if ladder is None else h + ladder, mask)
-            gate_input = torch.cat([last, ladder], dim=1)
-            gate_mask = torch.cat([mask, mask], dim=1)
-        logits = self.tower(_with_ids(self.gate(gate_input, gate_mask), self.id_embedding, ids))
+        pooled = _with_ids(self.gate(*self._gate_input(hidden_states, mask)), self.id_embedding, ids)
+        features = None
+        if self.counts is not None:
+            if counts is None:
+                if ids is None:
+                    raise ValueError("this DSN reads count statistics: pass the batch's ids (or its counts)")
+                counts = self.counts.lookup(ids)
+            features = count_features(counts).to(pooled.dtype)
+            pooled = torch.cat([pooled, features], dim=1)
+        logits = self.tower(pooled)
+        if features is not None:
+            logits = logits + self.wide(features).squeeze(-1)
         if self.residual:
             logits = logits + general_logits.detach()
+        if self.spec.calibration:
+            logits = self.calibration[0] * logits + self.calibration[1]
         return logits
+
+    def _gate_input(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor):
+        """What the gate pools: h_L, followed by the last ladder block's output when there are ladders."""
+        last = hidden_states[self.num_layers]
+        if not len(self.ladders):
+            return last, mask
+        ladder = None
+        for f, block in enumerate(self.ladders):
+            h = hidden_states[(f + 1) * self.freq]
+            ladder = block(h if ladder is None else h + ladder, mask)
+        return torch.cat([last, ladder], dim=1), torch.cat([mask, mask], dim=1)
 
 
 class GeneralNetwork(nn.Module):

@@ -22,6 +22,7 @@ from unictr_core.data.files import atomic_directory, file_sha256
 from unictr_core.data.prompts import PromptTemplate, TemplateSet
 from unictr_core.modeling.backbone import BackboneError, load_backbone
 from unictr_core.modeling.model import UniCTRModel
+from unictr_core.modeling.networks import DsnSpec
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
 from unictr_core.store.records import core_identity, fingerprint_of, verify_core_files, verify_domain_bundle
@@ -156,7 +157,7 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
             "created": _now(),
             "core_fingerprint": core_fingerprint,
             "dsn_sha256": file_sha256(staging / DSN_WEIGHTS),
-            "dsn": {"residual": bool(model.dsns[domain].residual)},
+            "dsn": model.dsns[domain].spec.to_dict(),
             "template": template.to_dict() if template is not None else None,
             "metrics": metrics or {},
         }
@@ -186,14 +187,15 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
     state = read_safetensors(weights, "DSN weights")
     template = (PromptTemplate.from_dict(record["template"], source=str(bundle_dir))
                 if record.get("template") else None)
-    # bundles written before residual DSNs have no "dsn" entry: they are standalone
-    residual = bool((record.get("dsn") or {}).get("residual", False))
-    dsn = model.new_dsn(residual)
+    # bundles written before residual DSNs have no "dsn" entry: they are standalone; before statistics and
+    # calibration, the entry has only "residual"
+    spec = DsnSpec.from_record(record.get("dsn"))
+    dsn = model.new_dsn(spec)
     try:
         dsn.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
         raise ArtifactError(f"DSN weights {weights} do not fit the core's DSN architecture: {exc}") from None
     dsn.eval()
-    model.add_domain(name, template, residual=residual)
+    model.add_domain(name, template, spec)
     model.dsns[name] = dsn
     return name
