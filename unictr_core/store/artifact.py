@@ -25,7 +25,8 @@ from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.store import snapshots
 from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FORMAT_VERSION, MANIFEST, ArtifactError
-from unictr_core.store.records import core_identity, fingerprint_of, verify_core_files, verify_domain_bundle
+from unictr_core.store.records import (core_identity, dsn_kind, fingerprint_of, verify_core_files,
+                                       verify_domain_bundle)
 
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
@@ -85,10 +86,17 @@ def save_core(model: UniCTRModel, core_dir: Path, training: Optional[dict] = Non
     return fingerprint
 
 
-def dsn_layout(model: UniCTRModel) -> dict[str, list[int]]:
-    """Name -> shape of every tensor of a DSN of ``model`` (residual and standalone DSNs share it): recorded in
-    the core manifest, so that listing a home checks a bundle's weights against it without torch."""
-    return {name: list(tensor.shape) for name, tensor in model.new_dsn().state_dict().items()}
+def dsn_layout(model: UniCTRModel) -> dict[str, dict[str, list[int]]]:
+    """Per kind of DSN (:func:`unictr_core.store.records.dsn_kind`: with or without count statistics and
+    calibration; residual and standalone DSNs share theirs), name -> shape of every tensor of such a DSN of
+    ``model``: recorded in the core manifest, so that listing a home checks a bundle's weights without torch."""
+    layouts = {}
+    for stats in (False, True):
+        for calibration in (False, True):
+            spec = DsnSpec(stats=stats, calibration=calibration)
+            layouts[dsn_kind(spec.to_dict())] = {name: list(tensor.shape)
+                                                 for name, tensor in model.new_dsn(spec).state_dict().items()}
+    return layouts
 
 
 def write_file(path: Path, data: bytes) -> None:

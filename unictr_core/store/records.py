@@ -110,11 +110,13 @@ def read_manifest(core_dir: Path) -> dict[str, Any]:
         ModelConfig.from_dict(manifest["architecture"])
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"core manifest {path}, field 'architecture': {exc}") from None
-    layout = manifest.get("dsn_layout")
-    if layout is not None and not all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
-                                      for shape in layout.values()):
-        raise ArtifactError(f"core manifest {path}, field 'dsn_layout': expected a mapping of tensor names to "
-                            "shapes (lists of sizes)")
+    layouts = manifest.get("dsn_layout")
+    if layouts is not None and not all(
+            isinstance(layout, dict) and all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+                                             for shape in layout.values())
+            for layout in layouts.values()):
+        raise ArtifactError(f"core manifest {path}, field 'dsn_layout': expected a mapping of DSN kinds to mappings "
+                            "of tensor names to shapes (lists of sizes)")
     if fingerprint_of(core_identity(manifest)) != manifest["fingerprint"]:
         raise ArtifactError(f"core manifest {path}: its fingerprint does not match the core it describes (the "
                             "manifest or its core_sha256 was edited); retrain the core with `unictr train`")
@@ -177,8 +179,25 @@ def verify_domain_bundle(bundle_dir: Path, layout: Optional[dict[str, list[int]]
     return record
 
 
-def check_dsn_layout(bundle_dir: Path, layout: dict[str, list[int]]) -> None:
-    """ArtifactError unless the DSN weights of ``bundle_dir`` have exactly the tensors of ``layout`` (the DSN
-    layout a core manifest records), each with its shape; reads only the header."""
+# the optional parts of a DSN that change its tensors (see unictr_core.modeling.networks.DsnSpec); ``residual``
+# changes none
+DSN_PARTS = ("stats", "calibration")
+
+
+def dsn_kind(spec: Optional[dict]) -> str:
+    """The key of a DSN's layout in the core manifest for its ``dsn:`` record: ``base``, ``stats``,
+    ``calibration`` or ``stats+calibration``."""
+    spec = spec if isinstance(spec, dict) else {}
+    return "+".join(part for part in DSN_PARTS if spec.get(part)) or "base"
+
+
+def check_dsn_layout(bundle_dir: Path, layouts: dict[str, dict[str, list[int]]], spec: Optional[dict]) -> None:
+    """ArtifactError unless the DSN weights of ``bundle_dir`` have exactly the tensors of the layout the core
+    manifest records for its kind of DSN (``spec``: the bundle's ``dsn:`` record), each with its shape; reads
+    only the header."""
     weights = Path(bundle_dir) / DSN_WEIGHTS
-    check_layout(read_header(weights, "DSN weights")[0], layout, weights, "DSN weights")
+    kind = dsn_kind(spec)
+    if kind not in layouts:
+        raise ArtifactError(f"DSN weights {weights}: a DSN of kind '{kind}', which the core does not describe "
+                            f"(it knows {', '.join(sorted(layouts))})")
+    check_layout(read_header(weights, "DSN weights")[0], layouts[kind], weights, "DSN weights")

@@ -236,7 +236,7 @@ class Registry:
                                     f"but its plugin registered it for core {entry.core_fingerprint[:12]}…")
             entry.core_fingerprint = record.get("core_fingerprint")
             if self.dsn_layout is not None and entry.core_fingerprint == self.core_fingerprint:
-                check_dsn_layout(bundle, self.dsn_layout)  # names and shapes against the core's architecture
+                check_dsn_layout(bundle, self.dsn_layout, record.get("dsn"))  # names and shapes: the core's DSN
             entry.metrics = dict(record.get("metrics") or {})
             entry.created = record.get("created")
             entry.training = dict(record.get("training") or {}) if isinstance(record.get("training"), dict) else {}
