@@ -380,6 +380,22 @@ def test_tampered_dsns_are_broken_in_the_listing_and_named_by_predict(home, tmp_
     assert all(0 <= r["probability"] <= 1 for r in records)
 
 
+def test_each_kind_of_dsn_is_checked_against_its_own_layout(home, toys_file):
+    """A DSN with count statistics (the default of `domain add`) lists ready; a bundle whose record claims a
+    kind of DSN its weights are not is broken (the manifest records one layout per kind)."""
+    added = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
+                                "--epochs", "1"])
+    assert added.exit_code == 0, added.output
+    record = yaml.safe_load(live_path(home / "domains" / "toys" / "domain.yaml").read_text())
+    assert record["dsn"]["stats"] is True
+    statuses = status_of(home)
+    assert statuses["toys"][0] == "ready" and statuses["books"][0] == "ready"
+    books = yaml.safe_load(live_path(home / "domains" / "books" / "domain.yaml").read_text())
+    edit_record(home / "domains" / "books" / "domain.yaml", dsn={**books["dsn"], "stats": True})
+    status, problem = status_of(home)["books"]
+    assert status == "broken" and "do not fit the core's architecture" in problem
+
+
 def test_a_foreign_core_with_its_sha_updated_is_refused(home, tmp_path):
     core = home / "core"
     state = {k: torch.zeros_like(v) for k, v in dsn_state(home, "books").items()}  # any other weights
