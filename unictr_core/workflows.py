@@ -31,7 +31,7 @@ from unictr_core.fit.domain_training import domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
 from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
-from unictr_core.modeling.fast_path import prepare_for_prediction
+from unictr_core.modeling.fast_path import describe, prepare_for_prediction
 from unictr_core.modeling.predict import prediction_records, predict_samples
 from unictr_core.modeling.rank import candidate_samples, rank_samples
 from unictr_core.store.artifact import load_core
@@ -358,15 +358,9 @@ def evaluate(home: Path, samples: Sequence[Sample], reference: str = "general",
     predictions = predict_samples(model, samples, batch_size, progress=progress, precision=precision)
     report = evaluation_report(samples, predictions, reference if reference == "general" else Path(reference).stem,
                                reference_report)
-    report["precision"] = ran_precision(model, precision)
+    served = describe(model)  # what the prepared model computes in
+    report["precision"] = "int8" if served["quantize"] == "int8" else served["precision"]
     return EvaluationResult(report, notes)
-
-
-def ran_precision(model, precision: str) -> str:
-    """What a prediction with ``model`` at ``precision`` computes in: fp32, bf16 or int8 (for reports)."""
-    if model.quantized:
-        return "int8"
-    return precisions.resolve(precision, next(model.parameters()).device)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unictr_core.config import DEFAULT_PRECISION, PRECISIONS, QUANTIZE  # noqa: F401 - the settings live with the configs
+from unictr_core.config import PRECISIONS, QUANTIZE  # noqa: F401 - the settings' names live with the configs
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
