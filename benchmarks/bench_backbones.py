@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def _subsample(samples, per_domain: int, seed: int):
-    from unictr_core.workflows import subsample
+    from unictr_core.data.dataset import subsample_per_domain
 
-    return subsample(samples, per_domain, seed)
+    return subsample_per_domain(samples, per_domain, seed)
 
 
 def run_one(args: argparse.Namespace) -> dict:

@@ -37,8 +37,7 @@ def peak_rss_gb() -> float:
 
 
 def load_rows(args):
-    from unictr_core.benchmark import subsample_per_domain
-    from unictr_core.data.dataset import load_dataset
+    from unictr_core.data.dataset import load_dataset, subsample_per_domain
 
     dataset = load_dataset(args.data)
     holdout = set(dataset.meta.get("holdout_domains") or [])

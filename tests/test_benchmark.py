@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from unictr_cli.main import app
 from unictr_core import metrics
-from unictr_core.benchmark import BenchmarkOptions, run_benchmark, subsample_per_domain
+from unictr_core.benchmark import BenchmarkOptions, run_benchmark
+from unictr_core.data.dataset import subsample_per_domain
 from unictr_core.baselines import BaselineSettings
 from unictr_core.data.synthetic import write_builtin_dataset
 from unictr_core.modeling.tiny import make_tiny_backbone

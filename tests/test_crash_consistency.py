@@ -24,7 +24,7 @@ from unictr_core.store.artifact import load_core
 from unictr_core.store.layout import CORE_DIR
 from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.fit.domain_training import train_domain
+from unictr_core.fit.domain_training import DomainAddOptions, train_domain
 from unictr_core.modeling.predict import predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, state_token
@@ -67,7 +67,8 @@ def writes(base_home, tiny_bert) -> dict[str, Callable[[Path], object]]:
     def dsn_for(name: str):
         model = load_core(Registry(base_home).root / CORE_DIR)
         train_domain(model, name, toy_samples(24, seed=5, domains=(name,)), toy_samples(12, seed=6, domains=(name,)),
-                     toy_samples(12, seed=7, domains=(name,)), config=config, progress=False)
+                     toy_samples(12, seed=7, domains=(name,)), config=config,
+                     options=DomainAddOptions(progress=False))
         return model
 
     toys, books = dsn_for("toys"), dsn_for("books")

@@ -18,7 +18,7 @@ from unictr_core.store.artifact import save_domain_bundle
 from unictr_core.store.records import read_domain_record
 from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.data_io import write_samples
-from unictr_core.fit.domain_training import train_domain
+from unictr_core.fit.domain_training import DomainAddOptions, train_domain
 from unictr_core.modeling.hidden_cache import build_cache
 from unictr_core.modeling.predict import encode, predict_samples
 from unictr_core.store.loading import load_model
@@ -100,13 +100,14 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, tmp_path)
 def test_training_touches_only_the_new_dsn_and_cache_matches_live_backbone(home, residual):
     data = toy_samples(60, seed=11, domains=("toys",))
     train, valid, test = data[:40], data[40:50], data[50:]
-    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3)
+    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3, dsn="residual" if residual else "standalone",
+                         cache_dtype="fp32")  # fp32: comparable to 1e-5
     states, losses = {}, {}
     for cache in (True, False):
         model, _ = load_model(home)
         frozen = {k: v.clone() for k, v in model.state_dict().items()}
-        result = train_domain(model, "toys", train, valid, test, config=config, cache=cache, progress=False,
-                              residual=residual, cache_storage="fp32")  # fp32: comparable to 1e-5
+        result = train_domain(model, "toys", train, valid, test, config=config,
+                              options=DomainAddOptions(cache=cache, progress=False))
         after = model.state_dict()
         assert all(torch.equal(after[k], v) for k, v in frozen.items()), "a frozen weight changed"
         states[cache] = {k: v for k, v in after.items() if k.startswith("dsn")}
@@ -146,7 +147,8 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
     model, _ = load_model(home)
     data = toy_samples(60, seed=11, domains=("toys",))
     config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3, head_lr=(0.0, 0.0))  # nothing can improve
-    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config, progress=False)
+    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config,
+                          options=DomainAddOptions(progress=False))
     assert result.best_epoch == 0 and result.valid_auc == result.history[0]["valid_auc"]
     # the start is the general network; its calibration (fitted on validation) keeps the ranking
     assert result.test["auc"] == result.test["general_auc"]
@@ -233,9 +235,10 @@ def test_cli_and_api_train_the_same_dsn(home, toys_file, tmp_path, precision):
 
     model = load_core(api_home / CORE_DIR)
     train, valid, test, _ = domain_splits(toys_file, "toys", 1)
-    config = TrainConfig(epochs=3, patience=5, head_lr=(0.03 / 100, 0.03), seed=1)  # improves on epoch 0
-    api = train_domain(model, "toys", train, valid, test, config=config, progress=False, stats=False,
-                       **({"precision": precision} if precision else {}))
+    config = TrainConfig(epochs=3, patience=5, head_lr=(0.03 / 100, 0.03), seed=1,  # improves on epoch 0
+                         **({"precision": precision} if precision else {}))
+    api = train_domain(model, "toys", train, valid, test, config=config,
+                       options=DomainAddOptions(progress=False, stats=False))
     stored = yaml.safe_load((home / "domains" / "toys" / "domain.yaml").read_text())["training"]["precision"]
     assert stored == (precision or DEFAULT_PRECISION)
     assert api.best_epoch > 0 and f"best epoch {api.best_epoch} of 3" in result.output
@@ -324,7 +327,8 @@ def test_first_epoch_moves_the_dsn_and_the_statistics_survive_a_round_trip(home)
     model, _ = load_model(home)
     data = toy_samples(60, seed=11, domains=("toys",))
     config = TrainConfig(epochs=1, batch_size=16, patience=5, seed=3, head_lr=(3e-5, 3e-3))
-    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config, progress=False)
+    result = train_domain(model, "toys", data[:40], data[40:50], data[50:], config=config,
+                          options=DomainAddOptions(progress=False))
     dsn = model.dsns["toys"]
     assert dsn.spec.stats and dsn.spec.calibration and float(dsn.counts.total[1]) == 40
     # the first epoch already moved the DSN's predictions away from its start (the general network)

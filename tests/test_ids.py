@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from conftest import toy_samples
 from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
-from unictr_core.fit.domain_training import train_domain
+from unictr_core.fit.domain_training import DomainAddOptions, train_domain
 from unictr_core.fit.loop import ctr_loss
 from unictr_core.modeling.ids import bucket, id_slots, id_tensor
 from unictr_core.modeling.predict import encode, predict_samples
@@ -112,7 +112,8 @@ def test_domain_add_with_id_tables_leaves_every_other_domain_bit_identical(id_ho
     model, _ = load_model(home)
     toys = toy_samples(60, seed=3, domains=("toys",))
     result = train_domain(model, "toys", toys[:40], toys[40:50], toys[50:],
-                          config=TrainConfig(epochs=2, batch_size=16, patience=5), progress=False)
+                          config=TrainConfig(epochs=2, batch_size=16, patience=5),
+                          options=DomainAddOptions(progress=False))
     assert model.dsns["toys"].id_embedding is not None and result.rows["train"] == 40
     commit_bundle(home, model, "toys", model.core_fingerprint, result.metrics())
     assert "id_embedding.table.weight" in load_file(str(home / "domains" / "toys" / "dsn.safetensors"))

@@ -97,8 +97,7 @@ def test_one_precision_default_for_cli_api_and_training():
 
     from unictr_cli.main import app
     from unictr_core import workflows
-    from unictr_core.config import DEFAULT_PRECISION, ServeSettings, TrainConfig
-    from unictr_core.fit.domain_training import train_domain
+    from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, ServeSettings, TrainConfig
     from unictr_core.modeling.predict import predict_samples
 
     cli = typer.main.get_command(app)
@@ -107,10 +106,10 @@ def test_one_precision_default_for_cli_api_and_training():
                 "serve": cli.commands["serve"], "rank": cli.commands["rank"]}
     for name, command in commands.items():
         assert {p.name: p.default for p in command.params}["precision"] == DEFAULT_PRECISION, name
-    for function in (workflows.plan_domain_add, workflows.serving_model, workflows.evaluate, workflows.predict,
-                     train_domain):
+    for function in (workflows.plan_domain_add, workflows.serving_model, workflows.evaluate, workflows.predict):
         assert inspect.signature(function).parameters["precision"].default == DEFAULT_PRECISION, function
     assert TrainConfig().precision == DEFAULT_PRECISION and ServeSettings(home=Path(".")).precision == DEFAULT_PRECISION
+    assert DOMAIN_ADD_DEFAULTS.precision == DEFAULT_PRECISION  # train_domain's default config
     # an unprepared model predicts at the default (a prepared one at the precision it was prepared for)
     assert inspect.signature(predict_samples).parameters["precision"].default is None
 

@@ -34,7 +34,7 @@ from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, sco
 from unictr_core.baselines.floors import FLOOR
 from unictr_core.baselines.trainer import check_labels
 from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
-from unictr_core.data.dataset import load_dataset
+from unictr_core.data.dataset import load_dataset, subsample_per_domain
 from unictr_core.data.schema import Sample
 from unictr_core.fit.report import fmt, format_table, write_json
 
@@ -64,21 +64,6 @@ class BenchmarkOptions:
 
 
 # --------------------------------------------------------------------------- data
-def subsample_per_domain(samples: Sequence[Sample], max_rows: Optional[int], seed: int) -> list[Sample]:
-    """At most ``max_rows`` samples per domain, drawn with ``seed``; the original order is kept."""
-    if max_rows is None:
-        return list(samples)
-    by_domain: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_domain.setdefault(s.domain, []).append(i)
-    rng = random.Random(seed)
-    keep: set[int] = set()
-    for domain in sorted(by_domain):
-        rows = by_domain[domain]
-        keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
-    return [s for i, s in enumerate(samples) if i in keep]
-
-
 def _rows(samples: Sequence[Sample]) -> dict[str, int]:
     out: dict[str, int] = {}
     for s in samples:

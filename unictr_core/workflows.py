@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -22,12 +21,12 @@ import torch
 from unictr_core.baselines.floors import floor_scores
 from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.data_io import validate_domain_name
-from unictr_core.data.dataset import dataset_template, load_dataset
+from unictr_core.data.dataset import dataset_template, load_dataset, subsample_per_domain
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.domain_training import domain_splits, train_domain
+from unictr_core.fit.domain_training import DomainAddOptions, domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
 from unictr_core.fit.training import train_unictr
 from unictr_core.modeling import precision as precisions
@@ -41,21 +40,6 @@ from unictr_core.store.registry import Registry, RegistryError, templates_for
 from unictr_core.store.writes import commit_bundle, delete_bundle, removable_entry, save_trained
 
 EpochCallback = Optional[Callable[[dict], None]]
-
-
-def subsample(samples: Sequence[Sample], max_rows: Optional[int], seed: int):
-    """At most ``max_rows`` samples per domain (domains in order of first appearance), chosen with ``seed``,
-    original order kept; ``samples`` itself when ``max_rows`` is None."""
-    if max_rows is None:
-        return samples
-    by_domain: dict[str, list[int]] = {}
-    for i, s in enumerate(samples):
-        by_domain.setdefault(s.domain, []).append(i)
-    keep = set()
-    rng = random.Random(seed)
-    for rows in by_domain.values():
-        keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
-    return [s for i, s in enumerate(samples) if i in keep]
 
 
 # --------------------------------------------------------------------------- train a home
@@ -148,7 +132,7 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
         replacing = core_replacement(home, chosen)
         if replacing is not None and not replace:
             raise ValueError(f"{replacing.message(home)}. Pass --replace to train anyway, or choose another --home.")
-    train_rows = subsample(dataset.train, max_rows, train_config.seed)
+    train_rows = subsample_per_domain(dataset.train, max_rows, train_config.seed)
     templates = templates_for(chosen, home, dataset.template)
     return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates, replacing)
 
@@ -249,7 +233,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
         train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed, all_rows=all_rows)
         model = load_core(registry.root / CORE_DIR).to(group.device)
         precision = precisions.resolve(precision, group.device, training=True)
-    train_rows = subsample(train_rows, max_rows, seed)
+    train_rows = subsample_per_domain(train_rows, max_rows, seed)
     return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
                          train_rows, valid_rows, test_rows, notes, model, precision, replace)
 
@@ -260,17 +244,21 @@ def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = 
               progress: bool = True, stats: bool = True):
     """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
 
-    ``stats``: the DSN also reads the domain's causal count statistics (:mod:`unictr_core.modeling.stats`).
+    ``residual``: a residual DSN (else standalone); ``stats``: the DSN also reads the domain's causal count
+    statistics (:mod:`unictr_core.modeling.stats`). It trains in ``plan.precision``.
 
     Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
-    ``max_cache_gb``, ``cache_dir``: default ``config``'s (``cache_dir`` None: the home).
+    ``max_cache_gb``, ``cache_dir``, ``cache_dtype``: default ``config``'s (``cache_dir`` None: the home).
     """
+    settings = dataclasses.replace(
+        config, dsn="residual" if residual else "standalone", precision=plan.precision,
+        max_cache_gb=config.max_cache_gb if max_cache_gb is None else max_cache_gb,
+        cache_dir=str(Path(cache_dir or config.cache_dir or plan.home)),
+        cache_dtype=config.cache_dtype if cache_dtype is None else cache_dtype)
+    options = DomainAddOptions(stats=stats, cache=cache, progress=progress, dist_ctx=group or DistContext(),
+                               on_epoch=on_epoch)
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
-                        config, cache=cache,
-                        max_cache_gb=config.max_cache_gb if max_cache_gb is None else max_cache_gb,
-                        progress=progress, dist_ctx=group or DistContext(), residual=residual,
-                        precision=plan.precision, cache_dir=Path(cache_dir or config.cache_dir or plan.home),
-                        cache_storage=cache_dtype, on_epoch=on_epoch, stats=stats)
+                        settings, options)
 
 
 def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,

@@ -1,4 +1,5 @@
-"""The shared baseline trainer: Adam + BCE, early stopping on validation AUC, seeded.
+"""The baselines' use of the one trainer (:func:`unictr_core.fit.loop.run_epochs`): Adam + BCE, early stopping
+on validation AUC, seeded.
 
 Single-domain models are trained once per training domain on that domain's
 rows; multi-domain models once on all training rows, with per-domain heads.
@@ -20,7 +21,7 @@ from unictr_core.baselines.base import BaselineModel
 from unictr_core.baselines.features import EncodedData, FeatureEncoder
 from unictr_core.config import BaselineSettings  # noqa: F401 - re-exported (its home is unictr_core.config)
 from unictr_core.data.schema import DataError, Sample
-from unictr_core.fit.loop import EarlyStopping, bce, epoch_score, optimiser_step
+from unictr_core.fit.loop import Evaluation, bce, optimiser_step, run_epochs
 
 ALL_DOMAINS = "*"
 
@@ -124,8 +125,8 @@ def fit_baseline(name: str, factory: Callable[..., BaselineModel], train: Sequen
         fitted.best_valid_auc[ALL_DOMAINS] = _valid_score(probe, valid_data, valid_data.domain,
                                                           settings.batch_size * 4)
     elif fitted.multi_domain:
-        fitted.models[ALL_DOMAINS], epochs, best = _train(probe, train_data, train_data.domain,
-                                                          valid_data, valid_data.domain, settings, log, name)
+        fitted.models[ALL_DOMAINS], epochs, best = _train(probe, (train_data, train_data.domain),
+                                                          (valid_data, valid_data.domain), settings, log, name)
         fitted.epochs_run[ALL_DOMAINS], fitted.best_valid_auc[ALL_DOMAINS] = epochs, best
     else:
         for h, domain in enumerate(spec.domains):
@@ -134,7 +135,7 @@ def fit_baseline(name: str, factory: Callable[..., BaselineModel], train: Sequen
             tr = train_data.subset(np.nonzero(train_data.domain == h)[0])
             va = valid_data.subset(np.nonzero(valid_data.domain == h)[0])
             zeros_tr, zeros_va = np.zeros(len(tr), dtype=np.int64), np.zeros(len(va), dtype=np.int64)
-            fitted.models[domain], epochs, best = _train(model, tr, zeros_tr, va, zeros_va, settings, log,
+            fitted.models[domain], epochs, best = _train(model, (tr, zeros_tr), (va, zeros_va), settings, log,
                                                          f"{name}[{domain}]")
             fitted.epochs_run[domain], fitted.best_valid_auc[domain] = epochs, best
     fitted.train_seconds = time.perf_counter() - start
@@ -166,33 +167,57 @@ def _valid_score(model: BaselineModel, data: EncodedData, heads: np.ndarray, bat
     return float(np.mean(aucs)) if aucs else None
 
 
-def _train(model: BaselineModel, train: EncodedData, train_heads: np.ndarray, valid: EncodedData,
-           valid_heads: np.ndarray, settings: BaselineSettings, log, label: str):
-    """Returns (model with the best validation weights, epochs run, best validation AUC)."""
-    if len(train) == 0:
+def _train(model: BaselineModel, train: tuple, valid: tuple, settings: BaselineSettings, log, label: str):
+    """Train ``model`` on ``train`` = (EncodedData, heads), early-stopped on ``valid`` = (EncodedData, heads).
+
+    Returns (model with the best validation weights, epochs run, best validation AUC)."""
+    if len(train[0]) == 0:
         raise ValueError(f"{label}: no training rows")
-    optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    rng = np.random.default_rng(settings.seed)
-    labels = torch.from_numpy(train.labels)
-    stopping = EarlyStopping(settings.patience, lambda: copy.deepcopy(model.state_dict()))
-    epochs = 0
-    for epoch in range(settings.epochs):
-        model.train()
-        order = rng.permutation(len(train))
+    task = _BaselineEpochs(model, train, valid, settings, label)
+    run = run_epochs(task, settings.epochs, settings.patience, on_epoch=None if log is None else task.logger(log))
+    return model, len(run.history), run.stopping.details
+
+
+class _BaselineEpochs:
+    """A baseline's part of :func:`unictr_core.fit.loop.run_epochs`: Adam over seeded shuffles of the training
+    rows, scored by the mean validation AUC of the heads."""
+
+    def __init__(self, model: BaselineModel, train: tuple, valid: tuple, settings: BaselineSettings, label: str):
+        self.model, self.settings, self.label = model, settings, label
+        (self.train, self.train_heads), (self.valid, self.valid_heads) = train, valid
+        self.rows = len(self.train)
+        self.optimiser = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        self.rng = np.random.default_rng(settings.seed)
+        self.labels = torch.from_numpy(self.train.labels)
+
+    def snapshot(self) -> dict:
+        return copy.deepcopy(self.model.state_dict())
+
+    def restore(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+        self.model.eval()
+
+    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
+        """One pass over the rows in a fresh seeded order; returns the mean loss per row."""
+        self.model.train()
+        order = self.rng.permutation(self.rows)
         total = 0.0
-        for begin in range(0, len(order), settings.batch_size):
-            rows = order[begin:begin + settings.batch_size]
-            logits = model(*_tensors(train, train_heads, rows))
-            loss = bce(logits, labels[rows])
-            optimiser_step(loss, model.parameters(), optimiser)
+        for begin in range(0, len(order), self.settings.batch_size):
+            rows = order[begin:begin + self.settings.batch_size]
+            logits = self.model(*_tensors(self.train, self.train_heads, rows))
+            loss = bce(logits, self.labels[rows])
+            optimiser_step(loss, self.model.parameters(), self.optimiser)
             total += float(loss.detach()) * len(rows)
-        epochs = epoch + 1
-        score = _valid_score(model, valid, valid_heads, settings.batch_size * 4)
-        if log is not None:
-            shown = "n/a" if score is None else f"{score:.4f}"
-            log(f"{label} epoch {epochs}: train loss {total / len(order):.4f}, valid AUC {shown}")
-        if stopping.update(epochs, epoch_score(score, total / len(order)), score):
-            break
-    model.load_state_dict(stopping.state)
-    model.eval()
-    return model, epochs, stopping.details
+            bar.update(len(rows))
+        return total / len(order), False
+
+    def evaluate(self) -> Evaluation:
+        score = _valid_score(self.model, self.valid, self.valid_heads, self.settings.batch_size * 4)
+        return Evaluation(score, details=score)
+
+    def logger(self, log: Callable[[str], None]) -> Callable[[dict], None]:
+        """An epoch callback that writes each epoch's line to ``log``."""
+        def write(record: dict) -> None:
+            shown = "n/a" if record["valid_auc"] is None else f"{record['valid_auc']:.4f}"
+            log(f"{self.label} epoch {record['epoch']}: train loss {record['train_loss']:.4f}, valid AUC {shown}")
+        return write

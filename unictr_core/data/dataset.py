@@ -10,7 +10,7 @@ dataset's own template: adapters write one that renders every field they
 create; training uses it for every domain the registry has no template for and
 stores it as the core's default template (see :func:`dataset_template`).
 
-``split_by_time`` and ``split_random`` split per domain.
+``split_by_time`` and ``split_random`` split per domain; ``subsample_per_domain`` caps the rows of each domain.
 ``write_dataset`` writes a folder atomically; ``load_dataset`` reads it back.
 """
 
@@ -103,6 +103,23 @@ def split_random(samples: Iterable[Sample], fractions: Sequence[float] = (0.8, 0
         for part, chosen in zip(parts, (order[:first], order[first:second], order[second:])):
             part.extend(group[i] for i in sorted(chosen))
     return parts
+
+
+def subsample_per_domain(samples: Sequence[Sample], max_rows: Optional[int], seed: int) -> list[Sample]:
+    """At most ``max_rows`` samples of each domain, drawn with ``seed`` (one generator, the domains in the order
+    of their first row), the original order kept; a new list (all of ``samples`` when ``max_rows`` is None).
+
+    The one subsample of `unictr train`, `unictr domain add` and `unictr benchmark` (``--max-rows``)."""
+    if max_rows is None:
+        return list(samples)
+    rows_of: dict[str, list[int]] = {}
+    for i, sample in enumerate(samples):
+        rows_of.setdefault(sample.domain, []).append(i)
+    rng = random.Random(seed)
+    keep: set[int] = set()
+    for rows in rows_of.values():
+        keep.update(rows if len(rows) <= max_rows else rng.sample(rows, max_rows))
+    return [s for i, s in enumerate(samples) if i in keep]
 
 
 # ----------------------------------------------------------------------------

@@ -20,20 +20,20 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from unictr_core import metrics
-from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
+from unictr_core.config import DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.prompts import PromptTemplate
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.calibration import Calibration, fit_calibration
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import EarlyStopping, bce, end_epoch, optimiser_step
+from unictr_core.fit.loop import (Evaluation, StepBudget, bce, epoch_steps, global_batches, mean_batch_loss,
+                                  optimiser_step, run_epochs)
 from unictr_core.fit.training import check_labelled, restore_state, seed_everything, trainable_state
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
@@ -203,34 +203,6 @@ def _pair(interval) -> Optional[list[float]]:
 
 
 
-def _batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
-    """The global batches of ``epoch`` (the same on every rank of a distributed run)."""
-    order = distributed.epoch_permutation(n, seed, epoch)
-    for start in range(0, n, batch_size):
-        yield order[start: start + batch_size]
-
-
-@torch.no_grad()
-def _logits(model: UniCTRModel, name: str, source, encoded: EncodedSamples, batch_size: int, shard: Sequence[int],
-            total: int, ctx: DistContext, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """The new DSN's and the general network's logits of a whole evaluation set.
-
-    ``source`` holds this rank's ``shard`` of its ``total`` rows; the logits of all ranks are gathered.
-    """
-    dsn_logits = np.zeros(len(source))
-    general_logits = np.zeros(len(source))
-    for start in range(0, len(source), batch_size):
-        rows = list(range(start, min(start + batch_size, len(source))))
-        states, mask = source.batch(rows)
-        with precisions.autocast(precision, mask.device):
-            out = model.heads(states, mask, [name] * len(rows), _ids(encoded, rows, mask.device)).float()
-        dsn_logits[rows] = out.dsn_logits.double().cpu().numpy()
-        general_logits[rows] = out.general_logits.double().cpu().numpy()
-    both = distributed.gather_rows(ctx, shard, np.column_stack([dsn_logits, general_logits]), total,
-                                   f"gathering the predictions of '{name}'")
-    return both[:, 0], both[:, 1]
-
-
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(logits, -60, 60)))
 
@@ -295,7 +267,8 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
              seconds: dict) -> _Parts:
     """Encode the three parts, fill the DSN's count tables, and cache (or not) their hidden states.
 
-    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision, progress (see :func:`train_domain`).
+    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision (resolved), progress (see
+    :func:`train_domain`).
     """
     train, valid, test = parts
     tick = time.perf_counter()
@@ -332,67 +305,46 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
     return _Parts(sets, sources, shards, truth, _labels(sets[0], device), train_counts, cache_bytes)
 
 
-def _part_scores(model: UniCTRModel, name: str, parts: _Parts, which: int, config: TrainConfig, ctx: DistContext,
-                 precision: str, intervals: bool = False) -> tuple[dict, np.ndarray]:
-    """Scores of part ``which`` (1 valid, 2 test) and the DSN's logits there."""
-    dsn_logits, general_logits = _logits(model, name, parts.sources[which], parts.sets[which], config.eval_batch_size,
-                                         parts.shards[which], len(parts.truth[which - 1]), ctx, precision)
-    return _scores(parts.truth[which - 1], dsn_logits, general_logits, intervals), dsn_logits
+@dataclass
+class DomainAddOptions:
+    """How :func:`train_domain` runs, beside its :class:`~unictr_core.config.TrainConfig`.
 
+    ``stats``: the DSN also reads the domain's count statistics. ``cache``: the frozen backbone's hidden
+    states are computed once (default) instead of in every batch of every epoch (same batches, same maths).
+    ``progress``: tqdm bars; ``dist_ctx``: the process group (default: this process's);
+    ``on_epoch(record)``: called after every epoch, epoch 0 included.
+    """
 
-def _train_epoch(model: UniCTRModel, dsn, net, parts: _Parts, config: TrainConfig, epoch: int, steps: int,
-                 optim: tuple, ctx: DistContext, options: dict) -> tuple[list[float], int]:
-    """One epoch over the training rows; returns this rank's batch losses and the optimiser steps so far."""
-    optimizer, scheduler = optim
-    cache, precision, bar = options["cache"], options["precision"], options["bar"]
-    losses = []
-    n = len(parts.sets[0])
-    for rows in _batches(n, config.batch_size, config.seed, epoch):
-        mine, padding = (distributed.owned_part_of_global_batch(rows, ctx) if cache
-                         else distributed.shard_of_global_batch(rows, ctx))
-        states, mask = parts.sources[0].batch(mine)
-        ids = _ids(parts.sets[0], mine, mask.device)
-        counts = None if parts.train_counts is None else parts.train_counts[mine]
-        general_logits = None
-        with precisions.autocast(precision, mask.device):
-            if dsn.residual:
-                with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
-                    general_logits = model.general(states, mask, ids)
-            logits = net(states, mask, general_logits, ids, counts)
-        # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
-        weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=logits.device)
-        loss = bce(logits.float(), parts.train_labels[mine], weights, len(rows))
-        optimiser_step(loss * ctx.world_size, dsn.parameters(), optimizer, scheduler, config.max_grad_norm,
-                       backward=distributed.collective(ctx, f"training step {steps + 1}"))
-        losses.append(float(loss.detach()))
-        steps += 1
-        bar.update(len(rows))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        if config.max_steps is not None and steps >= config.max_steps:
-            break
-    return losses, steps
+    stats: bool = True
+    cache: bool = True
+    progress: bool = True
+    dist_ctx: Optional[DistContext] = None
+    on_epoch: Optional[Callable[[dict], None]] = None
 
 
 def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: Sequence[Sample],
                  test: Sequence[Sample], template: Optional[PromptTemplate] = None,
-                 config: Optional[TrainConfig] = None, cache: bool = True,
-                 max_cache_gb: Optional[float] = None, progress: bool = True,
-                 dist_ctx: Optional[DistContext] = None, residual: bool = True,
-                 precision: str = DEFAULT_PRECISION,
-                 cache_dir: Optional[Path] = None, cache_storage: Optional[str] = None,
-                 on_epoch: Optional[Callable[[dict], None]] = None, stats: bool = True) -> DomainTrainResult:
+                 config: Optional[TrainConfig] = None, options: Optional[DomainAddOptions] = None
+                 ) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
 
-    With ``residual`` (the default) the new DSN starts as the general network's
+    ``config`` (default: :data:`unictr_core.config.DOMAIN_ADD_DEFAULTS`) gives the training settings, the kind
+    of DSN (``dsn``), the precision (``fp32``, ``bf16`` or ``auto``, see :mod:`unictr_core.modeling.precision`)
+    and the hidden-state cache's settings: the cache (:mod:`unictr_core.modeling.hidden_cache`) keeps
+    ``max_cache_gb`` in RAM and spills the rest to a memory-mapped file in ``cache_dir`` (None: the system's
+    temp folder); ``cache_dtype``: auto (by precision and backbone), fp16, bf16 or fp32. ``options``: see
+    :class:`DomainAddOptions`.
+
+    A residual DSN (``dsn="residual"``, the default) starts as the general network's
     zero-shot predictor and learns the domain's correction to it. The untrained
     DSN is scored on the validation part as epoch 0, so the kept DSN is never
     worse on validation than what it started from (best epoch 0 = no correction
     helped).
 
-    A standalone DSN (``residual=False``) starts from random weights: when no epoch
+    A standalone DSN (``dsn="standalone"``) starts from random weights: when no epoch
     beats that start on validation, :meth:`DomainTrainResult.check_registrable` refuses it.
 
-    With ``stats`` (the default) the DSN also reads the domain's causal count statistics
+    With ``options.stats`` (the default) the DSN also reads the domain's causal count statistics
     (:mod:`unictr_core.modeling.stats`): training rows their counts from earlier training rows, every
     other row those of the whole training part (stored in the DSN). After the best epoch is restored, the
     DSN's calibration (temperature scaling) is fitted on the validation part
@@ -400,100 +352,138 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     held-out part is scored with it.
 
     On success the model holds the trained DSN (best validation epoch); on
-    failure the new DSN is removed again and the model is as before.
-    ``on_epoch(record)`` is called after every epoch (epoch, train_loss,
-    valid_auc, valid_logloss, seconds), as the history stores it.
+    failure the new DSN is removed again and the model is as before. The history holds a record per epoch
+    (epoch, train_loss, valid_auc, valid_logloss, seconds).
 
-    Under torchrun (``dist_ctx``, default: the process group of this process) every
+    Under torchrun (``options.dist_ctx``, default: the process group of this process) every
     rank caches the hidden states of its own shard of the training rows, computes
     its part of each global batch (DistributedDataParallel around the DSN) and its
     shard of the validation and test rows; the result equals a single-process
     run's up to float rounding.
-
-    ``precision``: ``fp32``, ``bf16`` or ``auto`` (see :mod:`unictr_core.modeling.precision`).
-    The cache (:mod:`unictr_core.modeling.hidden_cache`) keeps ``max_cache_gb`` (default: ``config``'s) in RAM and
-    spills the rest to a memory-mapped file in ``cache_dir``; ``cache_storage``:
-    fp16 / bf16 / fp32 (default: by precision and backbone).
     """
     config = config or replace(DOMAIN_ADD_DEFAULTS)
-    max_cache_gb = config.max_cache_gb if max_cache_gb is None else max_cache_gb
-    ctx = dist_ctx or distributed.active()
-    precision = precisions.resolve(precision, ctx.device, training=True)
+    options = options or DomainAddOptions()
+    ctx = options.dist_ctx or distributed.active()
+    precision = precisions.resolve(config.precision, ctx.device, training=True)
     started = time.perf_counter()
-    for part, what in ((train, "training"), (valid, "validation"), (test, "held-out test")):
-        check_labelled(part, f"{what} data of '{name}'")
-        strangers = sorted({s.domain for s in part} - {name})
-        if strangers:
-            raise ValueError(f"{what} data of '{name}' holds rows of other domains: {', '.join(strangers)}")
+    _check_parts(name, (train, valid, test))
     model.eval()
     model.freeze_core()
     seed_everything(config.seed)
-    dsn = model.add_domain(name, template, DsnSpec(residual=residual, stats=stats, calibration=True))
+    residual = config.dsn == "residual"
+    dsn = model.add_domain(name, template, DsnSpec(residual=residual, stats=options.stats, calibration=True))
     dsn.eval()  # a new module starts in training mode; the untrained start is scored (epoch 0) without dropout
-    options = {"max_cache_gb": max_cache_gb, "cache_dir": cache_dir, "cache_storage": cache_storage,
-               "precision": precision, "progress": progress, "cache": cache}
+    cache_options = {"max_cache_gb": config.max_cache_gb, "cache_dir": config.cache_dir,
+                     "cache_storage": config.cache_dtype, "precision": precision, "progress": options.progress,
+                     "cache": options.cache}
     try:
         seconds: dict[str, float] = {}
-        parts = _prepare(model, dsn, (train, valid, test), config, ctx, options, seconds)
-        stopping, history, eval_seconds, train_seconds = _fit(model, name, dsn, parts, config, ctx, options,
-                                                              on_epoch)
-        seconds["train"] = train_seconds
-        restore_state(model, stopping.state)
-        dsn.eval()
+        parts = _prepare(model, dsn, (train, valid, test), config, ctx, cache_options, seconds)
+        task = _DomainEpochs(model, name, parts, config, ctx, precision)
+        run = run_epochs(task, config.epochs, config.patience, ctx, options.on_epoch, options.progress,
+                         score_start=True)
+        seconds["train"] = sum(run.train_seconds)
         tick = time.perf_counter()
-        valid_scores, valid_logits = _part_scores(model, name, parts, 1, config, ctx, precision)
+        _, valid_logits = task.scores(1)
         calibration = _calibrate(dsn, valid_logits, parts.truth[0])
-        test_metrics, _ = _part_scores(model, name, parts, 2, config, ctx, precision, intervals=True)
-        seconds["evaluate"] = eval_seconds + time.perf_counter() - tick
+        test_metrics, _ = task.scores(2, intervals=True)
+        seconds["evaluate"] = run.eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:
         model.drop_dsn(name)
         raise
-    return DomainTrainResult(name=name, best_epoch=stopping.epoch, valid_auc=stopping.details, test=test_metrics,
-                             seconds=seconds, cache=cache, cache_bytes=parts.cache_bytes,
-                             rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=history,
-                             residual=residual, calibration=calibration.to_dict(), stats=stats)
+    return DomainTrainResult(name=name, best_epoch=run.stopping.epoch, valid_auc=run.stopping.details,
+                             test=test_metrics, seconds=seconds, cache=options.cache, cache_bytes=parts.cache_bytes,
+                             rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=run.history,
+                             residual=residual, calibration=calibration.to_dict(), stats=options.stats)
 
 
-def _fit(model: UniCTRModel, name: str, dsn, parts: _Parts, config: TrainConfig, ctx: DistContext, options: dict,
-         on_epoch) -> tuple[EarlyStopping, list[dict], float, float]:
-    """Epoch 0 (the untrained start) and the training epochs, early-stopped on the validation AUC.
+def _check_parts(name: str, parts: tuple) -> None:
+    """ValueError unless the train / valid / test parts are labelled rows of domain ``name`` only."""
+    for part, what in zip(parts, ("training", "validation", "held-out test")):
+        check_labelled(part, f"{what} data of '{name}'")
+        strangers = sorted({s.domain for s in part} - {name})
+        if strangers:
+            raise ValueError(f"{what} data of '{name}' holds rows of other domains: {', '.join(strangers)}")
 
-    Returns the early stopping (best epoch, state), the history, and the seconds of evaluation and training.
-    """
-    precision, progress = options["precision"], options["progress"]
-    fit_started = time.perf_counter()
-    net = distributed.data_parallel(dsn, ctx)
-    optim = dsn_optimizer(dsn, config, math.ceil(len(parts.sets[0]) / config.batch_size))
-    tick = time.perf_counter()
-    start, _ = _part_scores(model, name, parts, 1, config, ctx, precision)
-    eval_seconds = time.perf_counter() - tick
-    stopping = EarlyStopping(config.patience, lambda: trainable_state(model),
-                             score=-math.inf if start["auc"] is None else start["auc"], epoch=0,
-                             state=trainable_state(model), details=start["auc"])
-    history: list[dict] = [{"epoch": 0, "train_loss": None, "valid_auc": start["auc"],
-                            "valid_logloss": start["logloss"], "seconds": round(eval_seconds, 2)}]
-    if on_epoch is not None and ctx.is_main:
-        on_epoch(history[0])
-    steps = 0
-    for epoch in range(1, config.epochs + 1):
-        epoch_started = time.perf_counter()
-        dsn.train()
-        bar = tqdm(total=len(parts.sets[0]), desc=f"{name} epoch {epoch}/{config.epochs}", unit="sample",
-                   disable=not (progress and ctx.is_main))
-        losses, steps = _train_epoch(model, dsn, net, parts, config, epoch, steps, optim, ctx, dict(options, bar=bar))
-        dsn.eval()
-        tick = time.perf_counter()
-        valid_metrics, _ = _part_scores(model, name, parts, 1, config, ctx, precision)
-        eval_seconds += time.perf_counter() - tick
-        valid_auc = valid_metrics["auc"]
-        bar.set_postfix(loss=f"{np.mean(losses):.4f}", valid_auc="n/a" if valid_auc is None else f"{valid_auc:.4f}")
-        bar.close()
-        train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the loss")[0] / len(losses)
-        record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                  "valid_logloss": valid_metrics["logloss"], "seconds": round(time.perf_counter() - epoch_started, 2)}
-        out_of_steps = config.max_steps is not None and steps >= config.max_steps
-        if end_epoch(stopping, history, record, valid_auc, out_of_steps, ctx, on_epoch, f"early stopping of '{name}'"):
-            break
-    train_seconds = time.perf_counter() - fit_started - eval_seconds
-    return stopping, history, eval_seconds, train_seconds
+
+class _DomainEpochs:
+    """The domain add's part of :func:`unictr_core.fit.loop.run_epochs`: epochs of the new DSN alone over the
+    training part's hidden states, scored on the validation part."""
+
+    def __init__(self, model: UniCTRModel, name: str, parts: _Parts, config: TrainConfig, ctx: DistContext,
+                 precision: str):
+        self.model, self.label, self.parts, self.config, self.ctx = model, name, parts, config, ctx
+        self.dsn, self.precision = model.dsns[name], precision
+        self.rows = len(parts.sets[0])
+        self.net = distributed.data_parallel(self.dsn, ctx)
+        self.optimizer, self.scheduler = dsn_optimizer(self.dsn, config, math.ceil(self.rows / config.batch_size))
+        self.budget = StepBudget(config.max_steps)
+        self.cached = not isinstance(parts.sources[0], LiveStates)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return trainable_state(self.model)
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        restore_state(self.model, state)
+        self.dsn.eval()
+
+    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
+        self.dsn.train()
+        batches = global_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
+        losses = epoch_steps(self._step, batches, bar, self.budget, self.ctx.world_size)
+        self.dsn.eval()
+        return mean_batch_loss(self.ctx, losses), self.budget.spent
+
+    def _step(self, rows: Sequence[int]) -> float:
+        """One optimiser step of the DSN on the global batch ``rows``; returns this rank's part of its loss."""
+        parts, dsn, ctx = self.parts, self.dsn, self.ctx
+        mine, padding = (distributed.owned_part_of_global_batch(rows, ctx) if self.cached
+                         else distributed.shard_of_global_batch(rows, ctx))
+        states, mask = parts.sources[0].batch(mine)
+        ids = _ids(parts.sets[0], mine, mask.device)
+        counts = None if parts.train_counts is None else parts.train_counts[mine]
+        general_logits = None
+        with precisions.autocast(self.precision, mask.device):
+            if dsn.residual:
+                with torch.no_grad():  # frozen and in eval mode: the general network's logits are constants
+                    general_logits = self.model.general(states, mask, ids)
+            logits = self.net(states, mask, general_logits, ids, counts)
+        # mean over the global batch: each rank sums its rows (padding weighs 0); DDP averages over ranks
+        weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=logits.device)
+        loss = bce(logits.float(), parts.train_labels[mine], weights, len(rows))
+        optimiser_step(loss * ctx.world_size, dsn.parameters(), self.optimizer, self.scheduler,
+                       self.config.max_grad_norm,
+                       backward=distributed.collective(ctx, f"training step {self.budget.taken + 1}"))
+        return float(loss.detach())
+
+    def evaluate(self) -> Evaluation:
+        scores, _ = self.scores(1)
+        return Evaluation(scores["auc"], scores["logloss"], details=scores["auc"])
+
+    def scores(self, which: int, intervals: bool = False) -> tuple[dict, np.ndarray]:
+        """Scores of part ``which`` (1 valid, 2 test; see :func:`_scores`) and the DSN's logits there."""
+        dsn_logits, general_logits = self.logits(which)
+        return _scores(self.parts.truth[which - 1], dsn_logits, general_logits, intervals), dsn_logits
+
+    @torch.no_grad()
+    def logits(self, which: int) -> tuple[np.ndarray, np.ndarray]:
+        """The new DSN's and the general network's logits of a whole evaluation part (1 valid, 2 test).
+
+        The part's source holds this rank's shard of its rows; the logits of all ranks are gathered.
+        """
+        source, encoded, batch_size = self.parts.sources[which], self.parts.sets[which], self.config.eval_batch_size
+        dsn_logits = np.zeros(len(source))
+        general_logits = np.zeros(len(source))
+        for start in range(0, len(source), batch_size):
+            rows = list(range(start, min(start + batch_size, len(source))))
+            states, mask = source.batch(rows)
+            ids = _ids(encoded, rows, mask.device)
+            with precisions.autocast(self.precision, mask.device):
+                out = self.model.heads(states, mask, [self.label] * len(rows), ids).float()
+            dsn_logits[rows] = out.dsn_logits.double().cpu().numpy()
+            general_logits[rows] = out.general_logits.double().cpu().numpy()
+        both = distributed.gather_rows(self.ctx, self.parts.shards[which],
+                                       np.column_stack([dsn_logits, general_logits]), len(self.parts.truth[which - 1]),
+                                       f"gathering the predictions of '{self.label}'")
+        return both[:, 0], both[:, 1]

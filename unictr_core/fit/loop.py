@@ -1,4 +1,4 @@
-"""The one training skeleton of UniCTR, the domain add and the baselines: loss, optimiser step, early stopping.
+"""The one trainer of UniCTR, the domain add and the baselines: loss, optimiser step, early stopping, epoch loop.
 
 * :func:`bce` - the one loss: binary cross-entropy of click logits, a mean over the rows, or a weighted sum over
   a shard's rows divided by the global batch's count (the shards' parts then add up to the global mean);
@@ -9,16 +9,27 @@
   class in the validation rows) minus the training loss, so a run still keeps its best (lowest-loss) epoch.
 * :class:`EarlyStopping` - the best epoch, its state and its details; stops after ``patience`` epochs without a
   better score. In a distributed run rank 0's decision is broadcast, so every rank leaves the loop together.
+* :func:`run_epochs` - the one epoch loop: (epoch 0: score the untrained start,) train an epoch, evaluate, record,
+  early-stop, restore the best epoch. Each use supplies an :class:`EpochTask` (its training epoch and its
+  evaluation): joint training (:func:`unictr_core.fit.training.train_unictr`), the domain add
+  (:func:`unictr_core.fit.domain_training.train_domain`) and the baselines
+  (:func:`unictr_core.baselines.trainer.fit_baseline`).
+* :func:`epoch_steps` - the optimiser steps of one epoch over the global batches of :func:`global_batches`
+  (the same on every rank), capped by a :class:`StepBudget`; :func:`mean_batch_loss` - their loss over all ranks.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any, Callable, ContextManager, Iterable, Optional
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional, Protocol, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 
 def bce(logits: torch.Tensor, labels: torch.Tensor, weights: Optional[torch.Tensor] = None,
@@ -113,9 +124,139 @@ class EarlyStopping:
 def end_epoch(stopping: EarlyStopping, history: list, record: dict, details: Any, out_of_steps: bool, ctx,
               on_epoch: Optional[Callable[[dict], None]], what: str) -> bool:
     """The end of every epoch: append ``record`` (epoch, train_loss, valid_auc, ...) to ``history``, hand it to
-    ``on_epoch`` (on rank 0), and score it for early stopping (:func:`epoch_score`); True when training stops."""
+    ``on_epoch`` (on rank 0; ``ctx`` None: one process), and score it for early stopping (:func:`epoch_score`);
+    True when training stops."""
     history.append(record)
-    if on_epoch is not None and ctx.is_main:
+    if on_epoch is not None and (ctx is None or ctx.is_main):
         on_epoch(record)
     return stopping.update(record["epoch"], epoch_score(record["valid_auc"], record["train_loss"]), details,
                            out_of_steps, ctx, what)
+
+
+# --------------------------------------------------------------------------- the epoch loop
+@dataclass
+class Evaluation:
+    """An evaluation on the validation rows: its AUC (None: undefined), logloss, what the early stopping keeps of
+    the best epoch (``details``) and more fields for the epoch's record (``extra``)."""
+
+    auc: Optional[float]
+    logloss: Optional[float] = None
+    details: Any = None
+    extra: dict = field(default_factory=dict)
+
+
+class EpochTask(Protocol):
+    """What one use of :func:`run_epochs` supplies: its training epoch and its evaluation."""
+
+    label: str  # names the run in the progress bar, messages and logs ("" for joint training)
+    rows: int  # training rows of an epoch (the progress bar's total)
+
+    def snapshot(self) -> Any:
+        """The trainable state, to restore the best epoch from."""
+
+    def restore(self, state: Any) -> None:
+        """Put a :meth:`snapshot` back and leave the model ready to predict."""
+
+    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
+        """Train one epoch (``bar``: a tqdm bar of its rows); returns the training loss and whether the step
+        budget is spent."""
+
+    def evaluate(self) -> Evaluation:
+        """Score the validation rows."""
+
+
+@dataclass
+class EpochsRun:
+    """What :func:`run_epochs` returns: the early stopping (best epoch, score, details), the history of epoch
+    records, each epoch's training seconds and the seconds spent evaluating (epoch 0 included)."""
+
+    stopping: EarlyStopping
+    history: list[dict]
+    train_seconds: list[float]
+    eval_seconds: float
+
+
+def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: Optional[Callable[[dict], None]] = None,
+               progress: bool = False, score_start: bool = False) -> EpochsRun:
+    """Train ``task`` for at most ``epochs`` epochs, early-stopped after ``patience`` epochs without a better
+    :func:`epoch_score`, then restore its best epoch (``task.restore``).
+
+    Each epoch's record (epoch, train_loss, valid_auc, valid_logloss, seconds and the evaluation's extra fields)
+    goes to the history and to ``on_epoch`` (rank 0 of ``ctx``; None: one process). With ``score_start`` the
+    untrained start is scored first as epoch 0 (train_loss None): a later epoch must beat it to be kept.
+    """
+    tick = time.perf_counter()
+    start = task.evaluate() if score_start else Evaluation(None)
+    eval_seconds = time.perf_counter() - tick
+    stopping = EarlyStopping(patience, task.snapshot, score=-math.inf if start.auc is None else start.auc, epoch=0,
+                             state=task.snapshot(), details=start.details)
+    history: list[dict] = []
+    if score_start:
+        history.append({"epoch": 0, "train_loss": None, "valid_auc": start.auc, "valid_logloss": start.logloss,
+                        "seconds": round(eval_seconds, 2), **start.extra})
+        if on_epoch is not None and (ctx is None or ctx.is_main):
+            on_epoch(history[0])
+    train_seconds: list[float] = []
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        bar = tqdm(total=task.rows, desc=f"{task.label} epoch {epoch}/{epochs}".strip(), unit="sample",
+                   disable=not (progress and (ctx is None or ctx.is_main)))
+        train_loss, out_of_steps = task.train_epoch(epoch, bar)
+        train_seconds.append(time.perf_counter() - started)
+        tick = time.perf_counter()
+        scored = task.evaluate()
+        eval_seconds += time.perf_counter() - tick
+        bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc="n/a" if scored.auc is None else f"{scored.auc:.4f}")
+        bar.close()
+        record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": scored.auc, "valid_logloss": scored.logloss,
+                  "seconds": round(time.perf_counter() - started, 2), **scored.extra}
+        what = f"sharing the early-stopping decision of {task.label + ' ' if task.label else ''}epoch {epoch}"
+        if end_epoch(stopping, history, record, scored.details, out_of_steps, ctx, on_epoch, what):
+            break
+    task.restore(stopping.state)
+    return EpochsRun(stopping, history, train_seconds, eval_seconds)
+
+
+# --------------------------------------------------------------------------- the steps of an epoch
+class StepBudget:
+    """The optimiser steps taken so far (over all epochs) against ``max_steps`` (None: no cap)."""
+
+    def __init__(self, max_steps: Optional[int]):
+        self.max_steps = max_steps
+        self.taken = 0
+
+    @property
+    def spent(self) -> bool:
+        return self.max_steps is not None and self.taken >= self.max_steps
+
+
+def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
+    """The global batches of ``epoch`` over ``n`` training rows (the same on every rank of a distributed run)."""
+    from unictr_core.fit import distributed
+
+    order = distributed.epoch_permutation(n, seed, epoch)
+    for start in range(0, n, batch_size):
+        yield order[start: start + batch_size]
+
+
+def epoch_steps(step: Callable[[Sequence[int]], float], batches: Iterable[Sequence[int]], bar, budget: StepBudget,
+                world_size: int = 1) -> list[float]:
+    """Run ``step`` (one optimiser step; returns this rank's part of the batch loss) on each of ``batches`` until
+    the ``budget`` is spent; returns the losses. ``bar`` shows the running loss (parts times ``world_size``)."""
+    losses = []
+    for rows in batches:
+        losses.append(step(rows))
+        budget.taken += 1
+        bar.update(len(rows))
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]) * world_size:.4f}")
+        if budget.spent:
+            break
+    return losses
+
+
+def mean_batch_loss(ctx, losses: Sequence[float]) -> float:
+    """The mean global batch loss of an epoch: each rank holds its parts of the batch losses; their sum over
+    the ranks is the global batch loss."""
+    from unictr_core.fit import distributed
+
+    return distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the training loss")[0] / max(1, len(losses))

@@ -19,15 +19,14 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
-
 
 from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import EarlyStopping, ctr_loss, end_epoch, optimiser_step, shard_loss
+from unictr_core.fit.loop import (Evaluation, StepBudget, ctr_loss, epoch_steps, global_batches, mean_batch_loss,
+                                  optimiser_step, run_epochs, shard_loss)
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
@@ -126,72 +125,106 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     started = time.perf_counter()
     train_config.validate()
     with distributed.agreement(ctx, "preparing the model and the data"):
-        train = select_domains(train, train_config.domains)
-        check_labelled(train, "training data")
-        domains = sorted({s.domain for s in train})
-        valid = [s for s in select_domains(valid, domains)]
-        check_labelled(valid, "validation data")
-        seed_everything(train_config.seed)
-        model = build_model(model_config, domains, templates, seed=train_config.seed,
-                            residual_dsns=train_config.dsn == "residual").to(ctx.device)
-        train_set = encode(model, train)
-        valid_rows = distributed.eval_shard(len(valid), ctx)
-        valid_set = encode(model, [valid[i] for i in valid_rows])
-        precision = precisions.resolve(train_config.precision, ctx.device, training=True)
+        model, train_set, valid_set, valid, precision = _prepare(train, valid, model_config, train_config, templates,
+                                                                 ctx)
     train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
                                                            progress and ctx.is_main, ctx)
-    # unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN; a DSN
-    # that no rank used keeps grad None, so the optimiser skips it, as in one process
-    net = distributed.data_parallel(model, ctx, find_unused_parameters=True, forward_sync_buffers=False)
-    batch_size = train_config.batch_size
-    steps_per_epoch = math.ceil(len(train_set) / batch_size)
-    optimizer, scheduler = make_optimizer(model, train_config, steps_per_epoch)
+    task = _JointEpochs(model, (train_set, train_cache), (valid, valid_set, valid_cache), train_config, ctx,
+                        precision)
+    run = run_epochs(task, train_config.epochs, train_config.patience, ctx, on_epoch, progress)
+    best = run.stopping
+    best_auc = best.score if best.details and mean_auc(best.details) is not None else None
+    return TrainResult(model=model, best_epoch=best.epoch, best_valid_auc=best_auc, valid_metrics=best.details or {},
+                       seconds=time.perf_counter() - started, history=run.history, distributed=ctx.describe(),
+                       precision=precision, cache=cache_info, epoch_seconds=run.train_seconds)
 
-    stopping = EarlyStopping(train_config.patience, lambda: trainable_state(model), state=trainable_state(model),
-                             details={})
-    history: list[dict] = []
-    steps = 0
-    epoch_seconds: list[float] = []
-    for epoch in range(1, train_config.epochs + 1):
-        epoch_started = time.perf_counter()
-        model.train()
-        bar = tqdm(total=len(train_set), desc=f"epoch {epoch}/{train_config.epochs}", unit="sample",
-                   disable=not (progress and ctx.is_main), leave=True)
-        losses = []
-        order = distributed.epoch_permutation(len(train_set), train_config.seed, epoch)
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            with distributed.collective(ctx, f"training step {steps + 1}"):
-                losses.append(global_batch_step(net, model, train_set, rows, optimizer, scheduler,
-                                                train_config.max_grad_norm, ctx, train_cache, precision))
-            steps += 1
-            bar.update(len(rows))
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]) * ctx.world_size:.4f}")
-            if train_config.max_steps is not None and steps >= train_config.max_steps:
-                break
-        # each rank holds its parts of the batch losses; their sum over ranks is the global batch loss
-        train_loss = distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the training loss")[0]
-        train_loss /= max(1, len(losses))
-        epoch_seconds.append(time.perf_counter() - epoch_started)
-        predictions = gathered_predictions(model, valid_set, valid_rows, len(valid), train_config.eval_batch_size,
-                                           ctx, precision, valid_cache)
-        per_domain = domain_metrics(valid, predictions)
-        valid_auc = mean_auc(per_domain)
-        bar.set_postfix(loss=f"{train_loss:.4f}", valid_auc=f"{valid_auc:.4f}" if valid_auc else "n/a")
-        bar.close()
-        record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc,
-                  "valid_logloss": mean_domain_metric(per_domain, "logloss"),
-                  "seconds": round(time.perf_counter() - epoch_started, 2), "valid": per_domain}
-        out_of_steps = train_config.max_steps is not None and steps >= train_config.max_steps
-        if end_epoch(stopping, history, record, per_domain, out_of_steps, ctx, on_epoch,
-                     f"sharing the early-stopping decision of epoch {epoch}"):
-            break
-    restore_state(model, stopping.state)
-    model.eval()
-    best_auc = stopping.score if stopping.details and mean_auc(stopping.details) is not None else None
-    return TrainResult(model=model, best_epoch=stopping.epoch, best_valid_auc=best_auc, valid_metrics=stopping.details,
-                       seconds=time.perf_counter() - started, history=history, distributed=ctx.describe(),
-                       precision=precision, cache=cache_info, epoch_seconds=epoch_seconds)
+
+def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: ModelConfig, config: TrainConfig,
+             templates: Optional[TemplateSet], ctx: DistContext):
+    """The chosen domains' rows checked, the seeded model, the encoded training rows and this rank's shard of the
+    validation rows; returns (model, train_set, valid_set, valid, precision)."""
+    train = select_domains(train, config.domains)
+    check_labelled(train, "training data")
+    domains = sorted({s.domain for s in train})
+    valid = [s for s in select_domains(valid, domains)]
+    check_labelled(valid, "validation data")
+    seed_everything(config.seed)
+    model = build_model(model_config, domains, templates, seed=config.seed,
+                        residual_dsns=config.dsn == "residual").to(ctx.device)
+    train_set = encode(model, train)
+    valid_set = encode(model, [valid[i] for i in distributed.eval_shard(len(valid), ctx)])
+    precision = precisions.resolve(config.precision, ctx.device, training=True)
+    return model, train_set, valid_set, valid, precision
+
+
+class _JointEpochs:
+    """Joint training's part of :func:`unictr_core.fit.loop.run_epochs`: an epoch of global batch steps over
+    every domain, scored by the mean per-domain validation AUC."""
+
+    label = ""
+
+    def __init__(self, model: UniCTRModel, train: tuple, valid: tuple, config: TrainConfig, ctx: DistContext,
+                 precision: str):
+        self.model, self.config, self.ctx, self.precision = model, config, ctx, precision
+        self.train_set, self.train_cache = train  # encoded rows, their hidden states below the cut (or None)
+        self.valid, self.valid_set, self.valid_cache = valid  # all rows, this rank's shard encoded, its cache
+        self.valid_rows = distributed.eval_shard(len(self.valid), ctx)
+        self.rows = len(self.train_set)
+        # unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN; a DSN
+        # that no rank used keeps grad None, so the optimiser skips it, as in one process
+        self.net = distributed.data_parallel(model, ctx, find_unused_parameters=True, forward_sync_buffers=False)
+        self.optimizer, self.scheduler = make_optimizer(model, config, math.ceil(self.rows / config.batch_size))
+        self.budget = StepBudget(config.max_steps)
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return trainable_state(self.model)
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        restore_state(self.model, state)
+        self.model.eval()
+
+    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
+        self.model.train()
+        batches = global_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
+        losses = epoch_steps(self._step, batches, bar, self.budget, self.ctx.world_size)
+        return mean_batch_loss(self.ctx, losses), self.budget.spent
+
+    def _step(self, rows: Sequence[int]) -> float:
+        with distributed.collective(self.ctx, f"training step {self.budget.taken + 1}"):
+            return self.global_batch_step(rows)
+
+    def global_batch_step(self, rows: Sequence[int]) -> float:
+        """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part.
+
+        With a cache (this rank's rows below the cut) the rank computes the rows of the batch it owns.
+        """
+        model, encoded, cache, ctx = self.model, self.train_set, self.train_cache, self.ctx
+        if cache is None:
+            mine, padding = distributed.shard_of_global_batch(rows, ctx)
+        else:  # padding: a row of this rank's own of the batch's first domain (no other DSN may take a step)
+            domain = encoded.samples[rows[0]].domain
+            pad = next((r for r in range(ctx.rank, len(encoded), ctx.world_size)
+                        if encoded.samples[r].domain == domain), None)
+            mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
+        batch = encoded.batch(mine).to(ctx.device)
+        hidden = None if cache is None else cache.batch(mine)[0]
+        weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
+        dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
+        with precisions.autocast(self.precision, ctx.device):
+            output = self.net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
+        part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
+        # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
+        # result the gradient of the sum of the parts, i.e. of the global batch loss
+        optimiser_step(part * ctx.world_size, [p for p in model.parameters() if p.requires_grad], self.optimizer,
+                       self.scheduler, self.config.max_grad_norm)
+        return float(part.detach())
+
+    def evaluate(self) -> Evaluation:
+        predictions = gathered_predictions(self.model, self.valid_set, self.valid_rows, len(self.valid),
+                                           self.config.eval_batch_size, self.ctx, self.precision, self.valid_cache)
+        per_domain = domain_metrics(self.valid, predictions)
+        return Evaluation(mean_auc(per_domain), mean_domain_metric(per_domain, "logloss"), details=per_domain,
+                          extra={"valid": per_domain})
 
 
 def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: EncodedSamples, config: TrainConfig,
@@ -217,34 +250,6 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
             "disk_bytes": train_cache.disk_bytes + valid_cache.disk_bytes,
             "seconds": time.perf_counter() - started}
     return train_cache, valid_cache, info
-
-
-def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: EncodedSamples, rows: Sequence[int],
-                      optimizer, scheduler, max_grad_norm: float, ctx: DistContext,
-                      cache: Optional[HiddenStateCache] = None, precision: str = DEFAULT_PRECISION) -> float:
-    """One optimiser step on the global batch ``rows``; this rank computes its shard. Returns its loss part.
-
-    With ``cache`` (this rank's rows below the cut) the rank computes the rows of the batch it owns.
-    """
-    if cache is None:
-        mine, padding = distributed.shard_of_global_batch(rows, ctx)
-    else:  # padding: a row of this rank's own of the batch's first domain (no other DSN may take a step)
-        domain = encoded.samples[rows[0]].domain
-        pad = next((r for r in range(ctx.rank, len(encoded), ctx.world_size)
-                    if encoded.samples[r].domain == domain), None)
-        mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
-    batch = encoded.batch(mine).to(ctx.device)
-    hidden = None if cache is None else cache.batch(mine)[0]
-    weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
-    dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
-    with precisions.autocast(precision, ctx.device):
-        output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
-    part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
-    # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
-    # result the gradient of the sum of the parts, i.e. of the global batch loss
-    optimiser_step(part * ctx.world_size, [p for p in model.parameters() if p.requires_grad], optimizer, scheduler,
-                   max_grad_norm)
-    return float(part.detach())
 
 
 def train_step(model: UniCTRModel, batch, optimizer, scheduler, max_grad_norm: float) -> float:
