@@ -32,9 +32,8 @@ from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.calibration import Calibration, fit_calibration
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import (Evaluation, StepBudget, bce, epoch_steps, global_batches, mean_batch_loss,
-                                  optimiser_step, run_epochs)
-from unictr_core.fit.training import check_labelled, restore_state, seed_everything, trainable_state
+from unictr_core.fit.loop import Evaluation, GlobalBatchEpochs, bce, optimiser_step, run_epochs, seed_everything
+from unictr_core.fit.training import check_labelled
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import build_cache
@@ -407,35 +406,19 @@ def _check_parts(name: str, parts: tuple) -> None:
             raise ValueError(f"{what} data of '{name}' holds rows of other domains: {', '.join(strangers)}")
 
 
-class _DomainEpochs:
-    """The domain add's part of :func:`unictr_core.fit.loop.run_epochs`: epochs of the new DSN alone over the
-    training part's hidden states, scored on the validation part."""
+class _DomainEpochs(GlobalBatchEpochs):
+    """The domain add's part of :func:`unictr_core.fit.loop.run_epochs`: global batch steps of the new DSN alone
+    over the training part's hidden states, scored on the validation part."""
 
     def __init__(self, model: UniCTRModel, name: str, parts: _Parts, config: TrainConfig, ctx: DistContext,
                  precision: str):
-        self.model, self.label, self.parts, self.config, self.ctx = model, name, parts, config, ctx
-        self.dsn, self.precision = model.dsns[name], precision
-        self.rows = len(parts.sets[0])
+        super().__init__(model, model.dsns[name], config, ctx, len(parts.sets[0]))
+        self.label, self.parts, self.dsn, self.precision = name, parts, model.dsns[name], precision
         self.net = distributed.data_parallel(self.dsn, ctx)
         self.optimizer, self.scheduler = dsn_optimizer(self.dsn, config, math.ceil(self.rows / config.batch_size))
-        self.budget = StepBudget(config.max_steps)
         self.cached = not isinstance(parts.sources[0], LiveStates)
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return trainable_state(self.model)
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        restore_state(self.model, state)
-        self.dsn.eval()
-
-    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
-        self.dsn.train()
-        batches = global_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
-        losses = epoch_steps(self._step, batches, bar, self.budget, self.ctx.world_size)
-        self.dsn.eval()
-        return mean_batch_loss(self.ctx, losses), self.budget.spent
-
-    def _step(self, rows: Sequence[int]) -> float:
+    def step(self, rows: Sequence[int]) -> float:
         """One optimiser step of the DSN on the global batch ``rows``; returns this rank's part of its loss."""
         parts, dsn, ctx = self.parts, self.dsn, self.ctx
         mine, padding = (distributed.owned_part_of_global_batch(rows, ctx) if self.cached
@@ -454,7 +437,7 @@ class _DomainEpochs:
         loss = bce(logits.float(), parts.train_labels[mine], weights, len(rows))
         optimiser_step(loss * ctx.world_size, dsn.parameters(), self.optimizer, self.scheduler,
                        self.config.max_grad_norm,
-                       backward=distributed.collective(ctx, f"training step {self.budget.taken + 1}"))
+                       backward=distributed.collective(ctx, f"training step {self.steps + 1}"))
         return float(loss.detach())
 
     def evaluate(self) -> Evaluation:

@@ -14,14 +14,15 @@
   evaluation): joint training (:func:`unictr_core.fit.training.train_unictr`), the domain add
   (:func:`unictr_core.fit.domain_training.train_domain`) and the baselines
   (:func:`unictr_core.baselines.trainer.fit_baseline`).
-* :func:`epoch_steps` - the optimiser steps of one epoch over the global batches of :func:`global_batches`
-  (the same on every rank), capped by a :class:`StepBudget`; :func:`mean_batch_loss` - their loss over all ranks.
+* :class:`GlobalBatchEpochs` - what joint training and the domain add share: the optimiser steps of an epoch
+  over the global batches of :func:`global_batches` (the same on every rank), capped by ``max_steps``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Optional, Protocol, Sequence
@@ -217,17 +218,22 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
     return EpochsRun(stopping, history, train_seconds, eval_seconds)
 
 
-# --------------------------------------------------------------------------- the steps of an epoch
-class StepBudget:
-    """The optimiser steps taken so far (over all epochs) against ``max_steps`` (None: no cap)."""
+# --------------------------------------------------------------------------- setup and the steps of an epoch
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    def __init__(self, max_steps: Optional[int]):
-        self.max_steps = max_steps
-        self.taken = 0
 
-    @property
-    def spent(self) -> bool:
-        return self.max_steps is not None and self.taken >= self.max_steps
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)
 
 
 def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[list[int]]:
@@ -239,24 +245,44 @@ def global_batches(n: int, batch_size: int, seed: int, epoch: int) -> Iterator[l
         yield order[start: start + batch_size]
 
 
-def epoch_steps(step: Callable[[Sequence[int]], float], batches: Iterable[Sequence[int]], bar, budget: StepBudget,
-                world_size: int = 1) -> list[float]:
-    """Run ``step`` (one optimiser step; returns this rank's part of the batch loss) on each of ``batches`` until
-    the ``budget`` is spent; returns the losses. ``bar`` shows the running loss (parts times ``world_size``)."""
-    losses = []
-    for rows in batches:
-        losses.append(step(rows))
-        budget.taken += 1
-        bar.update(len(rows))
-        bar.set_postfix(loss=f"{np.mean(losses[-20:]) * world_size:.4f}")
-        if budget.spent:
-            break
-    return losses
+class GlobalBatchEpochs:
+    """The :class:`EpochTask` part that joint training and the domain add share: epochs of seeded global
+    batches (:func:`global_batches`, the same on every rank) until ``config.max_steps`` optimiser steps, the
+    trainable parameters of ``model`` as the state kept of the best epoch; ``trained`` (the module that learns)
+    is in training mode only during an epoch's steps. A subclass supplies :meth:`step` and ``evaluate()``."""
 
+    label = ""
 
-def mean_batch_loss(ctx, losses: Sequence[float]) -> float:
-    """The mean global batch loss of an epoch: each rank holds its parts of the batch losses; their sum over
-    the ranks is the global batch loss."""
-    from unictr_core.fit import distributed
+    def __init__(self, model: torch.nn.Module, trained: torch.nn.Module, config, ctx, rows: int):
+        self.model, self.trained, self.config, self.ctx, self.rows = model, trained, config, ctx, rows
+        self.steps = 0  # optimiser steps taken, over all epochs
 
-    return distributed.all_reduce_sum(ctx, [float(np.sum(losses))], "summing the training loss")[0] / max(1, len(losses))
+    def step(self, rows: Sequence[int]) -> float:
+        """One optimiser step on the global batch ``rows``; returns this rank's part of its loss."""
+        raise NotImplementedError
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return trainable_state(self.model)
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        restore_state(self.model, state)
+        self.trained.eval()
+
+    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
+        """The steps of ``epoch``; returns the mean global batch loss (each rank holds its parts of the batch
+        losses; their sum over the ranks is the global batch loss) and whether the step budget is spent."""
+        from unictr_core.fit import distributed
+
+        max_steps = self.config.max_steps
+        self.trained.train()
+        losses = []
+        for rows in global_batches(self.rows, self.config.batch_size, self.config.seed, epoch):
+            losses.append(self.step(rows))
+            self.steps += 1
+            bar.update(len(rows))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]) * self.ctx.world_size:.4f}")
+            if max_steps is not None and self.steps >= max_steps:
+                break
+        self.trained.eval()
+        total = distributed.all_reduce_sum(self.ctx, [float(np.sum(losses))], "summing the training loss")[0]
+        return total / max(1, len(losses)), max_steps is not None and self.steps >= max_steps

@@ -12,7 +12,6 @@ make the same optimiser steps as one process (up to float rounding).
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -25,8 +24,8 @@ from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import (Evaluation, StepBudget, ctr_loss, epoch_steps, global_batches, mean_batch_loss,
-                                  optimiser_step, run_epochs, shard_loss)
+from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, ctr_loss, optimiser_step, run_epochs,
+                                  seed_everything, shard_loss)
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
@@ -50,12 +49,6 @@ class TrainResult:
     epoch_seconds: list[float] = field(default_factory=list)  # optimiser steps of each epoch (no validation)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def select_domains(samples: Sequence[Sample], domains: Optional[Sequence[str]]) -> list[Sample]:
     if domains is None:
         return list(samples)
@@ -76,17 +69,6 @@ def build_model(model_config: ModelConfig, domains: Sequence[str], templates: Op
     backbone = load_backbone(model_config.backbone)
     torch.manual_seed(seed)  # LoRA and head initialisation
     return UniCTRModel(backbone, model_config, domains, templates, residual_dsns=residual_dsns)
-
-
-def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
-
-
-def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)
 
 
 def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int):
@@ -157,40 +139,24 @@ def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: Mod
     return model, train_set, valid_set, valid, precision
 
 
-class _JointEpochs:
-    """Joint training's part of :func:`unictr_core.fit.loop.run_epochs`: an epoch of global batch steps over
-    every domain, scored by the mean per-domain validation AUC."""
-
-    label = ""
+class _JointEpochs(GlobalBatchEpochs):
+    """Joint training's part of :func:`unictr_core.fit.loop.run_epochs`: global batch steps of the whole model
+    over every domain, scored by the mean per-domain validation AUC."""
 
     def __init__(self, model: UniCTRModel, train: tuple, valid: tuple, config: TrainConfig, ctx: DistContext,
                  precision: str):
-        self.model, self.config, self.ctx, self.precision = model, config, ctx, precision
         self.train_set, self.train_cache = train  # encoded rows, their hidden states below the cut (or None)
         self.valid, self.valid_set, self.valid_cache = valid  # all rows, this rank's shard encoded, its cache
+        super().__init__(model, model, config, ctx, len(self.train_set))
+        self.precision = precision
         self.valid_rows = distributed.eval_shard(len(self.valid), ctx)
-        self.rows = len(self.train_set)
         # unused parameters are expected: a rank whose shard lacks a domain does not run that domain's DSN; a DSN
         # that no rank used keeps grad None, so the optimiser skips it, as in one process
         self.net = distributed.data_parallel(model, ctx, find_unused_parameters=True, forward_sync_buffers=False)
         self.optimizer, self.scheduler = make_optimizer(model, config, math.ceil(self.rows / config.batch_size))
-        self.budget = StepBudget(config.max_steps)
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return trainable_state(self.model)
-
-    def restore(self, state: dict[str, torch.Tensor]) -> None:
-        restore_state(self.model, state)
-        self.model.eval()
-
-    def train_epoch(self, epoch: int, bar) -> tuple[float, bool]:
-        self.model.train()
-        batches = global_batches(self.rows, self.config.batch_size, self.config.seed, epoch)
-        losses = epoch_steps(self._step, batches, bar, self.budget, self.ctx.world_size)
-        return mean_batch_loss(self.ctx, losses), self.budget.spent
-
-    def _step(self, rows: Sequence[int]) -> float:
-        with distributed.collective(self.ctx, f"training step {self.budget.taken + 1}"):
+    def step(self, rows: Sequence[int]) -> float:
+        with distributed.collective(self.ctx, f"training step {self.steps + 1}"):
             return self.global_batch_step(rows)
 
     def global_batch_step(self, rows: Sequence[int]) -> float:
