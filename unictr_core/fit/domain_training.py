@@ -5,8 +5,8 @@ backbone's hidden states of a sample never change during training. They are
 computed once, in evaluation mode, and reused in every epoch (the shared
 :mod:`unictr_core.modeling.hidden_cache`): only the layers the DSN reads
 (``DomainNetwork.required_layers``) are kept, each sample unpadded, and every
-batch is padded again to its own longest sample. With ``cache=False`` the backbone runs on every batch of every
-epoch instead (same batches, same maths; used to measure the speed-up).
+batch is padded again to its own longest sample. Without the cache (``DomainAddOptions(cache=False)``) the
+backbone runs on every batch of every epoch instead (same batches, same maths; used to measure the speed-up).
 
 The new domain's data is split into train / valid / test: the validation part
 picks the best epoch (early stopping) and fits the DSN's calibration; the test part is held out and
@@ -266,8 +266,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
              seconds: dict) -> _Parts:
     """Encode the three parts, fill the DSN's count tables, and cache (or not) their hidden states.
 
-    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision (resolved), progress (see
-    :func:`train_domain`).
+    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision, progress (see :func:`train_domain`).
     """
     train, valid, test = parts
     tick = time.perf_counter()
@@ -311,7 +310,8 @@ class DomainAddOptions:
     ``stats``: the DSN also reads the domain's count statistics. ``cache``: the frozen backbone's hidden
     states are computed once (default) instead of in every batch of every epoch (same batches, same maths).
     ``progress``: tqdm bars; ``dist_ctx``: the process group (default: this process's);
-    ``on_epoch(record)``: called after every epoch, epoch 0 included.
+    ``on_epoch(record)``: called on rank 0 after every epoch, epoch 0 included, with the record the history
+    stores (epoch, train_loss, valid_auc, valid_logloss, seconds).
     """
 
     stats: bool = True
@@ -327,38 +327,23 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                  ) -> DomainTrainResult:
     """Add a DSN for ``name`` to ``model`` and train only it; everything else stays frozen.
 
-    ``config`` (default: :data:`unictr_core.config.DOMAIN_ADD_DEFAULTS`) gives the training settings, the kind
-    of DSN (``dsn``), the precision (``fp32``, ``bf16`` or ``auto``, see :mod:`unictr_core.modeling.precision`)
-    and the hidden-state cache's settings: the cache (:mod:`unictr_core.modeling.hidden_cache`) keeps
-    ``max_cache_gb`` in RAM and spills the rest to a memory-mapped file in ``cache_dir`` (None: the system's
-    temp folder); ``cache_dtype``: auto (by precision and backbone), fp16, bf16 or fp32. ``options``: see
-    :class:`DomainAddOptions`.
+    ``config`` (default: :data:`unictr_core.config.DOMAIN_ADD_DEFAULTS`): the training settings, the kind of DSN
+    (``dsn``), the ``precision`` (see :mod:`unictr_core.modeling.precision`) and the hidden-state cache's
+    ``max_cache_gb``, ``cache_dir`` (None: the system's temp folder) and ``cache_dtype``
+    (:mod:`unictr_core.modeling.hidden_cache`). ``options``: see :class:`DomainAddOptions`.
 
-    A residual DSN (``dsn="residual"``, the default) starts as the general network's
-    zero-shot predictor and learns the domain's correction to it. The untrained
-    DSN is scored on the validation part as epoch 0, so the kept DSN is never
-    worse on validation than what it started from (best epoch 0 = no correction
-    helped).
+    A residual DSN (the default) starts as the general network's zero-shot predictor and learns the domain's
+    correction to it; a standalone one starts from random weights. The untrained DSN is scored on the
+    validation part as epoch 0, so the kept DSN is never worse on validation than its start (best epoch 0:
+    no epoch helped; a standalone DSN is then refused by :meth:`DomainTrainResult.check_registrable`).
+    With ``options.stats`` the DSN also reads the domain's causal count statistics
+    (:mod:`unictr_core.modeling.stats`). After the best epoch is restored, the DSN's calibration is fitted on
+    the validation part (:mod:`unictr_core.fit.calibration`) and the held-out part is scored with it.
 
-    A standalone DSN (``dsn="standalone"``) starts from random weights: when no epoch
-    beats that start on validation, :meth:`DomainTrainResult.check_registrable` refuses it.
-
-    With ``options.stats`` (the default) the DSN also reads the domain's causal count statistics
-    (:mod:`unictr_core.modeling.stats`): training rows their counts from earlier training rows, every
-    other row those of the whole training part (stored in the DSN). After the best epoch is restored, the
-    DSN's calibration (temperature scaling) is fitted on the validation part
-    (:mod:`unictr_core.fit.calibration`; identity when it does not lower the validation logloss) and the
-    held-out part is scored with it.
-
-    On success the model holds the trained DSN (best validation epoch); on
-    failure the new DSN is removed again and the model is as before. The history holds a record per epoch
-    (epoch, train_loss, valid_auc, valid_logloss, seconds).
-
-    Under torchrun (``options.dist_ctx``, default: the process group of this process) every
-    rank caches the hidden states of its own shard of the training rows, computes
-    its part of each global batch (DistributedDataParallel around the DSN) and its
-    shard of the validation and test rows; the result equals a single-process
-    run's up to float rounding.
+    On success the model holds the trained DSN; on failure the new DSN is removed again and the model is as
+    before. Under torchrun (``options.dist_ctx``, default: this process's group) every rank caches its shard
+    of the training rows, computes its part of each global batch and its shard of the validation and test
+    rows; the result equals a single-process run's up to float rounding.
     """
     config = config or replace(DOMAIN_ADD_DEFAULTS)
     options = options or DomainAddOptions()
