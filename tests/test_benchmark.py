@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from unictr_cli.main import app
 from unictr_core import metrics
 from unictr_core.benchmark import BenchmarkOptions, run_benchmark
-from unictr_core.data.dataset import subsample_per_domain
 from unictr_core.baselines import BaselineSettings
 from unictr_core.data.synthetic import write_builtin_dataset
 from unictr_core.modeling.tiny import make_tiny_backbone
@@ -144,14 +143,3 @@ def test_bad_options_fail_with_a_clear_message(dataset, tmp_path):
     assert result.exit_code == 1 and "unknown model(s) nosuch" in result.output
     result = _cli("--data", str(dataset), "--out", str(tmp_path), "--models", "deepfm", "--holdout", "garden")
     assert result.exit_code == 1 and "holdout domain(s) garden" in result.output
-
-
-def test_subsample_per_domain_keeps_order_and_caps_each_domain():
-    from unictr_core.data.schema import Sample
-
-    samples = [Sample("a" if i % 3 else "b", f"u{i}", "i", 0, i) for i in range(30)]
-    kept = subsample_per_domain(samples, 4, seed=1)
-    assert sum(s.domain == "a" for s in kept) == 4 and sum(s.domain == "b" for s in kept) == 4
-    assert [s.timestamp for s in kept] == sorted(s.timestamp for s in kept)
-    assert subsample_per_domain(samples, 4, seed=1) == kept
-    assert subsample_per_domain(samples, None, seed=1) == samples

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from unictr_core.data import dataset as dataset_module
-from unictr_core.data.dataset import load_dataset, split_by_time, split_random, write_dataset
+from unictr_core.data.dataset import load_dataset, split_by_time, split_random, subsample_per_domain, write_dataset
 from unictr_core.data.history import attach_histories
 from unictr_core.data.schema import DataError, Sample
 
@@ -168,3 +168,18 @@ def test_load_dataset_errors(tmp_path):
     with pytest.raises(DataError) as info:
         load_dataset(tmp_path / "ds")
     assert info.value.field == "label" and info.value.line == len(valid) + 1 and "valid.jsonl" in str(info.value)
+
+
+def test_subsample_per_domain_keeps_order_and_caps_each_domain():
+    samples = [Sample("a" if i % 3 else "b", f"u{i}", "i", 0, i) for i in range(30)]
+    kept = subsample_per_domain(samples, 4, seed=1)
+    assert sum(s.domain == "a" for s in kept) == 4 and sum(s.domain == "b" for s in kept) == 4
+    assert [s.timestamp for s in kept] == sorted(s.timestamp for s in kept)
+    assert subsample_per_domain(samples, 4, seed=1) == kept
+    everything = subsample_per_domain(samples, None, seed=1)
+    assert everything == samples and everything is not samples  # a new list: the caller's is never changed
+    # one generator draws the domains in the order of their first row ("b" is row 0), as `unictr train` always did
+    rng = random.Random(1)
+    rows_b, rows_a = [i for i in range(30) if i % 3 == 0], [i for i in range(30) if i % 3]
+    drawn = set(rng.sample(rows_b, 4)) | set(rng.sample(rows_a, 4))
+    assert [s.timestamp for s in kept] == sorted(drawn)
