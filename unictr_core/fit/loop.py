@@ -15,7 +15,8 @@
   (:func:`unictr_core.fit.domain_training.train_domain`) and the baselines
   (:func:`unictr_core.baselines.trainer.fit_baseline`).
 * :class:`GlobalBatchEpochs` - what joint training and the domain add share: the optimiser steps of an epoch
-  over the global batches of :func:`global_batches` (the same on every rank), capped by ``max_steps``.
+  over the global batches of :func:`global_batches` (the same on every rank), capped by ``max_steps``;
+  :func:`seed_everything`, :func:`trainable_state` and :func:`restore_state` - the seeding and the kept state.
 """
 
 from __future__ import annotations
@@ -220,16 +221,19 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
 
 # --------------------------------------------------------------------------- setup and the steps of an epoch
 def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the parameters of ``model`` that train."""
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
 def restore_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy a :func:`trainable_state` back into ``model``."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in state.items():
