@@ -11,7 +11,7 @@ import typer
 from unictr_cli import launching
 from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
-                               set_threads, threads_option, user_errors, warn)
+                               set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
 
@@ -67,6 +67,12 @@ def add(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
                                "statistics (default): the user's and the item's past positive rate and count "
                                "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
+    compare: Optional[str] = typer.Option(None, "--compare", metavar="MODELS", help="Comma-separated baselines "
+                                          "(e.g. dcn or dcn,deepfm,item_rate; any of `unictr benchmark --models` "
+                                          "but unictr) to train after the DSN on the same train / valid / test "
+                                          "rows; their test AUC with its 95% interval, logloss, ECE and training "
+                                          "seconds are printed next to the DSN's and stored in the bundle's "
+                                          "metrics. A report only: the registered DSN is the same. Default: none."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
     nproc_per_node: Optional[int] = launching.nproc_option(),
@@ -95,7 +101,8 @@ def add(
     set_threads(threads)
     home_dir = resolve_home(home)
     with launching.process_group(dist_timeout) as group:
-        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group)
+        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group,
+                                         compare=split_csv(compare))
         config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
                          patience=patience, seed=seed)
         if group.is_main:
@@ -121,6 +128,8 @@ def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
                f"({len(plan.train_rows)} train / {len(plan.valid_rows)} valid / {len(plan.test_rows)} held-out rows; "
                f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
                f"{precisions.describe(plan.precision, group.device)}{processes})")
+    if plan.compare:
+        typer.echo(f"then training {', '.join(plan.compare)} on the same rows, for comparison (--compare)")
 
 
 def _echo_added(plan, done) -> None:
@@ -129,6 +138,8 @@ def _echo_added(plan, done) -> None:
     warn(done.notes)
     result, name = done.training, plan.name
     typer.echo(domain_add_table(name, result.test, done.floors))
+    if done.comparison is not None:
+        _echo_comparison(name, done.comparison, result)
     c = result.calibration
     if c and (c["scale"], c["bias"]) == (1.0, 0.0):
         typer.echo(f"calibration: none (on {c['valid_rows']} validation rows a temperature did not lower the logloss "
@@ -148,6 +159,13 @@ def _echo_added(plan, done) -> None:
                     f"with fewer than {SMALL_VALIDATION} the validation AUC is uncertain by about +-0.05 or more",
                     fg=typer.colors.YELLOW, err=True)
     typer.echo(f"domain '{name}' registered: {done.target}")
+
+
+def _echo_comparison(name: str, comparison: dict, result) -> None:
+    from unictr_core.fit.compare import METRICS_KEY, comparison_table
+
+    stored = dict(result.metrics(), **{METRICS_KEY: comparison})
+    typer.echo(comparison_table(name, stored, result.seconds.get("total")))
 
 
 @domain_app.command("remove")
@@ -236,8 +254,17 @@ def show(
             typer.echo(f"{key + ':':24} {data[key]}")
     if entry.bundle is not None:
         typer.echo(f"{'size:':24} {_human_size(entry.size_bytes)}")
+    comparison = None
     for key, value in entry.metrics.items():
+        if key == "compare" and isinstance(value, dict):
+            comparison = value  # printed as a table below
+            continue
         typer.echo(f"{'metric ' + key + ':':24} {value}")
+    if comparison is not None:
+        from unictr_core.fit.compare import comparison_table
+
+        seconds = ((entry.training or {}).get("seconds") or {}).get("total")
+        typer.echo(comparison_table(name, entry.metrics, seconds if isinstance(seconds, (int, float)) else None))
     history = (entry.training or {}).get("history") or []
     if history:
         typer.echo(f"training history (best epoch {entry.training.get('best_epoch', '?')}):")

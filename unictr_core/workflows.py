@@ -20,12 +20,12 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_COMPARE, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
 from unictr_core.data.schema import Sample
-from unictr_core.fit import distributed
+from unictr_core.fit import compare as comparing, distributed
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.domain_training import domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
@@ -197,6 +197,7 @@ class DomainAddPlan:
     model: Any  # the loaded core (UniCTRModel, no DSN for ``name`` yet)
     precision: str
     replace: bool = False  # an existing local bundle of ``name`` may be replaced
+    compare: list[str] = field(default_factory=list)  # baselines trained on the same rows after the DSN (checked)
 
     @property
     def shadowed_source(self) -> Optional[str]:
@@ -217,22 +218,30 @@ class DomainAddResult:
     training: Any  # unictr_core.fit.domain_training.DomainTrainResult
     floors: dict  # count rules scored on the held-out part: {name: {"auc", "logloss"}}
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
+    # ``--compare``: the baselines trained on the same rows (see unictr_core.fit.compare.compare_baselines), as
+    # stored in the bundle's metrics; None when none was asked for
+    comparison: Optional[dict] = None
 
 
 def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False,
                     seed: int = DOMAIN_ADD_DEFAULTS.seed, max_rows: Optional[int] = None,
-                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False) -> DomainAddPlan:
+                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False,
+                    compare: Optional[Sequence[str]] = DOMAIN_ADD_COMPARE) -> DomainAddPlan:
     """Check the name against the registry, choose the template, split ``data``, load the core.
 
     ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
     ``template:``); default: the template the registry knows for ``name``, else the one in ``data``'s
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
-    (see :func:`unictr_core.fit.domain_training.domain_splits`).
+    (see :func:`unictr_core.fit.domain_training.domain_splits`). ``compare``: names of registered baselines
+    (``dcn``, ``deepfm``, ``item_rate``, ...) that :func:`add_domain` trains on the same train / valid / test rows
+    after the DSN and reports next to it (:mod:`unictr_core.fit.compare`); an unknown name is a ValueError here,
+    before anything is loaded or trained.
     """
     group = group or DistContext()
     home = Path(home)
     with distributed.agreement(group, f"reading the core and the data of '{name}'"):
         validate_domain_name(name, "domain name")
+        compared = comparing.check_models(compare)
         registry = Registry(home)
         if registry.core_fingerprint is None:
             raise RegistryError(f"no trained core in {home}; run `unictr train` first")
@@ -251,7 +260,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
         precision = precisions.resolve(precision, group.device, training=True)
     train_rows = subsample(train_rows, max_rows, seed)
     return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
-                         train_rows, valid_rows, test_rows, notes, model, precision, replace)
+                         train_rows, valid_rows, test_rows, notes, model, precision, replace, compared)
 
 
 def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
@@ -278,9 +287,11 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
                cache_dtype: Optional[str] = None, description: Optional[str] = None,
                group=None, on_epoch: EpochCallback = None, progress: bool = True,
                stats: bool = True) -> Optional[DomainAddResult]:
-    """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
+    """:func:`train_dsn`, then score the count-rule floors (and the ``plan.compare`` baselines, trained on the
+    same rows) and commit the bundle into the home (rank 0).
 
-    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
+    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start. The
+    comparison is stored in the bundle's metrics (``compare``) and never changes the DSN that is registered.
     """
     group = group or DistContext()
     result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress,
@@ -299,10 +310,15 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
     stored.update({f"{floor}_test_auc_interval": [float(v) for v in m["auc_interval"]]
                    for floor, m in floors.items() if m.get("auc_interval") is not None})
+    comparison = None
+    if plan.compare:  # after the DSN is trained, on its very rows; a report only
+        comparison = comparing.compare_baselines(plan.compare, plan.train_rows, plan.valid_rows, plan.test_rows,
+                                                 seed=config.seed)
+        stored[comparing.METRICS_KEY] = comparison
     notes: list[str] = []
     target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=plan.replace,
                            notes=notes)
-    return DomainAddResult(target, result, floors, notes)
+    return DomainAddResult(target, result, floors, notes, comparison)
 
 
 # --------------------------------------------------------------------------- remove a domain
