@@ -130,3 +130,16 @@ def test_without_compare_the_add_prints_no_comparison(home, toys):
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys), "--home", str(home), "--epochs", "1"])
     assert result.exit_code == 0, result.output
     assert "Compared on" not in result.output and "for comparison" not in result.output
+
+
+def test_domain_show_prints_a_hand_edited_comparison_raw_instead_of_failing(home, toys):
+    result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys), "--home", str(home), "--epochs", "1",
+                                 "--compare", "item_rate"])
+    assert result.exit_code == 0, result.output
+    record_path = home / "domains" / "toys" / "domain.yaml"
+    record = yaml.safe_load(record_path.read_text())
+    record["metrics"]["compare"]["models"]["item_rate"]["test_auc_interval"] = "oops"
+    record_path.write_text(yaml.safe_dump(record, sort_keys=False))
+    shown = runner.invoke(app, ["domain", "show", "toys", "--home", str(home)])
+    assert shown.exit_code == 0, shown.output
+    assert "metric compare:" in shown.output and "oops" in shown.output and "Compared on" not in shown.output

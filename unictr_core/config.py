@@ -213,7 +213,7 @@ def domain_add_head_lr(peak: float) -> tuple[float, float]:
 # built-in board_games it was epoch 2-5 of 20; 8 epochs with patience 2 save the idle rest
 DOMAIN_ADD_DEFAULTS = TrainConfig(epochs=8, head_lr=domain_add_head_lr(3e-3), patience=2)
 # the quick ID baselines `unictr domain add --compare` trains on the add's own rows next to the DSN
-# (unictr_core.fit.compare): none unless asked, so an add costs what it did
+# (unictr_core.baselines.compare): none unless asked, so an add costs what it did
 DOMAIN_ADD_COMPARE: tuple[str, ...] = ()
 
 

@@ -19,13 +19,14 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from unictr_core.baselines import compare as comparing
 from unictr_core.baselines.floors import floor_scores
 from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_COMPARE, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
 from unictr_core.data.schema import Sample
-from unictr_core.fit import compare as comparing, distributed
+from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.domain_training import domain_splits, train_domain
 from unictr_core.fit.report import evaluation_report
@@ -218,7 +219,7 @@ class DomainAddResult:
     training: Any  # unictr_core.fit.domain_training.DomainTrainResult
     floors: dict  # count rules scored on the held-out part: {name: {"auc", "logloss"}}
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
-    # ``--compare``: the baselines trained on the same rows (see unictr_core.fit.compare.compare_baselines), as
+    # ``--compare``: the baselines trained on the same rows (see unictr_core.baselines.compare.compare_baselines), as
     # stored in the bundle's metrics; None when none was asked for
     comparison: Optional[dict] = None
 
@@ -234,7 +235,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
     (see :func:`unictr_core.fit.domain_training.domain_splits`). ``compare``: names of registered baselines
     (``dcn``, ``deepfm``, ``item_rate``, ...) that :func:`add_domain` trains on the same train / valid / test rows
-    after the DSN and reports next to it (:mod:`unictr_core.fit.compare`); an unknown name is a ValueError here,
+    after the DSN and reports next to it (:mod:`unictr_core.baselines.compare`); an unknown name is a ValueError here,
     before anything is loaded or trained.
     """
     group = group or DistContext()

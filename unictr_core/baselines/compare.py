@@ -6,10 +6,13 @@ on its validation part and scored on its held-out test part, the same rows the D
 scored on. Each gets its test AUC with the bootstrap 95 % interval (:func:`unictr_core.metrics.auc_interval`,
 the same resamples as the DSN's interval), logloss, ECE and training seconds.
 
-The comparison is a report only: it runs after the DSN is trained, with the random number generators
+The comparison is a report only: it runs after the DSN is trained, with the torch random state
 forked, and never changes what is registered (the bundle's weights and predictions are the same with and
-without it). Its result is stored in the bundle's metrics under :data:`METRICS_KEY`, so that
-``unictr domain show`` prints it again.
+without it). Its result is stored in the bundle's metrics under :data:`METRICS_KEY`; ``unictr domain add``
+and ``unictr domain show`` print it as a table (``unictr_cli.domain_cmds``).
+
+In the layer order this is a baselines module (it trains baselines): ``unictr_core.workflows.add_domain``
+calls it after :mod:`unictr_core.fit.domain_training` has trained the DSN.
 """
 
 from __future__ import annotations
@@ -19,14 +22,11 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from unictr_core.config import BaselineSettings
-from unictr_core.data.tables import format_table
 
 if TYPE_CHECKING:
     from unictr_core.data.schema import Sample
 
-# no torch, numpy or sklearn at import: `unictr domain show` prints a stored comparison with this module
-
-METRICS_KEY = "compare"  # where the comparison sits in a bundle's metrics (domain.yaml)
+METRICS_KEY = "compare"  # where the comparison sits in a bundle's metrics (domain.yaml; read by `domain show`)
 
 
 def check_models(names: Optional[Sequence[str]], option: str = "--compare") -> list[str]:
@@ -107,50 +107,3 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
-
-
-def rows_text(comparison: dict) -> str:
-    rows = comparison.get("rows") or {}
-    return f"{rows.get('train', '?')} train / {rows.get('valid', '?')} valid / {rows.get('test', '?')} test"
-
-
-def interval_text(interval) -> str:
-    """As :func:`unictr_core.fit.report.interval_text` (which imports torch): ``[low, high]`` or ``n/a``."""
-    return "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
-def _kind(category: Optional[str]) -> str:
-    """A baseline's category as the table names it: ``count rule``, ``single-domain ID model``, ..."""
-    if not category:
-        return "?"
-    if category.startswith("floor"):
-        return "count rule"
-    return f"{category} ID model" if category in ("single-domain", "multi-domain") else category
-
-
-def comparison_table(name: str, stored: dict, dsn_seconds: Optional[float] = None) -> str:
-    """The comparison as text: the DSN (from the bundle's metrics ``stored``) and every compared model on the
-    same held-out rows, each with AUC, its 95 % interval, logloss, ECE and training seconds.
-
-    Works from the stored metrics alone, so ``domain add`` and ``domain show`` print the same table.
-    """
-    comparison = stored.get(METRICS_KEY) or {}
-    test_rows = (comparison.get("rows") or {}).get("test", stored.get("test_rows"))
-    rows = [[test_rows, f"DSN '{name}'", stored.get("test_auc"), interval_text(stored.get("test_auc_interval")),
-             stored.get("test_logloss"), stored.get("test_ece"),
-             "-" if dsn_seconds is None else f"{dsn_seconds:.1f}"]]
-    errors = []
-    for model, m in (comparison.get("models") or {}).items():
-        label = f"{model} ({_kind(m.get('category'))})"
-        if m.get("error"):
-            rows.append([test_rows, label, "failed", "-", "-", "-", "-"])
-            errors.append(f"{model} failed: {m['error']}")
-            continue
-        rows.append([test_rows, label, m.get("test_auc"), interval_text(m.get("test_auc_interval")),
-                     m.get("test_logloss"), m.get("test_ece"), f"{m.get('train_seconds', 0.0):.1f}"])
-    head = (f"Compared on the same {rows_text(comparison)} rows as the DSN (each model fitted on the train part, "
-            f"early-stopped on the valid part, scored on the test part; seed {comparison.get('seed', '?')}):")
-    table = format_table(["held-out rows", "model", "AUC", "AUC 95% interval", "logloss", "ECE", "train s"], rows)
-    foot = ("intervals: bootstrap 95% (1,000 resamples of the test rows, the same for every model); train s: wall "
-            "time of fitting (features included; the DSN's: its whole add, hidden states included)")
-    return "\n".join([head, table, foot, *errors])
