@@ -129,8 +129,7 @@ class LiveStates:
     def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
         batch = self.encoded.batch(rows).to(self.device)
         with torch.no_grad(), precisions.autocast(self.precision, self.device):
-            hidden = self.model.encode(batch.input_ids, batch.attention_mask)
-        return list(hidden), batch.attention_mask.bool()
+            return self.model.head_inputs(batch.input_ids, batch.attention_mask, range(self.model.num_layers + 1))
 
 
 
@@ -319,7 +318,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
         def cached(encoded: EncodedSamples, rows, what: str):
             part = build_cache(model, encoded, dsn.required_layers, rows, config.eval_batch_size,
                                options["precision"], options["cache_storage"], budget[0], options["cache_dir"],
-                               progress, f"hidden states ({what})")
+                               progress, f"hidden states ({what})", head_inputs=True)
             budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
             return part
 

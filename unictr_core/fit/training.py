@@ -206,11 +206,12 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
     train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
-                              desc="hidden states below the cut (train)")
+                              desc="hidden states below the cut (train)", head_inputs=model.caches_head_inputs)
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
     valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=left,
-                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)")
+                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)",
+                              head_inputs=model.caches_head_inputs)
     rows = len(train_cache) + len(valid_cache)
     info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
             "bytes": train_cache.nbytes + valid_cache.nbytes,
@@ -234,11 +235,11 @@ def global_batch_step(net: torch.nn.Module, model: UniCTRModel, encoded: Encoded
                     if encoded.samples[r].domain == domain), None)
         mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
     batch = encoded.batch(mine).to(ctx.device)
-    hidden = None if cache is None else cache.batch(mine)[0]
+    hidden, mask = (None, batch.attention_mask) if cache is None else cache.batch(mine)
     weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
     dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
     with precisions.autocast(precision, ctx.device):
-        output = net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
+        output = net(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden)
     part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
     # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
     # result the gradient of the sum of the parts, i.e. of the global batch loss

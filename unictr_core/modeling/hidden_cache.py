@@ -85,6 +85,8 @@ class HiddenStateCache:
             segment = 0 if used[0] + length <= ram_tokens else 1
             self._slots[row] = (segment, used[segment], length)
             used[segment] += length
+        # rows of one length (token summaries): a batch is gathered by index, without a loop over its rows
+        self.row_length = next(iter(lengths.values())) if len(set(lengths.values())) == 1 else None
         pin = home.type == "cpu" and device.type == "cuda"
         self.segments = [torch.empty((used[0], self.width), dtype=self.dtype, device=home, pin_memory=pin)]
         self.disk_bytes = used[1] * token_bytes
@@ -121,12 +123,29 @@ class HiddenStateCache:
     def batch(self, rows: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[States, torch.Tensor]:
         """The cached states of ``rows`` padded to their longest row (``None`` at layers not kept), and the mask."""
         slots = [self._slots[r] for r in rows]
+        if self.row_length is not None:
+            return self._states(self._gather(slots), torch.ones((len(rows), self.row_length), dtype=torch.bool), dtype)
         longest = max(length for _, _, length in slots)
         padded = torch.zeros((len(rows), longest, self.width), dtype=self.dtype, device=self.segments[0].device)
         mask = torch.zeros((len(rows), longest), dtype=torch.bool)
         for i, (segment, start, length) in enumerate(slots):
             padded[i, :length] = self.segments[segment][start:start + length]
             mask[i, :length] = True
+        return self._states(padded, mask, dtype)
+
+    def _gather(self, slots: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """[B, row_length, width]: rows of one length, gathered by index from each segment."""
+        length = self.row_length
+        out = torch.empty((len(slots), length, self.width), dtype=self.dtype, device=self.segments[0].device)
+        for number, segment in enumerate(self.segments):
+            picked = [(i, start // length) for i, (s, start, _) in enumerate(slots) if s == number]
+            if picked:
+                where, index = (torch.tensor(column, dtype=torch.long) for column in zip(*picked))
+                rows = segment.view(-1, length, self.width).index_select(0, index.to(segment.device))
+                out[where.to(out.device)] = rows.to(out.device)
+        return out
+
+    def _states(self, padded: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> tuple[States, torch.Tensor]:
         padded = padded.to(self.device, dtype, non_blocking=True)
         states: States = [None] * self.num_states
         for k, layer in enumerate(self.layers):
@@ -138,17 +157,20 @@ class HiddenStateCache:
 def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Optional[Sequence[int]] = None,
                 batch_size: int = TrainConfig.eval_batch_size, precision: str = DEFAULT_PRECISION,
                 storage: Optional[str] = None, max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None,
-                progress: bool = False,
-                desc: str = "caching hidden states") -> HiddenStateCache:
+                progress: bool = False, desc: str = "caching hidden states",
+                head_inputs: bool = False) -> HiddenStateCache:
     """Run the (frozen, eval-mode) backbone of ``model`` once over ``rows`` of ``encoded`` and cache ``layers``.
 
     ``rows``: the rows this process needs (default all; under torchrun, its shard).
     ``precision``: ``fp32`` or ``bf16`` (resolved); ``storage`` defaults to :func:`storage_for`.
+    ``head_inputs``: cache what the heads read (:meth:`~unictr_core.modeling.model.UniCTRModel.head_inputs`: token
+    summaries when the model has them, ``token_summary`` vectors per row and layer) instead of token states.
     """
     rows = list(range(len(encoded))) if rows is None else list(rows)
     device = next(model.parameters()).device
     storage = storage_for(precision, model.backbone_info.is_decoder, storage)
-    cache = HiddenStateCache({r: len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
+    summary = model.config.token_summary if head_inputs else 0
+    cache = HiddenStateCache({r: summary or len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
                              model.hidden_size, storage, max_gb, cache_dir, device)
     was_training = model.training
     model.eval()
@@ -158,7 +180,10 @@ def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Opt
             for start in range(0, len(order), batch_size):
                 batch = encoded.batch(order[start:start + batch_size]).to(device)
                 with precisions.autocast(precision, device):
-                    hidden = model.encode(batch.input_ids, batch.attention_mask)
+                    if head_inputs:
+                        hidden, _ = model.head_inputs(batch.input_ids, batch.attention_mask, layers)
+                    else:
+                        hidden = model.encode(batch.input_ids, batch.attention_mask)
                 cache.put(batch.rows, hidden)
                 bar.update(len(batch.rows))
     finally:

@@ -54,10 +54,9 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples,
         with grad_mode:
             for batch in encoded.length_sorted_batches(batch_size):
                 batch = batch.to(device)
-                hidden = None if cache is None else cache.batch(batch.rows)[0]
+                hidden, mask = (None, batch.attention_mask) if cache is None else cache.batch(batch.rows)
                 with casting:
-                    out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids,
-                                hidden_states=hidden).float()
+                    out = model(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden).float()
                 store_outputs(out, batch.rows, dsn, general, zero_shot)
                 if progress is not None:
                     progress.update(len(batch.rows))
