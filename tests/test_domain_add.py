@@ -20,7 +20,7 @@ from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.data_io import write_samples
 from unictr_core.fit.domain_training import train_domain
 from unictr_core.modeling.hidden_cache import build_cache
-from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError
 from unictr_core.store.writes import delete_bundle, registry_lock
@@ -155,7 +155,7 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
 
 def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     model, _ = load_model(home)
-    encoded = encode(model, toy_samples(10, seed=2, domains=("toys",)))
+    encoded = tokenize_samples(model, toy_samples(10, seed=2, domains=("toys",)))
     layers = model.dsns["books"].required_layers
     assert layers != list(range(model.num_layers + 1))
     cache = build_cache(model, encoded, layers, batch_size=4, storage="fp32")
