@@ -39,7 +39,7 @@ MATRIX: dict[str, dict] = {}
 def observe(home: Path) -> tuple:
     """What a user sees: the listing, the loaded DSNs and every prediction, bit for bit (from one snapshot)."""
     root = home_store.snapshot(home)  # a snapshot folder reads like a home of its own
-    registry = Registry(root)
+    registry = Registry.open(root)
     listing = tuple(sorted((n, e.status, e.core_fingerprint) for n, e in registry.entries.items()))
     model, notes = load_model(root)
     predictions = predict_samples(model, SAMPLES)
