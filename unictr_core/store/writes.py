@@ -44,7 +44,7 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
                   notes: Optional[list[str]] = None) -> Path:
     """Write ``model``'s DSN for ``name`` into the home: one snapshot switch, under the lock.
 
-    ``notes`` receives what the write had to clean up first (an interrupted write, a migration).
+    ``notes`` receives what the write had to clean up first (an interrupted write).
     """
     validate_domain_name(name, "domain name")
     home = Path(home)
