@@ -223,12 +223,14 @@ def remove(
 ) -> None:
     """Delete a domain's local bundle; for a domain of an installed package, explain how to disable it instead."""
     from unictr_core import workflows
+    from unictr_core.store.registry import Registry
 
     home_dir = resolve_home(home)
+    registry = Registry.open(home_dir)  # once: the confirmation, the removal and what is still known after it
     if not yes:
-        entry = workflows.removable(home_dir, name)
+        entry = workflows.removable(home_dir, name, registry)
         typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
-    result = workflows.remove_domain(home_dir, name)
+    result = workflows.remove_domain(home_dir, name, registry)
     warn(result.notes)
     typer.echo(f"domain '{name}' removed from {home_dir}")
     after = result.still_known
@@ -262,7 +264,7 @@ def list_domains(
     """Every domain: its source (local or which package), compatibility with the core, size and stored AUC."""
     from unictr_core.store.registry import Registry
 
-    registry = Registry(resolve_home(home))
+    registry = Registry.open(resolve_home(home))
     if as_json:
         typer.echo(json.dumps(registry.to_dict(), indent=2))
         return
@@ -289,7 +291,7 @@ def show(
     """Everything the registry knows about one domain."""
     from unictr_core.store.registry import Registry
 
-    entry = Registry(resolve_home(home)).require(name)
+    entry = Registry.open(resolve_home(home)).require(name)
     data = entry.to_dict()
     if as_json:
         typer.echo(json.dumps(data, indent=2))

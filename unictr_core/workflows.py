@@ -109,12 +109,15 @@ class CoreReplacement:
                 f"{orphans}")
 
 
-def core_replacement(home: Path, domains: Sequence[str]) -> Optional[CoreReplacement]:
-    """What training ``domains`` into ``home`` would replace; None when the home has no trained core."""
+def core_replacement(home: Path, domains: Sequence[str],
+                     registry: Optional[Registry] = None) -> Optional[CoreReplacement]:
+    """What training ``domains`` into ``home`` would replace; None when the home has no trained core.
+
+    ``registry``: the home's registry when the caller has one (default: one is opened)."""
     home = Path(home)
     if not (home / CORE_DIR / MANIFEST).exists():
         return None
-    registry = Registry(home)
+    registry = Registry.open(home) if registry is None else registry.discover()
     if registry.core_fingerprint is None:
         return None
     ready = sorted(name for name, entry in registry.entries.items() if entry.has_dsn and entry.compatible)
@@ -146,11 +149,12 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
         if train_config.cache_dir is None:  # a memory-mapped hidden-state cache goes into the home
             train_config.cache_dir = str(home)
         train_config.validate()
-        replacing = core_replacement(home, chosen)
+        registry = Registry.open(home)  # one discovery: what training replaces, and the templates
+        replacing = core_replacement(home, chosen, registry)
         if replacing is not None and not replace:
             raise ValueError(f"{replacing.message(home)}. Pass --replace to train anyway, or choose another --home.")
     train_rows = subsample(dataset.train, max_rows, train_config.seed)
-    templates = templates_for(chosen, home, dataset.template)
+    templates = templates_for(chosen, home, dataset.template, registry)
     return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates, replacing)
 
 
@@ -243,7 +247,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
     with distributed.agreement(group, f"reading the core and the data of '{name}'"):
         validate_domain_name(name, "domain name")
         compared = comparing.check_models(compare)
-        registry = Registry(home)
+        registry = Registry.open(home)
         if registry.core_fingerprint is None:
             raise RegistryError(f"no trained core in {home}; run `unictr train` first")
         entry = registry.get(name)
@@ -330,17 +334,23 @@ class DomainRemoveResult:
     notes: list[str] = field(default_factory=list)
 
 
-def removable(home: Path, name: str):
-    """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none."""
-    return removable_entry(Registry(Path(home)), name)
+def removable(home: Path, name: str, registry: Optional[Registry] = None):
+    """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none.
+
+    ``registry``: the home's registry when the caller has one (default: one is opened)."""
+    return removable_entry(Registry.open(Path(home)) if registry is None else registry.discover(), name)
 
 
-def remove_domain(home: Path, name: str) -> DomainRemoveResult:
-    """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
+def remove_domain(home: Path, name: str, registry: Optional[Registry] = None) -> DomainRemoveResult:
+    """Delete the local bundle of ``name`` (one snapshot switch under the home's lock).
+
+    ``registry``: the home's registry when the caller has one, e.g. after :func:`removable` (default: one is
+    opened); it is discovered once, and ``still_known`` is chosen from what it found."""
     home = Path(home)
+    registry = Registry.open(home) if registry is None else registry.discover()
     notes: list[str] = []
-    delete_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
-    return DomainRemoveResult(home / DOMAINS_DIR / name, Registry(home).get(name), notes)
+    delete_bundle(home, name, notes=notes, registry=registry)  # refuses what the home does not own, saying who
+    return DomainRemoveResult(home / DOMAINS_DIR / name, registry.without_local(name), notes)
 
 
 # --------------------------------------------------------------------------- evaluate and predict

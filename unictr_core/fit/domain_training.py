@@ -40,7 +40,7 @@ from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import build_cache
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
-from unictr_core.modeling.predict import encode
+from unictr_core.modeling.predict import tokenize_samples
 from unictr_core.modeling.stats import causal_counts
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -300,7 +300,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
     tick = time.perf_counter()
     # training rows: all encoded, each rank computes (caches) only its own; valid / test: this rank's shard
     shards = [list(range(len(train)))] + [distributed.eval_shard(len(part), ctx) for part in (valid, test)]
-    sets = [encode(model, [part[i] for i in shard]) for part, shard in zip(parts, shards)]
+    sets = [tokenize_samples(model, [part[i] for i in shard]) for part, shard in zip(parts, shards)]
     truth = [np.array([int(s.label) for s in part], dtype=np.int64) for part in (valid, test)]
     device = _device_of(model)
     train_counts = None

@@ -33,7 +33,7 @@ from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.modeling.predict import (Predictions, domain_metrics, encode, mean_auc, mean_domain_metric,
+from unictr_core.modeling.predict import (Predictions, domain_metrics, tokenize_samples, mean_auc, mean_domain_metric,
                                           predict_encoded)
 
 
@@ -134,9 +134,9 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
         seed_everything(train_config.seed)
         model = build_model(model_config, domains, templates, seed=train_config.seed,
                             residual_dsns=train_config.dsn == "residual").to(ctx.device)
-        train_set = encode(model, train)
+        train_set = tokenize_samples(model, train)
         valid_rows = distributed.eval_shard(len(valid), ctx)
-        valid_set = encode(model, [valid[i] for i in valid_rows])
+        valid_set = tokenize_samples(model, [valid[i] for i in valid_rows])
         precision = precisions.resolve(train_config.precision, ctx.device, training=True)
     train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
                                                            progress and ctx.is_main, ctx)
