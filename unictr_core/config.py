@@ -134,6 +134,9 @@ class TrainConfig:
     # resolves it), the system's temp folder when train_unictr or train_domain is called directly
     cache_dir: Optional[str] = None
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
+    # keep a frozen backbone's token summaries (ModelConfig.token_summary) under <cache>/states and reuse them in
+    # later runs over the same prompts (unictr_core.modeling.hidden_cache: keyed by weights, settings and tokens)
+    reuse_states: bool = True
 
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch

@@ -318,7 +318,8 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
         def cached(encoded: EncodedSamples, rows, what: str):
             part = build_cache(model, encoded, dsn.required_layers, rows, config.eval_batch_size,
                                options["precision"], options["cache_storage"], budget[0], options["cache_dir"],
-                               progress, f"hidden states ({what})", head_inputs=True)
+                               progress, f"hidden states ({what})", head_inputs=True,
+                               reuse=config.reuse_states)
             budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
             return part
 

@@ -206,12 +206,13 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
     train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
-                              desc="hidden states below the cut (train)", head_inputs=model.caches_head_inputs)
+                              desc="hidden states below the cut (train)", head_inputs=model.caches_head_inputs,
+                              reuse=config.reuse_states)
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
     valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=left,
                               cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)",
-                              head_inputs=model.caches_head_inputs)
+                              head_inputs=model.caches_head_inputs, reuse=config.reuse_states)
     rows = len(train_cache) + len(valid_cache)
     info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
             "bytes": train_cache.nbytes + valid_cache.nbytes,
