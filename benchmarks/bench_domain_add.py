@@ -49,9 +49,9 @@ def warm_up(model, samples) -> None:
     """One untimed backbone pass, so one-off start-up costs do not land on the first timed mode."""
     import torch
 
-    from unictr_core.modeling.predict import encode
+    from unictr_core.modeling.predict import tokenize_samples
 
-    batch = encode(model, samples).batch(list(range(len(samples))))
+    batch = tokenize_samples(model, samples).batch(list(range(len(samples))))
     with torch.no_grad():
         model.encode(batch.input_ids, batch.attention_mask)
 

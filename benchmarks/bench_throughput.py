@@ -65,7 +65,7 @@ def worker(args, tune: str, precision: str) -> dict:
     from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.fit.training import train_unictr
     from unictr_core.modeling import precision as precisions
-    from unictr_core.modeling.predict import encode, predict_encoded
+    from unictr_core.modeling.predict import tokenize_samples, predict_encoded
     from unictr_core.store.registry import templates_for
 
     torch.set_num_threads(args.threads)
@@ -77,7 +77,7 @@ def worker(args, tune: str, precision: str) -> dict:
     result = train_unictr(train, valid, model_config, train_config, templates=templates_for(joint + holdout),
                           progress=False)
     model = result.model
-    encoded = encode(model, test)
+    encoded = tokenize_samples(model, test)
     out = {"tune_layers": tune, "precision": precision, "rows": len(train),
            "epoch_seconds": result.epoch_seconds,
            "train_samples_per_s": len(train) / (sum(result.epoch_seconds) / len(result.epoch_seconds)),

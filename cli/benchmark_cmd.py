@@ -40,6 +40,7 @@ def benchmark(
     uni_tune_layers: str = typer.Option("all", "--uni-tune-layers", metavar="all|K", help="LoRA in which of "
                                         "Uni-CTR's layers: all (the paper), K (the top K), 0 (frozen backbone); "
                                         "see `unictr train --tune-layers`."),
+    uni_token_summary: int = speed.token_summary_option("--uni-token-summary"),
     holdout: Optional[str] = typer.Option(None, help="Comma-separated held-out domains for the zero-shot table "
                                           "(excluded from training). Default: the dataset's holdout_domains."),
     seed: int = typer.Option(BaselineSettings.seed, help="One seed for every model and for the subsampling."),
@@ -60,7 +61,7 @@ def benchmark(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
         uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_ids=uni_ids,
-        uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), seed=seed,
+        uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )

@@ -11,11 +11,12 @@ import typer
 from unictr_cli import launching
 from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
-                               set_threads, threads_option, user_errors, warn)
+                               set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
 
 SMALL_VALIDATION = 200  # validation rows below which `domain add` says its choices rest on few rows
+COMPARE_KEY = "compare"  # the bundle metrics' comparison (unictr_core.baselines.compare.METRICS_KEY, no torch here)
 
 domain_app = typer.Typer(help="Domains: add a DSN for a new domain against the frozen core, remove one, list them.",
                          no_args_is_help=True)
@@ -67,6 +68,12 @@ def add(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
                                "statistics (default): the user's and the item's past positive rate and count "
                                "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
+    compare: Optional[str] = typer.Option(None, "--compare", metavar="MODELS", help="Comma-separated baselines "
+                                          "(e.g. dcn or dcn,deepfm,item_rate; any of `unictr benchmark --models` "
+                                          "but unictr) to train after the DSN on the same train / valid / test "
+                                          "rows; their test AUC with its 95% interval, logloss, ECE and training "
+                                          "seconds are printed next to the DSN's and stored in the bundle's "
+                                          "metrics. A report only: the registered DSN is the same. Default: none."),
     replace: bool = typer.Option(False, "--replace", help="Overwrite an existing local bundle of NAME."),
     description: Optional[str] = typer.Option(None, help="Description stored in the bundle."),
     nproc_per_node: Optional[int] = launching.nproc_option(),
@@ -95,7 +102,8 @@ def add(
     set_threads(threads)
     home_dir = resolve_home(home)
     with launching.process_group(dist_timeout) as group:
-        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group)
+        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group,
+                                         compare=split_csv(compare))
         config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
                          patience=patience, seed=seed)
         if group.is_main:
@@ -121,6 +129,8 @@ def _echo_plan(plan, group, residual: bool, cache: bool) -> None:
                f"({len(plan.train_rows)} train / {len(plan.valid_rows)} valid / {len(plan.test_rows)} held-out rows; "
                f"{'residual' if residual else 'standalone'} DSN; hidden-state cache {'on' if cache else 'off'}; "
                f"{precisions.describe(plan.precision, group.device)}{processes})")
+    if plan.compare:
+        typer.echo(f"then training {', '.join(plan.compare)} on the same rows, for comparison (--compare)")
 
 
 def _echo_added(plan, done) -> None:
@@ -129,6 +139,8 @@ def _echo_added(plan, done) -> None:
     warn(done.notes)
     result, name = done.training, plan.name
     typer.echo(domain_add_table(name, result.test, done.floors))
+    if done.comparison is not None:
+        _echo_comparison(name, done.comparison, result)
     c = result.calibration
     if c and (c["scale"], c["bias"]) == (1.0, 0.0):
         typer.echo(f"calibration: none (on {c['valid_rows']} validation rows a temperature did not lower the logloss "
@@ -150,6 +162,58 @@ def _echo_added(plan, done) -> None:
     typer.echo(f"domain '{name}' registered: {done.target}")
 
 
+def _echo_comparison(name: str, comparison: dict, result) -> None:
+    stored = dict(result.metrics(), **{COMPARE_KEY: comparison})
+    typer.echo(_comparison_table(name, stored, result.seconds.get("total")))
+
+
+def _rows_text(comparison: dict) -> str:
+    rows = comparison.get("rows") or {}
+    return f"{rows.get('train', '?')} train / {rows.get('valid', '?')} valid / {rows.get('test', '?')} test"
+
+
+def _interval_text(interval) -> str:
+    """As ``unictr_core.fit.report.interval_text``, which imports torch (`domain show` stays light)."""
+    return "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _kind(category: Optional[str]) -> str:
+    """A baseline's category as the table names it: ``count rule``, ``single-domain ID model``, ..."""
+    if not category:
+        return "?"
+    if category.startswith("floor"):
+        return "count rule"
+    return f"{category} ID model" if category in ("single-domain", "multi-domain") else category
+
+
+def _comparison_table(name: str, stored: dict, dsn_seconds: Optional[float] = None) -> str:
+    """The comparison as text: the DSN (from the bundle's metrics ``stored``) and every compared model on the
+    same held-out rows, each with AUC, its 95 % interval, logloss, ECE and training seconds.
+
+    Works from the stored metrics alone (no torch), so ``domain add`` and ``domain show`` print the same table.
+    """
+    comparison = stored.get(COMPARE_KEY) or {}
+    test_rows = (comparison.get("rows") or {}).get("test", stored.get("test_rows"))
+    rows = [[test_rows, f"DSN '{name}'", stored.get("test_auc"), _interval_text(stored.get("test_auc_interval")),
+             stored.get("test_logloss"), stored.get("test_ece"),
+             "-" if dsn_seconds is None else f"{dsn_seconds:.1f}"]]
+    errors = []
+    for model, m in (comparison.get("models") or {}).items():
+        label = f"{model} ({_kind(m.get('category'))})"
+        if m.get("error"):
+            rows.append([test_rows, label, "failed", "-", "-", "-", "-"])
+            errors.append(f"{model} failed: {m['error']}")
+            continue
+        rows.append([test_rows, label, m.get("test_auc"), _interval_text(m.get("test_auc_interval")),
+                     m.get("test_logloss"), m.get("test_ece"), f"{m.get('train_seconds', 0.0):.1f}"])
+    head = (f"Compared on the same {_rows_text(comparison)} rows as the DSN (each model fitted on the train part, "
+            f"early-stopped on the valid part, scored on the test part; seed {comparison.get('seed', '?')}):")
+    table = format_table(["held-out rows", "model", "AUC", "AUC 95% interval", "logloss", "ECE", "train s"], rows)
+    foot = ("intervals: bootstrap 95% (1,000 resamples of the test rows, the same for every model); train s: wall "
+            "time of fitting (features included; the DSN's: its whole add, hidden states included)")
+    return "\n".join([head, table, foot, *errors])
+
+
 @domain_app.command("remove")
 @user_errors
 def remove(
@@ -159,12 +223,14 @@ def remove(
 ) -> None:
     """Delete a domain's local bundle; for a domain of an installed package, explain how to disable it instead."""
     from unictr_core import workflows
+    from unictr_core.store.registry import Registry
 
     home_dir = resolve_home(home)
+    registry = Registry.open(home_dir)  # once: the confirmation, the removal and what is still known after it
     if not yes:
-        entry = workflows.removable(home_dir, name)
+        entry = workflows.removable(home_dir, name, registry)
         typer.confirm(f"Delete the local bundle of domain '{name}' ({entry.bundle})?", abort=True)
-    result = workflows.remove_domain(home_dir, name)
+    result = workflows.remove_domain(home_dir, name, registry)
     warn(result.notes)
     typer.echo(f"domain '{name}' removed from {home_dir}")
     after = result.still_known
@@ -198,7 +264,7 @@ def list_domains(
     """Every domain: its source (local or which package), compatibility with the core, size and stored AUC."""
     from unictr_core.store.registry import Registry
 
-    registry = Registry(resolve_home(home))
+    registry = Registry.open(resolve_home(home))
     if as_json:
         typer.echo(json.dumps(registry.to_dict(), indent=2))
         return
@@ -225,7 +291,7 @@ def show(
     """Everything the registry knows about one domain."""
     from unictr_core.store.registry import Registry
 
-    entry = Registry(resolve_home(home)).require(name)
+    entry = Registry.open(resolve_home(home)).require(name)
     data = entry.to_dict()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -236,8 +302,19 @@ def show(
             typer.echo(f"{key + ':':24} {data[key]}")
     if entry.bundle is not None:
         typer.echo(f"{'size:':24} {_human_size(entry.size_bytes)}")
+    comparison = None
     for key, value in entry.metrics.items():
+        if key == COMPARE_KEY and isinstance(value, dict):
+            comparison = value  # printed as a table below
+            continue
         typer.echo(f"{'metric ' + key + ':':24} {value}")
+    if comparison is not None:
+        seconds = ((entry.training or {}).get("seconds") or {}).get("total")
+        try:
+            table = _comparison_table(name, entry.metrics, seconds if isinstance(seconds, (int, float)) else None)
+        except (TypeError, ValueError, AttributeError, IndexError, KeyError):  # a hand-edited record: shown raw
+            table = f"{'metric ' + COMPARE_KEY + ':':24} {comparison}"
+        typer.echo(table)
     history = (entry.training or {}).get("history") or []
     if history:
         typer.echo(f"training history (best epoch {entry.training.get('best_epoch', '?')}):")

@@ -63,6 +63,7 @@ def train(
                                  "the core. DSNs added for the old core (`domain add`) are orphaned: incompatible, "
                                  "answered zero-shot until added again. Without it such a home is refused."),
     tune_layers: str = speed.tune_layers_option(),
+    token_summary: int = speed.token_summary_option(),
     precision: str = speed.precision_option(),
     max_cache_gb: float = speed.max_cache_gb_option(),
     cache_dir: Optional[Path] = speed.cache_dir_option(),
@@ -92,7 +93,7 @@ def train(
         model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha,
                                    lora_dropout=lora_dropout, ladder_kind=ladder, ladder_freq=ladder_freq,
                                    tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout, ids=ids,
-                                   id_buckets=id_buckets, tune_layers=tuned)
+                                   id_buckets=id_buckets, tune_layers=tuned, token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                    max_steps=max_steps, dsn=dsn, precision=precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))

@@ -1,4 +1,4 @@
-"""Options of the speed settings: ``--tune-layers``, ``--precision``, ``--quantize`` and the hidden-state cache."""
+"""Options of the speed settings: ``--tune-layers``, ``--token-summary``, ``--precision``, ``--quantize`` and the hidden-state cache."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from unictr_core.config import DEFAULT_PRECISION, PRECISIONS, QUANTIZE, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, MAX_TOKEN_SUMMARY, PRECISIONS, QUANTIZE, ModelConfig, TrainConfig
 
 PANEL = "Speed"
 
@@ -22,6 +22,15 @@ def tune_layers_option():
         "0 (frozen backbone, heads only). Below the top K nothing changes, so those hidden states are computed "
         "once and reused every epoch (a hidden-state cache, fp16/bf16, unpadded). With minilm at the default "
         f"--max-length: {CACHE_SIZES}."))
+
+
+def token_summary_option(flag: str = "--token-summary"):
+    return typer.Option(ModelConfig.token_summary, flag, min=0, max=MAX_TOKEN_SUMMARY, metavar="K", rich_help_panel=PANEL,
+                        help=(
+        "The heads read each layer's tokens summarised into K vectors (the mean of the prompt's tokens and the "
+        "means of K-1 consecutive parts of it) instead of every token (0, the paper). With --tune-layers 0 the "
+        "hidden-state cache then grows with rows, not rows x tokens (K/100 of the token cache on 100-token "
+        "prompts), and every head step is as many times cheaper."))
 
 
 def parse_tune_layers(value: str) -> Optional[int]:

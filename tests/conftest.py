@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# stored hidden states (unictr_core.modeling.hidden_cache) and converted backbones go to a folder of this run
+os.environ.setdefault("UNICTR_CACHE", tempfile.mkdtemp(prefix="unictr-test-cache-"))
 
 import pytest
 import torch

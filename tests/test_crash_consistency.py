@@ -39,7 +39,7 @@ MATRIX: dict[str, dict] = {}
 def observe(home: Path) -> tuple:
     """What a user sees: the listing, the loaded DSNs and every prediction, bit for bit (from one snapshot)."""
     root = home_store.snapshot(home)  # a snapshot folder reads like a home of its own
-    registry = Registry(root)
+    registry = Registry.open(root)
     listing = tuple(sorted((n, e.status, e.core_fingerprint) for n, e in registry.entries.items()))
     model, notes = load_model(root)
     predictions = predict_samples(model, SAMPLES)
@@ -153,27 +153,14 @@ def test_sigkill_at_every_step_leaves_the_state_before_or_after(command, base_ho
     print(f"\ncrash matrix {command}: {MATRIX[command]} steps: {steps}")
 
 
-def test_an_earlier_layout_home_is_read_as_is_and_migrated_by_the_first_write(base_home, writes, tmp_path):
-    legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    for part in ("core", "domains"):
-        shutil.copytree(base_home / part, legacy / part)  # real folders, as earlier releases wrote them
-    before = observe(legacy)
-    assert before == observe(base_home) and state_token(legacy).startswith("legacy:")
-    done = copy_home(legacy, tmp_path / "done")
-    steps = count_steps(done, writes["add"])
-    after = observe(done)
-    assert os.readlink(done / "current").startswith("generations/g") and (done / "core").is_symlink()
-    assert "toys" in after[1] and not state_token(done).startswith("legacy:")
-    print(f"\ncrash matrix migrate + add: {len(steps)} steps: {steps}")
-    for k in range(1, len(steps) + 1):  # the migration, then the add, killed at every step
-        home = copy_home(legacy, tmp_path / f"k{k}")
-        assert run_killed_at(home, writes["add"], k)
-        assert observe(home) in (before, after), f"killed at step {k} ({steps[k - 1]}): a mixed state"
-        with home_store.lock(home):  # the next writer finishes or undoes the migration
-            home_store.recover(home)
-        assert leftovers(home) == [] and (home / "current").is_symlink() == (home / "core").is_symlink()
-        shutil.rmtree(home)
+def test_a_folder_with_core_or_domains_but_no_pointer_is_read_as_it_is_and_never_written(tmp_path):
+    home = tmp_path / "not-a-home"
+    (home / "domains").mkdir(parents=True)
+    assert state_token(home) == "empty" and home_store.snapshot(home) == home
+    with pytest.raises(home_store.HomeStoreError, match="holds domains but no 'current' link"):
+        with home_store.transaction(home):
+            pass
+    assert sorted(p.name for p in home.iterdir()) == [".lock", "domains"]  # nothing written but the lock
 
 
 def test_readers_beside_writers_never_fail_and_never_see_a_mix(base_home, writes, tmp_path):

@@ -20,7 +20,7 @@ from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.data_io import write_samples
 from unictr_core.fit.domain_training import DomainAddOptions, train_domain
 from unictr_core.modeling.hidden_cache import build_cache
-from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.store.registry import Registry, RegistryError
 from unictr_core.store.writes import delete_bundle, registry_lock
@@ -66,7 +66,7 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, tmp_path)
     assert result.exit_code == 0, result.output
     assert "domain 'toys' registered" in result.output and "general network (zero-shot)" in result.output
     assert "floor: user_rate (train part)" in result.output and "floor: item_rate (train part)" in result.output
-    stored = Registry(home).get("toys").metrics
+    stored = Registry.open(home).get("toys").metrics
     assert 0 <= stored["user_rate_test_auc"] <= 1 and 0 <= stored["item_rate_test_auc"] <= 1
     result = runner.invoke(app, ["domain", "remove", "music", "--home", str(home), "--yes"])
     assert result.exit_code == 0, result.output
@@ -91,7 +91,7 @@ def test_add_then_remove_leaves_every_other_domain_bit_identical(home, tmp_path)
     assert not (home / "domains" / "music").exists()
     leftovers = [p.name for p in (home / "domains").iterdir() if p.name.startswith(".")]
     assert leftovers == [] and not list((home / "generations").glob(".*"))
-    record = Registry(home).get("toys")
+    record = Registry.open(home).get("toys")
     assert record.local and record.status == "ready"
     assert {"test_auc", "zero_shot_auc", "test_rows"} <= set(record.metrics)
 
@@ -157,7 +157,7 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
 
 def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     model, _ = load_model(home)
-    encoded = encode(model, toy_samples(10, seed=2, domains=("toys",)))
+    encoded = tokenize_samples(model, toy_samples(10, seed=2, domains=("toys",)))
     layers = model.dsns["books"].required_layers
     assert layers != list(range(model.num_layers + 1))
     cache = build_cache(model, encoded, layers, batch_size=4, storage="fp32")
@@ -188,7 +188,7 @@ def test_interrupted_add_registers_nothing(home, toys_file, monkeypatch):
     result = runner.invoke(app, ["domain", "add", "toys", "--data", str(toys_file), "--home", str(home),
                                  "--epochs", "1"])
     assert result.exit_code != 0
-    assert Registry(home).get("toys") is None
+    assert Registry.open(home).get("toys") is None
     assert sorted(p.name for p in (home / "domains").iterdir()) == ["books", "movies", "music"]
     assert not list((home / "generations").glob(".*")), "the failed write left its staging folder behind"
 

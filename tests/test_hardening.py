@@ -30,7 +30,7 @@ runner = CliRunner()
 
 
 def bundle_of(home: Path, name: str) -> Path:
-    return Registry(home).get(name).bundle
+    return Registry.open(home).get(name).bundle
 
 
 def reseal(bundle: Path, weights: bytes) -> None:
@@ -45,7 +45,7 @@ def reseal(bundle: Path, weights: bytes) -> None:
 
 
 def assert_broken_and_zero_shot(home: Path, name: str, reason: str) -> None:
-    entry = Registry(home).get(name)
+    entry = Registry.open(home).get(name)
     assert entry.status == "broken" and reason in entry.problem
     listing = runner.invoke(app, ["domain", "list", "--home", str(home)])
     assert listing.exit_code == 0 and listing.exception is None
@@ -122,13 +122,13 @@ def test_a_symlinked_bundle_is_refused_and_remove_deletes_the_link(home, tmp_pat
     (outside / "domain.yaml").write_text(yaml.safe_dump(record))
     link = Path(os.path.realpath(home / "domains")) / "toys"
     link.symlink_to(outside, target_is_directory=True)
-    entry = Registry(home).get("toys")
+    entry = Registry.open(home).get("toys")
     assert entry.source == "local" and entry.status == "broken" and "symbolic link" in entry.problem
     model, notes = load_model(home)
     assert "toys" not in model.dsns
     result = runner.invoke(app, ["domain", "remove", "toys", "--yes", "--home", str(home)])
     assert result.exit_code == 0, result.output
-    assert Registry(home).get("toys") is None and outside.is_dir()
+    assert Registry.open(home).get("toys") is None and outside.is_dir()
     assert not any(p.name.startswith("toys") or ".toys" in p.name for p in (home / "domains").iterdir())
 
 
@@ -292,7 +292,7 @@ def test_domain_add_prints_and_stores_one_line_per_epoch_and_refuses_a_useless_s
     result = runner.invoke(app, ["domain", "add", "pets", "--data", str(pets), "--home", str(home), "--epochs", "1",
                                  "--standalone", "--lr", "0"])
     assert result.exit_code == 1 and "never beat its untrained (random) start" in result.output
-    assert Registry(home).get("pets") is None
+    assert Registry.open(home).get("pets") is None
 
 
 def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
@@ -307,7 +307,7 @@ def test_train_prints_and_stores_one_line_per_epoch(home, tiny_bert, tmp_path):
     assert "epoch 1: train loss " in result.output and "valid logloss" in result.output
     manifest = read_manifest(Path(os.path.realpath(home / "core")))
     assert [r["epoch"] for r in manifest["training"]["history"]] == [1]  # --max-steps 2 ends in epoch 1
-    books = Registry(home).get("books").training["history"][0]
+    books = Registry.open(home).get("books").training["history"][0]
     assert set(books) == {"epoch", "train_loss", "valid_auc", "valid_logloss", "seconds"}
 
 

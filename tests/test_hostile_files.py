@@ -425,7 +425,7 @@ def test_the_retirement_time_is_set_before_the_switch_and_a_late_reader_is_told_
             seen["age"] = time.time() - old.stat().st_mtime
 
     monkeypatch.setattr(snapshots, "crash_hook", at_step)
-    reader = Registry(home)  # a reader that resolved the old snapshot
+    reader = Registry.open(home)  # a reader that resolved the old snapshot
     with snapshots.transaction(home):
         pass
     assert seen["age"] < 60  # a crash right at the switch cannot leave the old generation looking long retired
@@ -460,7 +460,7 @@ def test_a_full_disk_during_domain_add_is_one_line_with_the_path_and_leaves_the_
     error = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "cannot write" in error[0] and "dsn.safetensors" in error[0]
     assert "No space left on device" in error[0] and "Traceback" not in result.output
-    assert Registry(home).get("toys") is None
+    assert Registry.open(home).get("toys") is None
     assert {p: p.read_bytes() for p in live_path(home / "domains").rglob("*") if p.is_file()} == before
 
 

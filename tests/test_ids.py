@@ -15,7 +15,7 @@ from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.fit.domain_training import DomainAddOptions, train_domain
 from unictr_core.fit.loop import ctr_loss
 from unictr_core.modeling.ids import bucket, id_slots, id_tensor
-from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.store.writes import commit_bundle
 from unictr_core.data.schema import Sample
@@ -41,7 +41,7 @@ def test_slots_are_stable_hashes_of_field_and_value():
 
 def test_text_only_model_has_no_tables_and_the_modes_place_them(tiny_bert):
     text = build_model(config(tiny_bert, "none"), ["books"])
-    assert text.id_buckets is None and encode(text, toy_samples(3)).batch([0]).ids is None
+    assert text.id_buckets is None and tokenize_samples(text, toy_samples(3)).batch([0]).ids is None
     assert not any("id_embedding" in k for k in text.state_dict())
     dsn_only = build_model(config(tiny_bert, "dsn"), ["books"])
     assert dsn_only.general.id_embedding is None and dsn_only.dsns["books"].id_embedding is not None
@@ -55,7 +55,7 @@ def test_a_samples_id_gradient_reaches_only_its_buckets_and_its_own_dsn(tiny_ber
     model = build_model(config(tiny_bert, "all"), ["books", "movies"])
     model.train()
     samples = [s for s in toy_samples(40) if s.domain == "books"][:6]
-    batch = encode(model, samples).batch(range(len(samples)))
+    batch = tokenize_samples(model, samples).batch(range(len(samples)))
     ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids), batch.labels).backward()
     used = set(batch.ids.flatten().tolist()) - {0}
     for table in (model.general.id_embedding.table, model.dsns["books"].id_embedding.table):

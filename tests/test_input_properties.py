@@ -282,7 +282,7 @@ def test_any_domain_yaml_is_listed_ready_or_broken_and_hides_no_other_bundle(rec
     path.unlink()
     path.write_bytes(record)
     started = time.perf_counter()
-    registry = Registry(listed_home)
+    registry = Registry.open(listed_home)
     assert time.perf_counter() - started < BOUND_S
     event(registry.get("books").status if registry.get("books") else "gone")
     assert {registry.get(name).status for name in ("movies", "music")} == {"ready"}

@@ -14,7 +14,7 @@ from unictr_cli.main import app
 from unictr_core.store.records import read_domain_record
 from unictr_core.store.writes import save_trained
 from unictr_core.fit.loop import ctr_loss
-from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.fit.training import build_model, train_unictr
 
@@ -27,7 +27,7 @@ def test_residual_dsns_start_as_the_general_network_and_train_only_their_correct
     before = predict_samples(model, samples)
     np.testing.assert_array_equal(before.probs, before.general_probs)   # zero-initialised last layer
     model.train()
-    batch = encode(model, samples).batch(range(len(samples)))
+    batch = tokenize_samples(model, samples).batch(range(len(samples)))
     out = model(batch.input_ids, batch.attention_mask, batch.domains)
     # the DSN loss does not reach the general network: only its own BCE does
     general_grads = torch.autograd.grad(ctr_loss(out, batch.labels), list(model.general.parameters()),

@@ -288,7 +288,7 @@ def test_cache_reproduces_the_gguf_models_hidden_states(smollm2):
 @needs_smollm2
 def test_one_training_step_changes_only_lora_and_head_weights(smollm2):
     from unictr_core.config import ModelConfig, TrainConfig
-    from unictr_core.modeling.predict import encode
+    from unictr_core.modeling.predict import tokenize_samples
     from unictr_core.data.schema import Sample
     from unictr_core.fit.training import build_model, make_optimizer, train_step
 
@@ -301,7 +301,7 @@ def test_one_training_step_changes_only_lora_and_head_weights(smollm2):
         Sample("movies", "u1", "m1", label=1, title="star galaxy", history=[]),
         Sample("movies", "u3", "m2", label=0, title="romance love heart", history=["war empire"]),
     ]
-    batch = encode(model, samples).batch(range(len(samples)))
+    batch = tokenize_samples(model, samples).batch(range(len(samples)))
     optimizer, scheduler = make_optimizer(model, TrainConfig(head_lr=(1e-3, 1e-2), backbone_lr=(1e-3, 1e-2)), 2)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     loss = train_step(model, batch, optimizer, scheduler, max_grad_norm=1.0)

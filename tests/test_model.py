@@ -8,7 +8,7 @@ import torch
 from conftest import toy_samples
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.fit.loop import ctr_loss
-from unictr_core.modeling.predict import encode, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_samples
 from unictr_core.data.schema import Sample
 from unictr_core.fit.training import build_model, train_unictr
 
@@ -17,7 +17,7 @@ def test_one_domain_batch_leaves_other_dsns_untouched(tiny_config):
     model = build_model(tiny_config, ["books", "movies", "music"])
     model.train()
     samples = [s for s in toy_samples(60) if s.domain == "books"][:8]
-    batch = encode(model, samples).batch(range(len(samples)))
+    batch = tokenize_samples(model, samples).batch(range(len(samples)))
     loss = ctr_loss(model(batch.input_ids, batch.attention_mask, batch.domains), batch.labels)
     loss.backward()
     for domain in ("movies", "music"):
@@ -56,7 +56,7 @@ def test_padding_does_not_change_a_prediction(backbone, request):
     long = Sample("books", "u2", "i2", title="galaxy saga " * 20, history=["cooking kitchen recipe"] * 5)
     alone = predict_samples(model, [short]).probs[0]
     # batch_size=1 would avoid padding: force both into one batch, the short one padded to the long one
-    encoded = encode(model, [short, long])
+    encoded = tokenize_samples(model, [short, long])
     assert len(encoded.token_ids[1]) > 3 * len(encoded.token_ids[0])
     together = predict_samples(model, [short, long], batch_size=2).probs[0]
     assert abs(alone - together) < 1e-5
@@ -109,7 +109,7 @@ def test_long_prompt_drops_oldest_history_first(tiny_config):
     model = build_model(tiny_config, ["books"])
     history = ["cooking kitchen recipe"] * 20 + ["galaxy saga"] * 20  # oldest first
     sample = Sample("books", "u1", "i1", title="space robot", history=history)
-    ids = encode(model, [sample]).token_ids[0]
+    ids = tokenize_samples(model, [sample]).token_ids[0]
     assert len(ids) <= tiny_config.max_length
     text = model.backbone_info.tokenizer.decode(ids)
     assert "space robot" in text and text.endswith(". [SEP]"), "the current item must survive"

@@ -69,7 +69,7 @@ def test_plugin_raising_on_import_is_listed_as_broken_and_the_rest_works(externa
     broken = plugins.broken_plugins()
     assert [b.name for b in broken] == ["broken_plugin"]
     assert "missing_dependency" in broken[0].error
-    registry = Registry(tmp_path / "home")
+    registry = Registry.open(tmp_path / "home")
     entry = registry.get("garden_tools")
     assert entry is not None and entry.source == "package unictr-garden" and entry.status == "zero-shot"
     assert registry.get("books").source == "shipped definition"  # built-in plugin still serves
@@ -91,11 +91,11 @@ def test_load_plugins_env_limits_external_plugins(external_plugins, monkeypatch,
     monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "unictr-garden")
     plugins.get_plugin_manager(reload=True)
     assert plugins.broken_plugins() == []  # the broken one was not even tried
-    assert Registry(tmp_path).get("garden_tools") is not None
+    assert Registry.open(tmp_path).get("garden_tools") is not None
     monkeypatch.setenv(plugins.LOAD_PLUGINS_ENV, "")
     plugins.get_plugin_manager(reload=True)
-    assert Registry(tmp_path).get("garden_tools") is None
-    assert Registry(tmp_path).get("books") is not None  # built-in plugins always load
+    assert Registry.open(tmp_path).get("garden_tools") is None
+    assert Registry.open(tmp_path).get("books") is not None  # built-in plugins always load
 
 
 def test_plugin_whose_hook_raises_is_reported_and_registers_nothing(tmp_path):
@@ -108,7 +108,7 @@ def test_plugin_whose_hook_raises_is_reported_and_registers_nothing(tmp_path):
     pm = plugins.get_plugin_manager()
     pm.register(HalfBroken(), name="half_broken")
     try:
-        registry = Registry(tmp_path)
+        registry = Registry.open(tmp_path)
         assert registry.get("first_half") is None
         assert registry.get("gift_cards") is not None
         errors = {b.name: b.error for b in plugins.broken_plugins()}

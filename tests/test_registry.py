@@ -74,7 +74,7 @@ def package_plugin(monkeypatch):
 
 
 def test_local_bundles_and_shipped_definitions_are_listed(home):
-    registry = Registry(home)
+    registry = Registry.open(home)
     assert {n for n, e in registry.entries.items() if e.status == "ready"} == {"books", "movies", "music"}
     books = registry.get("books")
     assert books.local and books.source == "local" and books.compatible and books.size_bytes > 0
@@ -91,7 +91,7 @@ def test_package_bundle_serves_and_local_wins_a_tie(home, package_plugin, tmp_pa
     shutil.copytree(home / "domains" / "movies", tmp_path / "vendor" / "movies")
     shutil.rmtree(home / "domains" / "movies")
     package_plugin({"music": vendor / "music", "pets": vendor / "pets", "movies": tmp_path / "vendor" / "movies"})
-    registry = Registry(home)
+    registry = Registry.open(home)
     assert any("../escape" in p and "demo_plugin" in p for p in registry.problems)
     assert registry.get("music").source == "local"  # both ready: the local bundle wins
     assert registry.get("music").others == ["package unictr-domains-demo (ready)", "shipped definition (zero-shot)"]
@@ -112,7 +112,7 @@ def test_package_bundle_serves_and_local_wins_a_tie(home, package_plugin, tmp_pa
 def test_bundle_of_another_core_is_incompatible_and_predicted_zero_shot(homes, tmp_path):
     home = tmp_path / "home"
     shutil.copytree(homes[1], home, symlinks=True)  # the bundles of the first core beside the second core
-    registry = Registry(home)
+    registry = Registry.open(home)
     assert registry.get("books").status == "incompatible" and registry.get("books").compatible is False
     model, notes = load_model(home)
     assert model.domains == []
@@ -127,7 +127,7 @@ def test_bundle_of_another_core_is_incompatible_and_predicted_zero_shot(homes, t
 
 def test_corrupted_bundle_is_reported_and_the_others_still_load(home):
     (home / "domains" / "music" / "domain.yaml").write_text("format_version: [unclosed\n")
-    registry = Registry(home)
+    registry = Registry.open(home)
     music = registry.get("music")  # listed broken; the shipped definition's template serves it, zero-shot
     assert music.status == "broken" and music.others == ["shipped definition (zero-shot)"]
     assert "not valid YAML" in music.problem and music.template.display_name == "Music"
@@ -202,3 +202,62 @@ def test_training_takes_templates_from_the_registry_that_prediction_uses(tiny_be
         assert "Podcast Shelf" in model.templates.for_domain("podcasts").render(samples[0])
     finally:
         plugins.get_plugin_manager(reload=True)
+
+
+class CountingPlugin:
+    """A package plugin that counts how often its ``register_domains`` hook runs."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl
+    def register_domains(self, register):
+        self.calls += 1
+        register(DomainSpec(name="counted", description="from a counting plugin"))
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """(the counting plugin, the SHA-256 computations of DSN weights), while a command runs."""
+    from unictr_core.store import records
+
+    plugin = CountingPlugin()
+    plugins.get_plugin_manager().register(plugin, name="counting_plugin")
+    hashed: list[str] = []
+    real = records.file_sha256
+
+    def counting_sha256(path):
+        if Path(path).name == "dsn.safetensors":
+            hashed.append(Path(path).parent.name)
+        return real(path)
+
+    monkeypatch.setattr(records, "file_sha256", counting_sha256)
+    yield plugin, hashed
+    plugins.get_plugin_manager(reload=True)
+
+
+@pytest.mark.parametrize("command", [["domain", "list"], ["domain", "remove", "books"],
+                                     ["domain", "remove", "books", "--yes"], ["domain", "show", "books"]])
+def test_a_command_runs_each_hook_once_and_checks_each_bundle_once(home, counted, command):
+    plugin, hashed = counted
+    assert Registry(home).core_fingerprint is not None and plugin.calls == 0 and hashed == []  # building is cheap
+    result = runner.invoke(app, [*command, "--home", str(home)], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert plugin.calls == 1
+    assert sorted(hashed) == ["books", "movies", "music"]  # each bundle of the home, once
+    if command[1] == "remove":
+        assert "still known from shipped definition" in result.output
+
+
+def test_loading_attaches_each_bundle_with_the_record_the_registry_checked(home, counted):
+    plugin, hashed = counted
+    model, notes = load_model(home)
+    assert sorted(model.dsns) == ["books", "movies", "music"] and plugin.calls == 1
+    assert sorted(hashed) == ["books", "movies", "music"]  # checked by the registry, not again by the load
+
+
+def test_an_undiscovered_registry_says_so_instead_of_listing_nothing(home):
+    registry = Registry(home)
+    with pytest.raises(RegistryError, match="not discovered"):
+        registry.get("books")
+    assert registry.discover() is registry and registry.get("books").status == "ready"

@@ -152,7 +152,7 @@ def test_domains_metrics_and_api_key(home, monkeypatch):
         assert call(f"{base}/v1/domains", headers={"Authorization": "Bearer wrong"})[0] == 401
         status, domains = call(f"{base}/v1/domains", headers=auth)
         assert status == 200
-        assert domains["domains"] == Registry(home).to_dict()["domains"]
+        assert domains["domains"] == Registry.open(home).to_dict()["domains"]
         assert domains["serving"]["state"]["dsns"] == ["books", "movies", "music"]
         samples = toy_samples(6, seed=2, domains=("books", "toys"))
         assert call(f"{base}/v1/predict", {"samples": rows(samples)}, headers=auth)[0] == 200
@@ -170,7 +170,7 @@ def test_domains_metrics_and_api_key(home, monkeypatch):
 def test_state_token_changes_only_with_commits(home, toys_file):
     token = state_token(home)
     assert state_token(home) == token
-    Registry(home)  # reading changes nothing
+    Registry.open(home)  # reading changes nothing
     assert state_token(home) == token
     staging = home / home_store.GENERATIONS / ".staging-123-456"  # a write in progress is not a commit
     staging.mkdir()

@@ -17,23 +17,25 @@ from unictr_core.store.writes import save_trained
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.data.data_io import write_samples
 from unictr_core.modeling.hidden_cache import build_cache
-from unictr_core.modeling.predict import encode, predict_encoded, predict_samples
+from unictr_core.modeling.predict import tokenize_samples, predict_encoded, predict_samples
 from unictr_core.fit.training import build_model, train_unictr
 
 runner = CliRunner()
 DOMAINS = ["books", "movies", "music"]
 
 
-def config_for(backbone: str, tune_layers) -> ModelConfig:
-    return ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64, tune_layers=tune_layers)
+def config_for(backbone: str, tune_layers, token_summary: int = 0) -> ModelConfig:
+    return ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64, tune_layers=tune_layers,
+                       token_summary=token_summary)
 
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
-def test_cached_forward_equals_the_full_forward_at_every_cut(kind, tiny_bert, tiny_llama):
+@pytest.mark.parametrize("token_summary", [0, 3])
+def test_cached_forward_equals_the_full_forward_at_every_cut(kind, token_summary, tiny_bert, tiny_llama):
     backbone = tiny_bert if kind == "bert" else tiny_llama
     samples = toy_samples(24, seed=4)
     for tuned in (0, 1, 3):
-        model = build_model(config_for(backbone, tuned), DOMAINS).eval()
+        model = build_model(config_for(backbone, tuned, token_summary), DOMAINS).eval()
         with torch.no_grad():  # LoRA B starts at zero: move it, so the tuned layers differ from the pretrained
             for name, p in model.backbone.named_parameters():
                 if "lora_B" in name:
@@ -41,8 +43,11 @@ def test_cached_forward_equals_the_full_forward_at_every_cut(kind, tiny_bert, ti
         assert model.cut == model.num_layers - tuned
         layers = model.cached_layers()
         assert max(layers) == model.cut and all(layer <= model.cut for layer in layers)
-        encoded = encode(model, samples)
-        cache = build_cache(model, encoded, layers, batch_size=5, storage="fp32")
+        encoded = tokenize_samples(model, samples)
+        cache = build_cache(model, encoded, layers, batch_size=5, storage="fp32",
+                            head_inputs=model.caches_head_inputs)
+        if token_summary and model.caches_head_inputs:  # the frozen backbone's cache holds K vectors per row
+            assert cache.nbytes == len(samples) * token_summary * len(layers) * model.hidden_size * 4
         live = predict_encoded(model, encoded, batch_size=7)
         cached = predict_encoded(model, encoded, batch_size=7, cache=cache)
         np.testing.assert_allclose(cached.probs, live.probs, atol=1e-6)
@@ -75,7 +80,7 @@ def test_training_above_the_cut_moves_only_the_top_layers_and_heads(tiny_bert, f
 
 def test_cache_spills_beyond_the_budget_to_a_deleted_memory_map(tiny_bert, tmp_path):
     model = build_model(config_for(tiny_bert, 0), DOMAINS).eval()
-    encoded = encode(model, toy_samples(20, seed=2))
+    encoded = tokenize_samples(model, toy_samples(20, seed=2))
     layers = model.cached_layers()
     in_ram = build_cache(model, encoded, layers, batch_size=6)
     assert in_ram.disk_bytes == 0 and in_ram.ram_bytes == in_ram.nbytes

@@ -31,7 +31,7 @@ def test_add_evaluate_predict_remove_return_results_and_print_nothing(home, tmp_
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
     assert added.target == home / "domains" / "toys" and (added.target / "dsn.safetensors").is_file()
     assert set(added.floors) == {"user_rate", "item_rate"}
-    assert Registry(home).get("toys").status == "ready"
+    assert Registry.open(home).get("toys").status == "ready"
 
     samples = toy_samples(40, seed=9, domains=("books", "toys", "nowhere"))
     evaluated = workflows.evaluate(home, samples, precision="fp32")
@@ -108,7 +108,7 @@ def test_training_into_a_home_with_a_core_needs_replace_and_names_the_domains_it
     result = runner.invoke(app, [*command, "--replace"])
     assert result.exit_code == 0, result.output
     assert "warning:" in result.output and "movies, music were trained for that core and are orphaned" in result.output
-    registry = Registry(home)
+    registry = Registry.open(home)
     assert registry.core_fingerprint != core
     assert {name: registry.get(name).status for name in ("books", "movies", "music")} == {
         "books": "ready", "movies": "incompatible", "music": "incompatible"}

@@ -58,6 +58,7 @@ class BenchmarkOptions:
     uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     uni_tune_layers: Optional[int] = ModelConfig.tune_layers  # LoRA in the top K layers only; None: every layer
+    uni_token_summary: int = ModelConfig.token_summary  # heads read K summary vectors per layer; 0: every token
     seed: int = BaselineSettings.seed           # one seed for every model and the subsampling
     holdout: Optional[list[str]] = None         # None: the dataset's holdout_domains
     baseline: BaselineSettings = field(default_factory=BaselineSettings)
@@ -151,7 +152,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     from unictr_core.store.registry import templates_for
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
-                               tune_layers=options.uni_tune_layers)
+                               tune_layers=options.uni_tune_layers, token_summary=options.uni_token_summary)
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,

@@ -17,6 +17,7 @@ DEFAULT_PRECISION = "fp32"
 QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
+MAX_TOKEN_SUMMARY = 64  # ModelConfig.token_summary: at most this many vectors per layer
 DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
 
 
@@ -43,6 +44,9 @@ class ModelConfig:
     id_buckets: int = 16384
     id_dim: int = 16
     tune_layers: Optional[int] = None  # LoRA in the top K layers only (0: frozen backbone); None: every layer
+    # the heads read each layer's tokens summarised into K vectors (mean + K-1 part means,
+    # unictr_core.modeling.summary): a cache that grows with rows, not rows x tokens; 0: every token (the paper)
+    token_summary: int = 0
 
     def validate(self) -> None:
         if self.ladder_kind not in LADDER_KINDS:
@@ -57,6 +61,9 @@ class ModelConfig:
             raise ValueError(f"ids must be one of {', '.join(ID_MODES)}, got '{self.ids}'")
         if self.id_buckets < 2 or self.id_dim < 1:
             raise ValueError(f"id_buckets must be >= 2 and id_dim >= 1, got {self.id_buckets} and {self.id_dim}")
+        if not 0 <= self.token_summary <= MAX_TOKEN_SUMMARY:
+            raise ValueError(f"token_summary must be 0 (every token) or 1..{MAX_TOKEN_SUMMARY} vectors per layer, "
+                             f"got {self.token_summary}")
         if self.tune_layers is not None and self.tune_layers < 0:
             raise ValueError(f"tune_layers must be >= 0 (or None for every layer), got {self.tune_layers}")
         if not 0 <= self.dropout < 1:
@@ -127,6 +134,9 @@ class TrainConfig:
     # resolves it), the system's temp folder when train_unictr or train_domain is called directly
     cache_dir: Optional[str] = None
     cache_dtype: str = "auto"  # cached hidden states: auto (fp16; bf16 for decoders, bf16 runs), fp16, bf16, fp32
+    # keep a frozen backbone's token summaries (ModelConfig.token_summary) under <cache>/states and reuse them in
+    # later runs over the same prompts (unictr_core.modeling.hidden_cache: keyed by weights, settings and tokens)
+    reuse_states: bool = True
 
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
@@ -212,6 +222,9 @@ def domain_add_head_lr(peak: float) -> tuple[float, float]:
 # at the peak and decays (unictr_core.fit.domain_training.dsn_optimizer), so the best epoch comes early: on the
 # built-in board_games it was epoch 2-5 of 20; 8 epochs with patience 2 save the idle rest
 DOMAIN_ADD_DEFAULTS = TrainConfig(epochs=8, head_lr=domain_add_head_lr(3e-3), patience=2)
+# the quick ID baselines `unictr domain add --compare` trains on the add's own rows next to the DSN
+# (unictr_core.baselines.compare): none unless asked, so an add costs what it did
+DOMAIN_ADD_COMPARE: tuple[str, ...] = ()
 
 
 def tune_layers_text(tuned: Optional[int]) -> str:

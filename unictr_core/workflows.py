@@ -18,8 +18,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from unictr_core.baselines import compare as comparing
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_DEFAULTS, TrainConfig
+from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_COMPARE, DOMAIN_ADD_DEFAULTS, TrainConfig
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset, subsample_per_domain
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
@@ -92,12 +93,15 @@ class CoreReplacement:
                 f"{orphans}")
 
 
-def core_replacement(home: Path, domains: Sequence[str]) -> Optional[CoreReplacement]:
-    """What training ``domains`` into ``home`` would replace; None when the home has no trained core."""
+def core_replacement(home: Path, domains: Sequence[str],
+                     registry: Optional[Registry] = None) -> Optional[CoreReplacement]:
+    """What training ``domains`` into ``home`` would replace; None when the home has no trained core.
+
+    ``registry``: the home's registry when the caller has one (default: one is opened)."""
     home = Path(home)
     if not (home / CORE_DIR / MANIFEST).exists():
         return None
-    registry = Registry(home)
+    registry = Registry.open(home) if registry is None else registry.discover()
     if registry.core_fingerprint is None:
         return None
     ready = sorted(name for name, entry in registry.entries.items() if entry.has_dsn and entry.compatible)
@@ -129,11 +133,12 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
         if train_config.cache_dir is None:  # a memory-mapped hidden-state cache goes into the home
             train_config.cache_dir = str(home)
         train_config.validate()
-        replacing = core_replacement(home, chosen)
+        registry = Registry.open(home)  # one discovery: what training replaces, and the templates
+        replacing = core_replacement(home, chosen, registry)
         if replacing is not None and not replace:
             raise ValueError(f"{replacing.message(home)}. Pass --replace to train anyway, or choose another --home.")
     train_rows = subsample_per_domain(dataset.train, max_rows, train_config.seed)
-    templates = templates_for(chosen, home, dataset.template)
+    templates = templates_for(chosen, home, dataset.template, registry)
     return TrainPlan(data, home, dataset, chosen, train_rows, model_config, train_config, templates, replacing)
 
 
@@ -181,6 +186,7 @@ class DomainAddPlan:
     model: Any  # the loaded core (UniCTRModel, no DSN for ``name`` yet)
     precision: str
     replace: bool = False  # an existing local bundle of ``name`` may be replaced
+    compare: list[str] = field(default_factory=list)  # baselines trained on the same rows after the DSN (checked)
 
     @property
     def shadowed_source(self) -> Optional[str]:
@@ -201,23 +207,31 @@ class DomainAddResult:
     training: Any  # unictr_core.fit.domain_training.DomainTrainResult
     floors: dict  # count rules scored on the held-out part: {name: {"auc", "logloss"}}
     notes: list[str] = field(default_factory=list)  # what the write cleaned up first
+    # ``--compare``: the baselines trained on the same rows (see unictr_core.baselines.compare.compare_baselines), as
+    # stored in the bundle's metrics; None when none was asked for
+    comparison: Optional[dict] = None
 
 
 def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False,
                     seed: int = DOMAIN_ADD_DEFAULTS.seed, max_rows: Optional[int] = None,
-                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False) -> DomainAddPlan:
+                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False,
+                    compare: Optional[Sequence[str]] = DOMAIN_ADD_COMPARE) -> DomainAddPlan:
     """Check the name against the registry, choose the template, split ``data``, load the core.
 
     ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
     ``template:``); default: the template the registry knows for ``name``, else the one in ``data``'s
     dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
-    (see :func:`unictr_core.fit.domain_training.domain_splits`).
+    (see :func:`unictr_core.fit.domain_training.domain_splits`). ``compare``: names of registered baselines
+    (``dcn``, ``deepfm``, ``item_rate``, ...) that :func:`add_domain` trains on the same train / valid / test rows
+    after the DSN and reports next to it (:mod:`unictr_core.baselines.compare`); an unknown name is a ValueError here,
+    before anything is loaded or trained.
     """
     group = group or DistContext()
     home = Path(home)
     with distributed.agreement(group, f"reading the core and the data of '{name}'"):
         validate_domain_name(name, "domain name")
-        registry = Registry(home)
+        compared = comparing.check_models(compare)
+        registry = Registry.open(home)
         if registry.core_fingerprint is None:
             raise RegistryError(f"no trained core in {home}; run `unictr train` first")
         entry = registry.get(name)
@@ -235,7 +249,7 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
         precision = precisions.resolve(precision, group.device, training=True)
     train_rows = subsample_per_domain(train_rows, max_rows, seed)
     return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
-                         train_rows, valid_rows, test_rows, notes, model, precision, replace)
+                         train_rows, valid_rows, test_rows, notes, model, precision, replace, compared)
 
 
 def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
@@ -266,9 +280,11 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
                cache_dtype: Optional[str] = None, description: Optional[str] = None,
                group=None, on_epoch: EpochCallback = None, progress: bool = True,
                stats: bool = True) -> Optional[DomainAddResult]:
-    """:func:`train_dsn`, then score the count-rule floors and commit the bundle into the home (rank 0).
+    """:func:`train_dsn`, then score the count-rule floors (and the ``plan.compare`` baselines, trained on the
+    same rows) and commit the bundle into the home (rank 0).
 
-    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start.
+    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start. The
+    comparison is stored in the bundle's metrics (``compare``) and never changes the DSN that is registered.
     """
     group = group or DistContext()
     result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress,
@@ -287,10 +303,15 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
     stored = dict(result.metrics(), **{f"{floor}_test_auc": m["auc"] for floor, m in floors.items()})
     stored.update({f"{floor}_test_auc_interval": [float(v) for v in m["auc_interval"]]
                    for floor, m in floors.items() if m.get("auc_interval") is not None})
+    comparison = None
+    if plan.compare:  # after the DSN is trained, on its very rows; a report only
+        comparison = comparing.compare_baselines(plan.compare, plan.train_rows, plan.valid_rows, plan.test_rows,
+                                                 seed=config.seed)
+        stored[comparing.METRICS_KEY] = comparison
     notes: list[str] = []
     target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=plan.replace,
                            notes=notes)
-    return DomainAddResult(target, result, floors, notes)
+    return DomainAddResult(target, result, floors, notes, comparison)
 
 
 # --------------------------------------------------------------------------- remove a domain
@@ -301,17 +322,23 @@ class DomainRemoveResult:
     notes: list[str] = field(default_factory=list)
 
 
-def removable(home: Path, name: str):
-    """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none."""
-    return removable_entry(Registry(Path(home)), name)
+def removable(home: Path, name: str, registry: Optional[Registry] = None):
+    """The local entry ``remove_domain`` would delete; RegistryError (saying what to do) when there is none.
+
+    ``registry``: the home's registry when the caller has one (default: one is opened)."""
+    return removable_entry(Registry.open(Path(home)) if registry is None else registry.discover(), name)
 
 
-def remove_domain(home: Path, name: str) -> DomainRemoveResult:
-    """Delete the local bundle of ``name`` (one snapshot switch under the home's lock)."""
+def remove_domain(home: Path, name: str, registry: Optional[Registry] = None) -> DomainRemoveResult:
+    """Delete the local bundle of ``name`` (one snapshot switch under the home's lock).
+
+    ``registry``: the home's registry when the caller has one, e.g. after :func:`removable` (default: one is
+    opened); it is discovered once, and ``still_known`` is chosen from what it found."""
     home = Path(home)
+    registry = Registry.open(home) if registry is None else registry.discover()
     notes: list[str] = []
-    delete_bundle(home, name, notes=notes)  # refuses what the home does not own, saying who provides it
-    return DomainRemoveResult(home / DOMAINS_DIR / name, Registry(home).get(name), notes)
+    delete_bundle(home, name, notes=notes, registry=registry)  # refuses what the home does not own, saying who
+    return DomainRemoveResult(home / DOMAINS_DIR / name, registry.without_local(name), notes)
 
 
 # --------------------------------------------------------------------------- evaluate and predict

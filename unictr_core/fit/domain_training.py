@@ -39,7 +39,7 @@ from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import build_cache
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
-from unictr_core.modeling.predict import encode
+from unictr_core.modeling.predict import tokenize_samples
 from unictr_core.modeling.stats import causal_counts
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -128,8 +128,7 @@ class LiveStates:
     def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
         batch = self.encoded.batch(rows).to(self.device)
         with torch.no_grad(), precisions.autocast(self.precision, self.device):
-            hidden = self.model.encode(batch.input_ids, batch.attention_mask)
-        return list(hidden), batch.attention_mask.bool()
+            return self.model.head_inputs(batch.input_ids, batch.attention_mask, range(self.model.num_layers + 1))
 
 
 
@@ -272,7 +271,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
     tick = time.perf_counter()
     # training rows: all encoded, each rank computes (caches) only its own; valid / test: this rank's shard
     shards = [list(range(len(train)))] + [distributed.eval_shard(len(part), ctx) for part in (valid, test)]
-    sets = [encode(model, [part[i] for i in shard]) for part, shard in zip(parts, shards)]
+    sets = [tokenize_samples(model, [part[i] for i in shard]) for part, shard in zip(parts, shards)]
     truth = [np.array([int(s.label) for s in part], dtype=np.int64) for part in (valid, test)]
     device = _device_of(model)
     train_counts = None
@@ -290,7 +289,8 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
         def cached(encoded: EncodedSamples, rows, what: str):
             part = build_cache(model, encoded, dsn.required_layers, rows, config.eval_batch_size,
                                options["precision"], options["cache_storage"], budget[0], options["cache_dir"],
-                               progress, f"hidden states ({what})")
+                               progress, f"hidden states ({what})", head_inputs=True,
+                               reuse=config.reuse_states)
             budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
             return part
 

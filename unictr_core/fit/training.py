@@ -31,7 +31,7 @@ from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.modeling.predict import (Predictions, domain_metrics, encode, mean_auc, mean_domain_metric,
+from unictr_core.modeling.predict import (Predictions, domain_metrics, tokenize_samples, mean_auc, mean_domain_metric,
                                           predict_encoded)
 
 
@@ -133,8 +133,8 @@ def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: Mod
     seed_everything(config.seed)
     model = build_model(model_config, domains, templates, seed=config.seed,
                         residual_dsns=config.dsn == "residual").to(ctx.device)
-    train_set = encode(model, train)
-    valid_set = encode(model, [valid[i] for i in distributed.eval_shard(len(valid), ctx)])
+    train_set = tokenize_samples(model, train)
+    valid_set = tokenize_samples(model, [valid[i] for i in distributed.eval_shard(len(valid), ctx)])
     precision = precisions.resolve(config.precision, ctx.device, training=True)
     return model, train_set, valid_set, valid, precision
 
@@ -173,11 +173,11 @@ class _JointEpochs(GlobalBatchEpochs):
                         if encoded.samples[r].domain == domain), None)
             mine, padding = distributed.owned_part_of_global_batch(rows, ctx, pad)
         batch = encoded.batch(mine).to(ctx.device)
-        hidden = None if cache is None else cache.batch(mine)[0]
+        hidden, mask = (None, batch.attention_mask) if cache is None else cache.batch(mine)
         weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
         dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
         with precisions.autocast(self.precision, ctx.device):
-            output = self.net(batch.input_ids, batch.attention_mask, batch.domains, batch.ids, hidden_states=hidden)
+            output = self.net(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden)
         part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
         # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
         # result the gradient of the sum of the parts, i.e. of the global batch loss
@@ -205,11 +205,13 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
     train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
-                              desc="hidden states below the cut (train)")
+                              desc="hidden states below the cut (train)", head_inputs=model.caches_head_inputs,
+                              reuse=config.reuse_states)
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
     valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
                               max_gb=left,
-                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)")
+                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)",
+                              head_inputs=model.caches_head_inputs, reuse=config.reuse_states)
     rows = len(train_cache) + len(valid_cache)
     info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
             "bytes": train_cache.nbytes + valid_cache.nbytes,

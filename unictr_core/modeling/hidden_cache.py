@@ -16,10 +16,23 @@ Where it lives:
   after a crash.
 
 Size: ``tokens x layers x hidden x 2`` bytes (fp16/bf16); see :func:`bytes_per_row`.
+
+Reuse across runs: a cache of token summaries (``ModelConfig.token_summary``, a
+fixed number of vectors per row: small) that fits in RAM is also written to
+``<cache>/states/<key>.npy`` (``<cache>``: ``$UNICTR_CACHE`` or
+``~/.cache/unictr``), where the key is the SHA-256 of the backbone's weights, the
+core's LoRA weights, the layers, summary size, precision and storage, and every
+row's token ids in order. The next run over the same prompts with the same
+frozen weights (another seed of a benchmark, ``train`` then ``domain add`` of the
+same rows) reads it instead of running the backbone. Files are written to a
+temporary name and renamed, so a crash never leaves a partial one under the key;
+a file of the wrong size is ignored and written again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -30,10 +43,12 @@ import torch
 from tqdm.auto import tqdm
 
 from unictr_core.modeling import precision as precisions
+from unictr_core.modeling.backbone_cache import cache_root
 from unictr_core.modeling.batching import EncodedSamples
 
 STORAGE = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 NUMPY_STORAGE = {2: np.uint16, 4: np.float32}  # numpy has no bf16: 2-byte storage is mapped as raw uint16
+RAW_STORAGE = {2: torch.int16, 4: torch.float32}  # the same, for stored files
 from unictr_core.config import DEFAULT_MAX_CACHE_GB, DEFAULT_PRECISION, TrainConfig
 
 GIB = 2**30
@@ -85,10 +100,13 @@ class HiddenStateCache:
             segment = 0 if used[0] + length <= ram_tokens else 1
             self._slots[row] = (segment, used[segment], length)
             used[segment] += length
+        # rows of one length (token summaries): a batch is gathered by index, without a loop over its rows
+        self.row_length = next(iter(lengths.values())) if len(set(lengths.values())) == 1 else None
         pin = home.type == "cpu" and device.type == "cuda"
         self.segments = [torch.empty((used[0], self.width), dtype=self.dtype, device=home, pin_memory=pin)]
         self.disk_bytes = used[1] * token_bytes
         self.path: Optional[Path] = None
+        self.reused = False  # filled from a file an earlier run stored (see build_cache's reuse)
         if used[1]:
             self.segments.append(self._memory_map(used[1], Path(cache_dir or tempfile.gettempdir())))
 
@@ -121,12 +139,29 @@ class HiddenStateCache:
     def batch(self, rows: Sequence[int], dtype: torch.dtype = torch.float32) -> tuple[States, torch.Tensor]:
         """The cached states of ``rows`` padded to their longest row (``None`` at layers not kept), and the mask."""
         slots = [self._slots[r] for r in rows]
+        if self.row_length is not None:
+            return self._states(self._gather(slots), torch.ones((len(rows), self.row_length), dtype=torch.bool), dtype)
         longest = max(length for _, _, length in slots)
         padded = torch.zeros((len(rows), longest, self.width), dtype=self.dtype, device=self.segments[0].device)
         mask = torch.zeros((len(rows), longest), dtype=torch.bool)
         for i, (segment, start, length) in enumerate(slots):
             padded[i, :length] = self.segments[segment][start:start + length]
             mask[i, :length] = True
+        return self._states(padded, mask, dtype)
+
+    def _gather(self, slots: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """[B, row_length, width]: rows of one length, gathered by index from each segment."""
+        length = self.row_length
+        out = torch.empty((len(slots), length, self.width), dtype=self.dtype, device=self.segments[0].device)
+        for number, segment in enumerate(self.segments):
+            picked = [(i, start // length) for i, (s, start, _) in enumerate(slots) if s == number]
+            if picked:
+                where, index = (torch.tensor(column, dtype=torch.long) for column in zip(*picked))
+                rows = segment.view(-1, length, self.width).index_select(0, index.to(segment.device))
+                out[where.to(out.device)] = rows.to(out.device)
+        return out
+
+    def _states(self, padded: torch.Tensor, mask: torch.Tensor, dtype: torch.dtype) -> tuple[States, torch.Tensor]:
         padded = padded.to(self.device, dtype, non_blocking=True)
         states: States = [None] * self.num_states
         for k, layer in enumerate(self.layers):
@@ -134,22 +169,96 @@ class HiddenStateCache:
         return states, mask.to(self.device)
 
 
+def states_dir() -> Path:
+    """Where caches of token summaries are kept across runs: ``<cache>/states``."""
+    return cache_root() / "states"
+
+
+def _stored_key(model, encoded: EncodedSamples, rows: Sequence[int], layers: Sequence[int], precision: str,
+                storage: str) -> str:
+    digest = hashlib.sha256()
+    settings = (model.backbone_info.weights_sha256, sorted(set(layers)), model.config.token_summary, precision,
+                storage, model.config.max_length)
+    digest.update(repr(settings).encode())
+    for name, value in sorted(model.lora_state().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().float().cpu().numpy().tobytes())
+    for row in rows:
+        digest.update(np.asarray(encoded.token_ids[row], dtype=np.int64).tobytes())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _storable(cache: HiddenStateCache) -> bool:
+    return cache.row_length is not None and len(cache.segments) == 1 and cache.segments[0].device.type == "cpu"
+
+
+def _read_stored(cache: HiddenStateCache, path: Path) -> bool:
+    """Fill ``cache`` from ``path`` when it holds exactly its shape; False when missing or unusable."""
+    target = cache.segments[0]
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    if array.shape != tuple(target.shape) or array.dtype.itemsize != target.element_size():
+        return False
+    target.view(RAW_STORAGE[cache.dtype.itemsize]).copy_(torch.from_numpy(np.array(array)))
+    return True
+
+
+def _write_stored(cache: HiddenStateCache, path: Path) -> None:
+    """Write the cache to ``path`` atomically (a temporary file renamed); a failure only loses the reuse."""
+    name = None
+    raw = cache.segments[0].view(RAW_STORAGE[cache.dtype.itemsize])  # numpy has no bf16: store the raw bits
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".states-", suffix=".npy.tmp", dir=path.parent)
+        with os.fdopen(handle, "wb") as out:
+            np.save(out, raw.numpy(), allow_pickle=False)
+        os.replace(name, path)
+    except OSError:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+
+
 @torch.no_grad()
 def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Optional[Sequence[int]] = None,
                 batch_size: int = TrainConfig.eval_batch_size, precision: str = DEFAULT_PRECISION,
                 storage: Optional[str] = None, max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None,
-                progress: bool = False,
-                desc: str = "caching hidden states") -> HiddenStateCache:
+                progress: bool = False, desc: str = "caching hidden states",
+                head_inputs: bool = False, reuse: bool = False) -> HiddenStateCache:
     """Run the (frozen, eval-mode) backbone of ``model`` once over ``rows`` of ``encoded`` and cache ``layers``.
 
     ``rows``: the rows this process needs (default all; under torchrun, its shard).
     ``precision``: ``fp32`` or ``bf16`` (resolved); ``storage`` defaults to :func:`storage_for`.
+    ``head_inputs``: cache what the heads read (:meth:`~unictr_core.modeling.model.UniCTRModel.head_inputs`: token
+    summaries when the model has them, ``token_summary`` vectors per row and layer) instead of token states.
+    ``reuse``: read token summaries stored by an earlier run over the same rows and weights, and store them
+    for the next (see the module's docstring); no effect on token states or a cache beyond RAM.
     """
     rows = list(range(len(encoded))) if rows is None else list(rows)
     device = next(model.parameters()).device
     storage = storage_for(precision, model.backbone_info.is_decoder, storage)
-    cache = HiddenStateCache({r: len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
+    summary = model.config.token_summary if head_inputs else 0
+    cache = HiddenStateCache({r: summary or len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
                              model.hidden_size, storage, max_gb, cache_dir, device)
+    stored = None
+    if reuse and summary and _storable(cache):
+        stored = states_dir() / f"{_stored_key(model, encoded, rows, layers, precision, storage)}.npy"
+        if _read_stored(cache, stored):
+            cache.reused = True
+            return cache
+    _fill(model, encoded, cache, rows, layers, batch_size, precision, head_inputs, progress, desc)
+    if stored is not None:
+        _write_stored(cache, stored)
+    return cache
+
+
+def _fill(model, encoded: EncodedSamples, cache: HiddenStateCache, rows: Sequence[int], layers: Sequence[int],
+          batch_size: int, precision: str, head_inputs: bool, progress: bool, desc: str) -> None:
+    """Run the backbone over ``rows`` in batches of similar length and put their states into ``cache``."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     order = sorted(rows, key=lambda r: (len(encoded.token_ids[r]), r))  # similar lengths: little padding
@@ -158,12 +267,15 @@ def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Opt
             for start in range(0, len(order), batch_size):
                 batch = encoded.batch(order[start:start + batch_size]).to(device)
                 with precisions.autocast(precision, device):
-                    hidden = model.encode(batch.input_ids, batch.attention_mask)
+                    if head_inputs:
+                        hidden, _ = model.head_inputs(batch.input_ids, batch.attention_mask, layers)
+                    else:
+                        hidden = model.encode(batch.input_ids, batch.attention_mask)
                 cache.put(batch.rows, hidden)
                 bar.update(len(batch.rows))
     finally:
         model.train(was_training)
-    return cache
 
 
-__all__ = ["DEFAULT_MAX_CACHE_GB", "HiddenStateCache", "STORAGE", "build_cache", "bytes_per_row", "storage_for"]
+__all__ = ["DEFAULT_MAX_CACHE_GB", "HiddenStateCache", "STORAGE", "build_cache", "bytes_per_row", "states_dir",
+           "storage_for"]

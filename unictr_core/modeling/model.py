@@ -25,6 +25,7 @@ from unictr_core.config import ModelConfig
 from unictr_core.data.prompts import PromptTemplate, TemplateSet
 from unictr_core.modeling.backbone import Backbone, layer_stack, lora_targets_for, run_top_layers
 from unictr_core.modeling.networks import DomainNetwork, DsnSpec, GeneralNetwork, as_spec
+from unictr_core.modeling.summary import summarize
 
 
 @dataclass
@@ -82,6 +83,17 @@ class UniCTRModel(nn.Module):
                 for name, module in layers[i].named_modules()
                 if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets]
 
+    @property
+    def caches_head_inputs(self) -> bool:
+        """Whether a cache of this model's frozen states holds what the heads read (nothing is tuned above the
+        cut: the backbone is frozen), token summaries included; else it holds token states at and below the cut."""
+        return self.cut == self.num_layers
+
+    def read_layers(self) -> list[int]:
+        """The hidden states (0 = embeddings) the general network and the DSNs read."""
+        read = set(self.general.required_layers).union(*(d.required_layers for d in self.dsns.values()))
+        return sorted(read)
+
     def cached_layers(self) -> list[int]:
         """Hidden states to cache when training above the cut: those the heads read at or below it, and the cut.
 
@@ -89,8 +101,7 @@ class UniCTRModel(nn.Module):
         """
         if self.cut == 0:
             return []
-        read = set(self.general.required_layers).union(*(d.required_layers for d in self.dsns.values()))
-        return sorted({layer for layer in read if layer <= self.cut} | {self.cut})
+        return sorted({layer for layer in self.read_layers() if layer <= self.cut} | {self.cut})
 
     # ----------------------------------------------------------------- domains
     @property
@@ -121,6 +132,19 @@ class UniCTRModel(nn.Module):
         """All hidden states h0 (embeddings) ... hL of the backbone."""
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
         return tuple(out.hidden_states)
+
+    def summarize(self, states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
+                  layers: Optional[Sequence[int]] = None) -> tuple[list[Optional[torch.Tensor]], torch.Tensor]:
+        """What the heads read of ``states``: the ``layers`` kept (default: those the heads read; None elsewhere),
+        as token summaries when ``config.token_summary`` > 0 (:mod:`unictr_core.modeling.summary`), and its mask."""
+        keep = set(self.read_layers() if layers is None else layers)
+        kept = [h if i in keep else None for i, h in enumerate(states)]
+        return summarize(kept, mask, self.config.token_summary)
+
+    def head_inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    layers: Optional[Sequence[int]] = None) -> tuple[list[Optional[torch.Tensor]], torch.Tensor]:
+        """A backbone pass and :meth:`summarize`: the states the heads read (at ``layers``) and their mask."""
+        return self.summarize(self.encode(input_ids, attention_mask), attention_mask, layers)
 
     @property
     def id_buckets(self) -> Optional[int]:
@@ -163,12 +187,15 @@ class UniCTRModel(nn.Module):
                 hidden_states: Optional[Sequence[Optional[torch.Tensor]]] = None) -> ModelOutput:
         """Logits of every row; ``ids``: hashed ID buckets of an ID-aware model (see :mod:`unictr_core.modeling.ids`);
         with ``hidden_states`` (cached, see :meth:`cached_layers`) the backbone runs only above the cut and
-        ``input_ids`` is not used."""
+        ``input_ids`` is not used. A frozen backbone's cache holds what the heads read (:attr:`caches_head_inputs`;
+        ``attention_mask`` is then the cache's mask)."""
         if hidden_states is None:
-            states = self.encode(input_ids, attention_mask)
+            states, mask = self.head_inputs(input_ids, attention_mask)
+        elif self.caches_head_inputs:
+            states, mask = list(hidden_states), attention_mask
         else:
-            states = self.encode_from_cut(hidden_states, attention_mask)
-        return self.heads(states, attention_mask, domains, ids)
+            states, mask = self.summarize(self.encode_from_cut(hidden_states, attention_mask), attention_mask)
+        return self.heads(states, mask, domains, ids)
 
     # ----------------------------------------------------------------- weights
     def lora_state(self) -> dict[str, torch.Tensor]:

@@ -24,7 +24,9 @@ class Predictions:
     zero_shot: np.ndarray  # True where no DSN exists for the sample's domain
 
 
-def encode(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
+def tokenize_samples(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSamples:
+    """``samples`` rendered with ``model``'s templates and tokenized (token ids, and hashed ids where the model
+    reads them); no backbone runs (that is :meth:`unictr_core.modeling.model.UniCTRModel.encode`)."""
     return EncodedSamples(samples, model.templates, model.backbone_info.tokenizer, model.config.max_length,
                           id_buckets=model.id_buckets)
 
@@ -54,10 +56,9 @@ def predict_encoded(model: UniCTRModel, encoded: EncodedSamples,
         with grad_mode:
             for batch in encoded.length_sorted_batches(batch_size):
                 batch = batch.to(device)
-                hidden = None if cache is None else cache.batch(batch.rows)[0]
+                hidden, mask = (None, batch.attention_mask) if cache is None else cache.batch(batch.rows)
                 with casting:
-                    out = model(batch.input_ids, batch.attention_mask, batch.domains, batch.ids,
-                                hidden_states=hidden).float()
+                    out = model(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden).float()
                 store_outputs(out, batch.rows, dsn, general, zero_shot)
                 if progress is not None:
                     progress.update(len(batch.rows))
@@ -88,7 +89,7 @@ def store_outputs(out, rows, dsn: np.ndarray, general: np.ndarray, zero_shot: np
 def predict_samples(model: UniCTRModel, samples: Sequence[Sample],
                     batch_size: int = TrainConfig.eval_batch_size,
                     progress: Optional[object] = None, precision: Optional[str] = None) -> Predictions:
-    return predict_encoded(model, encode(model, samples), batch_size, progress, precision)
+    return predict_encoded(model, tokenize_samples(model, samples), batch_size, progress, precision)
 
 
 ZERO_SHOT_LABEL = "general (zero-shot)"

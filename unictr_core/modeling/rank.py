@@ -32,7 +32,7 @@ from unictr_core.data.data_io import sample_from_mapping
 from unictr_core.data.schema import DataError, Sample
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.model import UniCTRModel
-from unictr_core.modeling.predict import (Predictions, encode, prediction_records, predict_encoded, run_modes,
+from unictr_core.modeling.predict import (Predictions, tokenize_samples, prediction_records, predict_encoded, run_modes,
                                           store_outputs)
 
 ENCODER_NOTE = ("encoder backbone: every token also attends to the candidate's tokens, so no prefix reuse "
@@ -98,7 +98,7 @@ class Ranking:
 def rank_samples(model: UniCTRModel, samples: Sequence[Sample], batch_size: int = 64, reuse_prefix: bool = True,
                  precision: Optional[str] = None) -> Ranking:
     """Score the candidates of one user and sort them (see the module text for the prefix reuse)."""
-    encoded = encode(model, samples)
+    encoded = tokenize_samples(model, samples)
     shared = shared_prefix_length(encoded.token_ids)
     if not model.backbone_info.is_decoder:
         shared, note = 0, ENCODER_NOTE

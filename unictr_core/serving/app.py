@@ -86,6 +86,20 @@ def create_app(settings: ServeSettings):
     live = LiveRegistry(settings.home, settings.poll_interval_s, on_change=on_change, precision=settings.precision,
                         quantize=settings.quantize)
     batcher = DynamicBatcher(settings.max_batch_size, settings.max_wait_ms, on_batch=metrics.batch_size.observe)
+    app = FastAPI(title="UniCTR", description="Online click-through-rate prediction (Uni-CTR).",
+                  lifespan=_lifespan(settings, live, batcher))
+    _add_error_handling(app, settings, metrics)
+    server = _server(settings, metrics, live, batcher)
+    _add_prediction_routes(app, server)
+    ranking.add_routes(app, server)
+    open_inference.add_routes(app, server)
+    _add_domain_routes(app, server, live)
+    _add_probe_routes(app, metrics, live)
+    return app
+
+
+def _lifespan(settings: ServeSettings, live: LiveRegistry, batcher: DynamicBatcher):
+    """The app's lifespan: the batcher and the registry watcher run while it serves."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -99,48 +113,58 @@ def create_app(settings: ServeSettings):
             live.stop()
             batcher.stop()
 
-    app = FastAPI(title="UniCTR", description="Online click-through-rate prediction (Uni-CTR).",
-                  lifespan=lifespan)
+    return lifespan
 
-    def error(status: int, message: str, headers: Optional[dict] = None):
-        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+def _error(status: int, message: str, headers: Optional[dict] = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _authorised(request, api_key: str) -> bool:
+    given = request.headers.get("authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode())
+
+
+def _path_label(app, request) -> str:
+    """The route template that answered (e.g. /v2/models/{model}/infer), a static route's path when routing did
+    not run (401), else (unmatched): bounded label values."""
+    route = request.scope.get("route")
+    if route is not None:
+        return route.path
+    path = request.url.path
+    return path if path in {getattr(r, "path", None) for r in app.routes} else "(unmatched)"
+
+
+def _add_error_handling(app, settings: ServeSettings, metrics: ServerMetrics) -> None:
+    """Errors as one-line JSON, the API key checked, every request measured."""
 
     @app.exception_handler(RequestError)
     async def request_error(request, exc: RequestError):
-        return error(exc.status, exc.message)
+        return _error(exc.status, exc.message)
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
-        return error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.middleware("http")
     async def measure_and_authorise(request: Request, call_next):
         started = time.perf_counter()
         path = request.url.path
-        if settings.api_key is not None and protected(path) and not _authorised(request):
-            response = error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                             {"WWW-Authenticate": "Bearer"})
+        if settings.api_key is not None and protected(path) and not _authorised(request, settings.api_key):
+            response = _error(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                              {"WWW-Authenticate": "Bearer"})
         else:
             try:
                 response = await call_next(request)
             except Exception as exc:  # noqa: BLE001 - one line to the client, the traceback to the log
                 log.exception("unexpected error on %s", path)
-                response = error(500, f"internal error: {type(exc).__name__}: {exc}")
-        metrics.observe_request(path_label(request), response.status_code, time.perf_counter() - started)
+                response = _error(500, f"internal error: {type(exc).__name__}: {exc}")
+        metrics.observe_request(_path_label(app, request), response.status_code, time.perf_counter() - started)
         return response
 
-    def path_label(request) -> str:
-        """The route template that answered (e.g. /v2/models/{model}/infer), a static route's path when routing
-        did not run (401), else (unmatched): bounded label values."""
-        route = request.scope.get("route")
-        if route is not None:
-            return route.path
-        path = request.url.path
-        return path if path in {getattr(r, "path", None) for r in app.routes} else "(unmatched)"
 
-    def _authorised(request) -> bool:
-        given = request.headers.get("authorization", "")
-        return hmac.compare_digest(given.encode(), f"Bearer {settings.api_key}".encode())
+def _server(settings: ServeSettings, metrics: ServerMetrics, live: LiveRegistry, batcher: DynamicBatcher) -> Server:
+    """The running server as the routes see it: the current state, and work handed to the prediction thread."""
 
     def current_state() -> ServingState:
         state = live.state
@@ -168,29 +192,38 @@ def create_app(settings: ServeSettings):
         state = current_state()
         return state, await finish(batcher.submit_call(lambda: function(state)), what)
 
-    server = Server(settings, metrics, current_state, score, call,
-                    lambda request: _read_body(request, settings.max_body_bytes))
+    return Server(settings, metrics, current_state, score, call,
+                  lambda request: _read_body(request, settings.max_body_bytes))
+
+
+def _add_prediction_routes(app, server: Server) -> None:
+    """``POST /v1/predict``."""
 
     @app.post("/v1/predict")
     async def predict(request: Request):
         """Click probabilities; each row says whether its domain's DSN or the general network (zero-shot) answered."""
-        body = await _read_body(request, settings.max_body_bytes)
-        samples, _ = parse_predict_body(body, settings.max_request_rows)
-        state, predictions = await score(samples)
+        body = await server.read_body(request)
+        samples, _ = parse_predict_body(body, server.settings.max_request_rows)
+        state, predictions = await server.score(samples)
         records = prediction_records(samples, predictions)
         for record in records:
             record["core_fingerprint"] = state.core_fingerprint
-        metrics.observe_rows(records, state.registry.entries)
+        server.metrics.observe_rows(records, state.registry.entries)
         return {"generation": state.generation, "core_fingerprint": state.core_fingerprint, "predictions": records}
 
-    ranking.add_routes(app, server)
-    open_inference.add_routes(app, server)
+
+def _add_domain_routes(app, server: Server, live: LiveRegistry) -> None:
+    """``GET /v1/domains``."""
 
     @app.get("/v1/domains")
     async def domains():
         """The registry being served, as `unictr domain list --json` shows it, plus the reload state."""
-        state = current_state()
+        state = server.current_state()
         return {**state.registry.to_dict(), "serving": live.to_dict()}
+
+
+def _add_probe_routes(app, metrics: ServerMetrics, live: LiveRegistry) -> None:
+    """``GET /healthz``, ``/readyz`` and ``/metrics``."""
 
     @app.get("/healthz")
     async def healthz():
@@ -209,8 +242,6 @@ def create_app(settings: ServeSettings):
         metrics.reload_failures.set(live.reload_failures)
         metrics.ready.set(0 if live.state is None else 1)
         return Response(metrics.text(), media_type=CONTENT_TYPE_LATEST)
-
-    return app
 
 
 def serve(settings: ServeSettings) -> None:

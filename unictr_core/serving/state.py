@@ -86,7 +86,7 @@ def build_state(home: Path, generation: int, token: str, previous: Optional[Serv
     """A new state for ``home`` at ``token``; the caller holds the registry lock. Reuses ``previous``'s core
     when it is unchanged; a newly loaded core is prepared for prediction once (LoRA merged, weights in
     ``precision``, int8 with ``quantize``: :mod:`unictr_core.modeling.fast_path`)."""
-    registry = Registry(home)
+    registry = Registry.open(home)
     if registry.core_problem is not None:
         raise ArtifactError(registry.core_problem)
     if registry.core_fingerprint is None:

@@ -174,14 +174,16 @@ def save_domain_bundle(model: UniCTRModel, domain: str, bundle_dir: Path, core_f
         write_file(staging / DOMAIN_FILE, yaml.safe_dump(record, sort_keys=False).encode("utf-8"))
 
 
-def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
+def load_domain_bundle(model: UniCTRModel, bundle_dir: Path, record: Optional[dict] = None) -> str:
     """Attach the DSN in ``bundle_dir`` to ``model``; refuses a bundle trained against another core.
 
-    Every check runs before the DSN is attached: a bundle that fails one leaves
-    ``model`` unchanged (ArtifactError), never a DSN with random weights.
+    ``record``: the bundle's ``domain.yaml`` as :func:`unictr_core.store.records.verify_domain_bundle` returned
+    it (the registry's :attr:`~unictr_core.store.registry.DomainEntry.record`), whose files are then not
+    checked again; default: they are checked here. Every check runs before the DSN is attached: a bundle that
+    fails one leaves ``model`` unchanged (ArtifactError), never a DSN with random weights.
     """
     bundle_dir = Path(bundle_dir)
-    record = verify_domain_bundle(bundle_dir)
+    record = verify_domain_bundle(bundle_dir) if record is None else record
     name = record["name"]
     if name != bundle_dir.name:
         raise ArtifactError(f"domain bundle {bundle_dir} names domain '{name}'; its folder must be named '{name}'")
@@ -198,12 +200,14 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path) -> str:
     # bundles written before residual DSNs have no "dsn" entry: they are standalone; before statistics and
     # calibration, the entry has only "residual"
     spec = DsnSpec.from_record(record.get("dsn"))
-    dsn = model.new_dsn(spec)
+    previous_template = model.templates.templates.get(name)
+    dsn = model.add_domain(name, template, spec)  # the one DSN built; refuses a name that already has one
     try:
         dsn.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, ValueError) as exc:
+        model.drop_dsn(name)  # the model as it was: no DSN with random weights
+        if previous_template is not None:
+            model.templates.templates[name] = previous_template
         raise ArtifactError(f"DSN weights {weights} do not fit the core's DSN architecture: {exc}") from None
     dsn.eval()
-    model.add_domain(name, template, spec)
-    model.dsns[name] = dsn
     return name

@@ -18,10 +18,11 @@ def load_model(home: Path, domains: Optional[list[str]] = None, core=None, regis
     (shipped definition or package), and the general network predicts them
     (zero-shot). ``domains`` limits which domains are attached. ``core``: an
     already loaded core without DSNs to attach them to (default: load it);
-    ``registry``: the snapshot to resolve domains with (default: a new one).
+    ``registry``: the home's registry, discovered here unless it was (default: one is opened); each bundle
+    it checked is attached with the record it checked, not checked again.
     """
     home = Path(home)
-    registry = Registry(home) if registry is None else registry
+    registry = Registry.open(home) if registry is None else registry.discover()
     try:
         return _load_model(home, domains, core, registry)
     except (ArtifactError, OSError):
@@ -40,7 +41,7 @@ def _load_model(home: Path, domains: Optional[list[str]], core, registry: Regist
             continue
         if entry.has_dsn and entry.compatible:
             try:
-                load_domain_bundle(model, entry.bundle)  # verifies fingerprint and weights again
+                load_domain_bundle(model, entry.bundle, entry.record)  # the registry checked its files
                 continue
             except (ArtifactError, ValueError, RuntimeError) as exc:
                 notes.append(f"domain '{name}' ({entry.source}) is broken and predicted zero-shot: {exc}")

@@ -22,6 +22,7 @@ weights); :mod:`unictr_core.store.loading` builds a model from it and
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -59,6 +60,8 @@ class DomainEntry:
     training: dict = field(default_factory=dict)  # how the DSN was trained, with its per-epoch history
     problem: Optional[str] = None
     others: list[str] = field(default_factory=list)  # other registrations of this name, not chosen
+    # the bundle's domain.yaml as discovery checked it (weights' SHA-256, header, layout); loading passes it on
+    record: Optional[dict] = field(default=None, repr=False)
 
     @property
     def has_dsn(self) -> bool:
@@ -135,7 +138,15 @@ def _is_inside(path: Path, folder: Path) -> bool:
 
 
 class Registry:
-    """The resolved view over all plugins for one home (a snapshot; build a new one after changes)."""
+    """The resolved view over all plugins for one home (a snapshot; build a new one after changes).
+
+    Building one is cheap: it resolves the home's current snapshot and reads the core's manifest (no weights),
+    so ``core_fingerprint`` is known. :meth:`discover` is the expensive step, done once per command: it runs
+    every plugin's ``register_domains`` hook once and checks every registered bundle once (SHA-256, header, the
+    core's DSN layout); each entry keeps the checked record (:attr:`DomainEntry.record`), which
+    :func:`unictr_core.store.loading.load_model` passes on instead of checking the bundle again.
+    :meth:`open` does both; a command opens one registry and hands it to whatever else needs it.
+    """
 
     def __init__(self, home: Path):
         self.home = Path(home)
@@ -144,21 +155,53 @@ class Registry:
         self.problems: list[str] = []
         self.core_problem: Optional[str] = None
         try:
-            manifest = core_manifest_of(self.root)
+            manifest = core_manifest_of(self.root)  # one small YAML file: no weights are read
         except ArtifactError as exc:  # listed, so that the domains still show; loading the core fails with it
             manifest, self.core_problem = None, str(exc)
-            self.problems.append(f"the core is broken: {exc}")
+            self.problems.append(_one_line(f"the core is broken: {exc}"))
         self.core_fingerprint = None if manifest is None else str(manifest["fingerprint"])
         self.dsn_layout = None if manifest is None else manifest.get("dsn_layout")  # None: a core of an earlier release
+        self._registrations: Optional[dict[str, list[DomainEntry]]] = None  # every registration, by name
+        self._entries: Optional[dict[str, DomainEntry]] = None
+
+    @classmethod
+    def open(cls, home: Path) -> "Registry":
+        """The registry of ``home``, discovered (see :meth:`discover`): what a command builds, once."""
+        return cls(home).discover()
+
+    @property
+    def entries(self) -> dict[str, DomainEntry]:
+        """The chosen entry of every known domain, by name (sorted); only after :meth:`discover`."""
+        if self._entries is None:
+            raise RegistryError(f"the registry of {self.home} has not discovered its domains yet: "
+                                "use Registry.open(home), or call .discover() first")
+        return self._entries
+
+    def discover(self) -> "Registry":
+        """Run the plugins' ``register_domains`` hooks, check every bundle and choose an entry per name; returns
+        the registry. Done once: a second call changes nothing."""
+        if self._entries is not None:
+            return self
         specs = plugins.domain_specs(self.root)
         self.problems += plugins.domain_plugin_problems()
-        candidates = self._candidates(specs)
-        self.entries: dict[str, DomainEntry] = {name: self._choose(name, candidates[name])
-                                                for name in sorted(candidates)}
+        self._registrations = self._candidates(specs)
+        entries = {}
+        for name in sorted(self._registrations):
+            ranked = self._ranked(self._registrations[name])
+            entries[name] = self._choose(ranked)
+            self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
+                              for e in ranked[1:] if e.problem is not None]
         snapshots.ensure_alive(self.root)  # deleted while it was read: its entries describe nothing, retry
-        for entry in self.entries.values():  # reasons quote what files hold: one line each, whatever they hold
-            entry.problem = None if entry.problem is None else _one_line(entry.problem)
-        self.problems = [_one_line(problem) for problem in self.problems]
+        self.problems = [_one_line(problem) for problem in self.problems]  # reasons quote what files hold
+        self._entries = entries
+        return self
+
+    def without_local(self, name: str) -> Optional[DomainEntry]:
+        """The entry that serves ``name`` once its local bundle is gone (a package's bundle, a definition), or
+        None: what ``domain remove`` reports, chosen from the registrations discovery found (no second run)."""
+        self.entries  # noqa: B018 - discovered, or RegistryError
+        rest = [e for e in (self._registrations or {}).get(name, []) if not e.local]
+        return self._choose(self._ranked(rest)) if rest else None
 
     def _candidates(self, specs: Sequence[plugins.DomainSpec]) -> dict[str, list[DomainEntry]]:
         """Every valid registration as an entry (its bundle checked), by name, in registration order."""
@@ -174,20 +217,24 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - one plugin's garbage never hides the other domains
                 entry = DomainEntry(name=spec.name, source=f"plugin {spec.plugin}", plugin=spec.plugin,
                                     problem=f"{type(exc).__name__}: {exc}")
+            if entry.problem is not None:  # reasons quote what files hold: one line each, whatever they hold
+                entry.problem = _one_line(entry.problem)
             candidates.setdefault(spec.name, []).append(entry)
         return candidates
 
-    def _choose(self, name: str, registrations: list[DomainEntry]) -> DomainEntry:
-        """The registration that serves ``name`` best (see the module's docstring), completed from the others."""
-        ranked = sorted(enumerate(registrations), key=lambda pair: (self._rank(pair[1]), pair[0]))
-        chosen = ranked[0][1]
-        chosen.others = [f"{e.source} ({e.status})" for _, e in ranked[1:]]
-        self.problems += [f"domain '{name}' ({e.source}, {e.bundle}) is unusable: {e.problem}"
-                          for _, e in ranked[1:] if e.problem is not None]
+    def _ranked(self, registrations: list[DomainEntry]) -> list[DomainEntry]:
+        """``registrations`` best first (see the module's docstring); ties in registration order."""
+        return [e for _, e in sorted(enumerate(registrations), key=lambda pair: (self._rank(pair[1]), pair[0]))]
+
+    @staticmethod
+    def _choose(ranked: list[DomainEntry]) -> DomainEntry:
+        """A copy of the first of ``ranked``, completed from the others (the registrations stay as registered)."""
+        chosen = dataclasses.replace(ranked[0])
+        chosen.others = [f"{e.source} ({e.status})" for e in ranked[1:]]
         if chosen.template is None and (chosen.bundle is None or chosen.problem is not None):
-            chosen.template = next((e.template for _, e in ranked if e.template is not None), None)
+            chosen.template = next((e.template for e in ranked if e.template is not None), None)
         if chosen.description == "":
-            chosen.description = next((e.description for _, e in ranked if e.description), "")
+            chosen.description = next((e.description for e in ranked if e.description), "")
         return chosen
 
     @staticmethod
@@ -237,6 +284,7 @@ class Registry:
             entry.core_fingerprint = record.get("core_fingerprint")
             if self.dsn_layout is not None and entry.core_fingerprint == self.core_fingerprint:
                 check_dsn_layout(bundle, self.dsn_layout, record.get("dsn"))  # names and shapes: the core's DSN
+            entry.record = record
             entry.metrics = dict(record.get("metrics") or {})
             entry.created = record.get("created")
             entry.training = dict(record.get("training") or {}) if isinstance(record.get("training"), dict) else {}
@@ -279,7 +327,7 @@ def state_token(home: Path) -> str:
 
 
 def templates_for(domains: Sequence[str], home: Optional[Path] = None,
-                  default: Optional[PromptTemplate] = None) -> TemplateSet:
+                  default: Optional[PromptTemplate] = None, registry: Optional[Registry] = None) -> TemplateSet:
     """The template the domain registry knows for each of ``domains``; ``default`` for the others.
 
     The one source of templates: training uses it, and prediction reads the same
@@ -288,12 +336,13 @@ def templates_for(domains: Sequence[str], home: Optional[Path] = None,
     (a dataset's own template, see :func:`unictr_core.data.dataset.dataset_template`;
     else the built-in default) becomes the core's default template, which renders
     every domain without a template of its own, zero-shot ones included.
+    ``registry``: the home's registry when the caller has one (default: one is opened).
     """
-    if home is None:
+    if registry is None and home is None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as empty:
             return templates_for(domains, Path(empty), default)
-    registry = Registry(home)
+    registry = Registry.open(home) if registry is None else registry.discover()
     known = {name: entry.template for name, entry in registry.entries.items() if entry.template is not None}
     return TemplateSet({d: known[d] for d in domains if d in known}, default=default)

@@ -5,8 +5,8 @@ Layout::
     home/
       current -> generations/g000007   the pointer: a relative symbolic link, the only thing a write
                                        changes in place (one ``os.replace``)
-      core -> current/core             static links, so paths of earlier releases (home/core/manifest.yaml,
-      domains -> current/domains       home/domains/<name>/) still read the current state
+      core -> current/core             static links, so that home/core/manifest.yaml and
+      domains -> current/domains       home/domains/<name>/ read the current state
       generations/g000007/core/        manifest.yaml, core.safetensors
       generations/g000007/domains/     <name>/domain.yaml, <name>/dsn.safetensors
       .lock                            writers' exclusive lock
@@ -25,9 +25,9 @@ that was never switched to) and says so; generations no longer current are
 deleted once they have been retired for :data:`GRACE_S` seconds (readers that
 resolved them earlier have finished by then).
 
-A home in the earlier layout (real ``core/`` and ``domains/`` folders) is read as
-it is; the first write migrates it (hard links, then the two folders become the
-static links) and reports the migration.
+A home that no write has made yet (no ``current`` pointer) is read as the folder
+itself: empty. A write refuses a folder that holds ``core/`` or ``domains/`` but no
+pointer (not a layout this version writes).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def step(what: str) -> None:
 def snapshot(home: Path) -> Path:
     """The folder holding the home's current ``core/`` and ``domains/``; resolve it once per read.
 
-    For a home in the earlier layout (no pointer) it is the home itself.
+    For a home no write has made yet (no pointer) it is the home itself.
     """
     home = Path(home)
     pointer = home / POINTER
@@ -86,21 +86,13 @@ def snapshot(home: Path) -> Path:
 
 def state_token(home: Path) -> str:
     """A string that changes whenever a write (train, domain add/replace/remove) has committed; reads no weights."""
-    home = Path(home)
-    pointer = home / POINTER
-    if pointer.is_symlink():
-        return os.readlink(pointer)
-    parts = []
-    for path in [home / CORE / MANIFEST, *sorted((home / DOMAINS).glob("*/domain.yaml"))]:
-        with contextlib.suppress(OSError):
-            stat = path.stat()
-            parts.append(f"{path.relative_to(home)}:{stat.st_mtime_ns}:{stat.st_size}")
-    return "legacy:" + "|".join(parts) if parts else "empty"
+    pointer = Path(home) / POINTER
+    return os.readlink(pointer) if pointer.is_symlink() else "empty"
 
 
 def generation_number(token: str) -> int:
     """The number of the generation a :func:`state_token` names (``generations/g000002``: 2), the number in the
-    folder name on disk; 0 for a token that names no generation (an empty home or one in the earlier layout)."""
+    folder name on disk; 0 for a token that names no generation (a home no write has made yet)."""
     path = Path(token)
     number = _number(path.name) if path.parent == Path(GENERATIONS) else None
     return 0 if number is None else number
@@ -212,7 +204,7 @@ def transaction(home: Path, lock_timeout: Optional[float] = None,
 
 
 def recover(home: Path) -> list[str]:
-    """Clean up after an interrupted write and migrate an earlier-layout home (holding the lock). Returns notes."""
+    """Clean up after an interrupted write (holding the lock). Returns notes."""
     home = Path(home)
     notes: list[str] = []
     for pattern in (f".{POINTER}-*", f".{CORE}-*", f".{DOMAINS}-*"):  # links and folders of an interrupted switch
@@ -223,7 +215,7 @@ def recover(home: Path) -> list[str]:
             else:
                 stale.unlink()
     if not (home / POINTER).is_symlink():
-        _migrate(home, notes)
+        _check_new(home)
         return notes
     _ensure_links(home)
     current = _number(snapshot(home).name)
@@ -245,34 +237,16 @@ def recover(home: Path) -> list[str]:
     return notes
 
 
-def _migrate(home: Path, notes: list[str]) -> None:
-    """Earlier layout -> snapshots: generation 1 from ``core/`` and ``domains/`` (hard links), then the pointer."""
-    legacy = [home / part for part in (CORE, DOMAINS) if (home / part).is_dir() and not (home / part).is_symlink()]
+def _check_new(home: Path) -> None:
+    """HomeStoreError unless ``home``, which has no pointer, holds nothing a write would lose or misread."""
+    found = [part for part in (CORE, DOMAINS) if (home / part).exists() or (home / part).is_symlink()]
     generations = home / GENERATIONS
-    if not legacy:
-        if generations.is_dir() and any(_number(p.name) is not None for p in generations.iterdir()):
-            raise HomeStoreError(f"{home} holds generations but no '{POINTER}' link to the current one; restore it "
-                                 f"(e.g. `ln -s {GENERATIONS}/gNNNNNN {home / POINTER}`) before writing")
-        return
-    # the earlier layout is the truth: whatever a crashed migration left beside it is derived from it
-    if (home / POINTER).exists():  # a plain folder: a copy of the home made without keeping the links
-        notes.append(f"{home / POINTER} was a folder, not the pointer link (a copy without symlinks?); replaced")
-        shutil.rmtree(home / POINTER)
-    if generations.exists():
-        shutil.rmtree(generations)
-    generations.mkdir()
-    staging = generations / f".staging-{os.getpid()}-{time.time_ns()}"
-    staging.mkdir()
-    for folder in legacy:
-        _link_tree(folder, staging / folder.name)
-    (staging / DOMAINS).mkdir(exist_ok=True)
-    _fsync_tree(staging)
-    os.rename(staging, generations / "g000001")
-    _fsync_dir(generations)
-    _switch(home, "g000001")
-    _ensure_links(home)
-    notes.append(f"migrated {home} to the snapshot layout (generations/ + the 'current' pointer); its core/ and "
-                 "domains/ are now links to the current generation")
+    if generations.is_dir() and any(_number(p.name) is not None for p in generations.iterdir()):
+        raise HomeStoreError(f"{home} holds generations but no '{POINTER}' link to the current one; restore it "
+                             f"(e.g. `ln -s {GENERATIONS}/gNNNNNN {home / POINTER}`) before writing")
+    if found:
+        raise HomeStoreError(f"{home} holds {' and '.join(found)} but no '{POINTER}' link: not a home this version "
+                             "of UniCTR wrote; choose another --home")
 
 
 def _switch(home: Path, name: str) -> None:
@@ -296,18 +270,12 @@ def _switch(home: Path, name: str) -> None:
 
 
 def _ensure_links(home: Path) -> None:
-    """``core`` and ``domains`` in the home are the static links into ``current``; fixes an interrupted migration."""
+    """``core`` and ``domains`` in the home are the static links into ``current`` (made by the first write)."""
     for part in (CORE, DOMAINS):
         path = home / part
         wanted = f"{POINTER}/{part}"
         if path.is_symlink() and os.readlink(path) == wanted:
             continue
-        if path.is_dir() and not path.is_symlink():  # already copied into a generation by the migration
-            aside = home / f".{part}-migrated-{os.getpid()}"
-            step(f"move {part} aside")
-            os.rename(path, aside)
-            step(f"delete {aside.name}")
-            shutil.rmtree(aside)
         temporary = home / f".{part}-link-{os.getpid()}"
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -353,7 +321,7 @@ def _last_number(home: Path) -> int:
 def _link_tree(source: Path, target: Path) -> None:
     """Copy a folder as hard links (files are immutable); symbolic links are copied as links, never followed.
 
-    Names starting with a dot (temporary files of earlier releases, their lock) are left out.
+    Names starting with a dot (temporary files) are left out.
     """
     target.mkdir()
     for entry in sorted(source.iterdir()):

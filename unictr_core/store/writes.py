@@ -44,7 +44,7 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
                   notes: Optional[list[str]] = None) -> Path:
     """Write ``model``'s DSN for ``name`` into the home: one snapshot switch, under the lock.
 
-    ``notes`` receives what the write had to clean up first (an interrupted write, a migration).
+    ``notes`` receives what the write had to clean up first (an interrupted write).
     """
     validate_domain_name(name, "domain name")
     home = Path(home)
@@ -64,13 +64,14 @@ def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: 
 
 
 def delete_bundle(home: Path, name: str, lock_timeout: Optional[float] = None,
-                  notes: Optional[list[str]] = None) -> DomainEntry:
+                  notes: Optional[list[str]] = None, registry: Optional[Registry] = None) -> DomainEntry:
     """Delete the local bundle of ``name``; refuses domains the home does not own (packages, definitions).
 
     A bundle that is a symbolic link is unregistered by deleting the link, never what it points to.
+    ``registry``: the home's registry when the caller has one (default: one is opened).
     """
     home = Path(home)
-    entry = removable_entry(Registry(home), name)
+    entry = removable_entry(Registry.open(home) if registry is None else registry.discover(), name)
     with _writing(home, lock_timeout, notes) as txn:
         relative = f"{DOMAINS_DIR}/{name}"
         if not ((txn.root / relative).is_dir() or (txn.root / relative).is_symlink()):
