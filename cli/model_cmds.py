@@ -47,6 +47,10 @@ def train(
                             "DSN's logit is the general network's plus a learned correction that starts at zero, "
                             "as `domain add` does, so a DSN starts as good as the general network. standalone: "
                             "the paper's DSN, its own prediction from scratch."),
+    dsn_stats: bool = typer.Option(TrainConfig.dsn_stats, "--dsn-stats/--no-dsn-stats", help="Each DSN also reads "
+                                   "its domain's count statistics: the user's and the item's past positive rate "
+                                   "and count (causal in training; the training part's when predicting), as "
+                                   "`domain add` does."),
     patience: int = typer.Option(TrainConfig.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
@@ -95,7 +99,7 @@ def train(
                                    tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout, ids=ids,
                                    id_buckets=id_buckets, tune_layers=tuned, token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                   max_steps=max_steps, dsn=dsn, precision=precision, max_cache_gb=max_cache_gb,
+                                   max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, precision=precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
                                        group, replace=replace)

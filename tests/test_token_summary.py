@@ -90,16 +90,18 @@ def test_cached_and_live_predictions_agree_with_summaries(tiny_bert):
     np.testing.assert_allclose(cached.probs, live.probs, atol=1e-6)
 
 
-def test_a_core_with_summaries_trains_adds_a_domain_and_reloads_from_the_cli(tiny_bert, tmp_path):
+def test_a_core_with_summaries_and_statistics_trains_adds_a_domain_and_reloads_from_the_cli(tiny_bert, tmp_path):
     data = tmp_path / "data"
     write_dataset(data, toy_samples(60), toy_samples(30, seed=1), toy_samples(30, seed=2))
     home = tmp_path / "home"
     trained = runner.invoke(app, ["train", "--data", str(data), "--home", str(home), "--backbone", tiny_bert,
                                   "--tower", "16,8", "--max-length", "64", "--tune-layers", "0",
-                                  "--token-summary", "3", "--epochs", "1", "--batch-size", "16"])
+                                  "--token-summary", "3", "--dsn-stats", "--epochs", "1", "--batch-size", "16"])
     assert trained.exit_code == 0, trained.output
     shown = runner.invoke(app, ["domain", "list", "--home", str(home), "--json"])
     assert shown.exit_code == 0, shown.output
+    listed = json.loads(shown.output)
+    assert not listed.get("problems"), listed
     manifest = (home / "core" / "manifest.yaml").read_text()
     assert "token_summary: 3" in manifest
     toys = tmp_path / "toys.jsonl"
@@ -120,3 +122,23 @@ def test_a_core_with_summaries_trains_adds_a_domain_and_reloads_from_the_cli(tin
     predicted = runner.invoke(app, ["predict", "--input", str(toys), "--home", str(home), "--domain", "toys",
                                     "--out", str(tmp_path / "toys-out.jsonl")])
     assert predicted.exit_code == 0, predicted.output
+
+
+def test_joint_dsns_with_count_statistics_train_causally_and_predict_from_their_tables(tiny_bert):
+    from unictr_core.fit.training import fit_count_statistics
+
+    config = frozen_config(tiny_bert, 2)
+    train = toy_samples(60)
+    result = train_unictr(train, toy_samples(30, seed=1), config,
+                          TrainConfig(epochs=1, batch_size=16, dsn_stats=True), progress=False)
+    model = result.model
+    assert all(dsn.spec.stats and dsn.counts is not None for dsn in model.dsns.values())
+    books = [s for s in train if s.domain == "books"]
+    assert float(model.dsns["books"].counts.total[1]) == len(books)  # the tables hold the domain's training rows
+    counts = fit_count_statistics(model, train).numpy()
+    first = next(i for i, s in enumerate(train) if s.domain == "books")
+    assert counts[first].tolist() == [0.0] * 6  # the domain's first row has seen nothing
+    later = [i for i, s in enumerate(train) if s.domain == "books"][-1]
+    assert counts[later, 5] == len(books) - 1  # the last row saw every earlier row of its domain, not itself
+    probs = predict_samples(model, toy_samples(12, seed=7)).probs
+    assert np.isfinite(probs).all()

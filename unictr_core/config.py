@@ -141,6 +141,9 @@ class TrainConfig:
     # "residual": each DSN's logit = the general network's (detached) + a learned correction that starts at
     # zero (as `domain add`); "standalone": the paper's DSN, a prediction of its own from scratch
     dsn: str = "residual"   # chosen by measurement (docs/results.md, "Residual DSNs in joint training")
+    # each DSN also reads its domain's count statistics (unictr_core.modeling.stats: the user's and item's past
+    # positive rate and count, causal in training, the training part's at prediction), as `domain add` does
+    dsn_stats: bool = False
 
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:

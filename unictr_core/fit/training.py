@@ -31,6 +31,8 @@ from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
 from unictr_core.modeling.model import UniCTRModel
+from unictr_core.modeling.networks import DsnSpec
+from unictr_core.modeling.stats import COUNTS, causal_counts
 from unictr_core.modeling.predict import (Predictions, domain_metrics, tokenize_samples, mean_auc, mean_domain_metric,
                                           predict_encoded)
 
@@ -109,10 +111,11 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     with distributed.agreement(ctx, "preparing the model and the data"):
         model, train_set, valid_set, valid, precision = _prepare(train, valid, model_config, train_config, templates,
                                                                  ctx)
+        train_counts = fit_count_statistics(model, train_set.samples) if train_config.dsn_stats else None
     train_cache, valid_cache, cache_info = cache_below_cut(model, train_set, valid_set, train_config, precision,
                                                            progress and ctx.is_main, ctx)
-    task = _JointEpochs(model, (train_set, train_cache), (valid, valid_set, valid_cache), train_config, ctx,
-                        precision)
+    task = _JointEpochs(model, (train_set, train_cache, train_counts), (valid, valid_set, valid_cache), train_config,
+                        ctx, precision)
     run = run_epochs(task, train_config.epochs, train_config.patience, ctx, on_epoch, progress)
     best = run.stopping
     best_auc = best.score if best.details and mean_auc(best.details) is not None else None
@@ -132,11 +135,27 @@ def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: Mod
     check_labelled(valid, "validation data")
     seed_everything(config.seed)
     model = build_model(model_config, domains, templates, seed=config.seed,
-                        residual_dsns=config.dsn == "residual").to(ctx.device)
+                        residual_dsns=DsnSpec(residual=config.dsn == "residual", stats=config.dsn_stats)
+                        ).to(ctx.device)
     train_set = tokenize_samples(model, train)
     valid_set = tokenize_samples(model, [valid[i] for i in distributed.eval_shard(len(valid), ctx)])
     precision = precisions.resolve(config.precision, ctx.device, training=True)
     return model, train_set, valid_set, valid, precision
+
+
+def fit_count_statistics(model: UniCTRModel, samples: Sequence[Sample]) -> torch.Tensor:
+    """Fill every DSN's count tables with its domain's training rows (what it reads at prediction time) and
+    return the rows' causal counts [N, 6] (what each row reads in training: only the earlier rows of its
+    domain; :func:`unictr_core.modeling.stats.causal_counts`)."""
+    counts = np.zeros((len(samples), COUNTS))
+    for domain, dsn in model.dsns.items():
+        rows = [i for i, s in enumerate(samples) if s.domain == domain]
+        if dsn.counts is None or not rows:
+            continue
+        part = [samples[i] for i in rows]
+        dsn.counts.fit(part)
+        counts[rows] = causal_counts(part, model.config.id_buckets)
+    return torch.from_numpy(counts).float().to(next(model.parameters()).device)
 
 
 class _JointEpochs(GlobalBatchEpochs):
@@ -145,7 +164,8 @@ class _JointEpochs(GlobalBatchEpochs):
 
     def __init__(self, model: UniCTRModel, train: tuple, valid: tuple, config: TrainConfig, ctx: DistContext,
                  precision: str):
-        self.train_set, self.train_cache = train  # encoded rows, their hidden states below the cut (or None)
+        # encoded rows, their hidden states below the cut (or None), their causal count statistics (or None)
+        self.train_set, self.train_cache, self.train_counts = train
         self.valid, self.valid_set, self.valid_cache = valid  # all rows, this rank's shard encoded, its cache
         super().__init__(model, model, config, ctx, len(self.train_set))
         self.precision = precision
@@ -177,7 +197,8 @@ class _JointEpochs(GlobalBatchEpochs):
         weights = torch.full((len(mine),), 0.0 if padding else 1.0, device=ctx.device)
         dsn_rows = sum(1 for r in rows if encoded.samples[r].domain in model.dsns)
         with precisions.autocast(self.precision, ctx.device):
-            output = self.net(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden)
+            counts = None if self.train_counts is None else self.train_counts[mine]
+            output = self.net(batch.input_ids, mask, batch.domains, batch.ids, hidden_states=hidden, counts=counts)
         part = shard_loss(output.float(), batch.labels, weights, len(rows), dsn_rows)
         # DistributedDataParallel averages the gradients over the ranks; scaling by the world size makes the
         # result the gradient of the sum of the parts, i.e. of the global batch loss

@@ -154,8 +154,11 @@ class UniCTRModel(nn.Module):
         return self.config.id_buckets if reads else None
 
     def heads(self, hidden_states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor,
-              domains: Sequence[str], ids: Optional[torch.Tensor] = None) -> ModelOutput:
-        """General network on every row; each domain's DSN on its own rows only (``ids``: see id_buckets)."""
+              domains: Sequence[str], ids: Optional[torch.Tensor] = None,
+              counts: Optional[torch.Tensor] = None) -> ModelOutput:
+        """General network on every row; each domain's DSN on its own rows only (``ids``: see id_buckets).
+        ``counts``: [B, 6] causal count statistics of the rows (training DSNs that read statistics); without
+        them such a DSN looks its rows up in its count tables."""
         mask = mask.bool()
         general = self.general(hidden_states, mask, ids)
         dsn_logits = general
@@ -166,8 +169,9 @@ class UniCTRModel(nn.Module):
             rows = torch.tensor([i for i, d in enumerate(domains) if d == domain], dtype=torch.long, device=mask.device)
             sub_states = [None if h is None else h.index_select(0, rows) for h in hidden_states]
             sub_ids = None if ids is None else ids.index_select(0, rows)
+            sub_counts = None if counts is None else counts.index_select(0, rows)
             logits = self.dsns[domain](sub_states, mask.index_select(0, rows), general.index_select(0, rows),
-                                       ids=sub_ids)
+                                       ids=sub_ids, counts=sub_counts)
             dsn_logits = dsn_logits.index_put((rows,), logits)
             has_dsn[rows] = True
         return ModelOutput(general_logits=general, dsn_logits=dsn_logits, has_dsn=has_dsn)
@@ -184,18 +188,19 @@ class UniCTRModel(nn.Module):
 
     def forward(self, input_ids: Optional[torch.Tensor], attention_mask: torch.Tensor, domains: Sequence[str],
                 ids: Optional[torch.Tensor] = None,
-                hidden_states: Optional[Sequence[Optional[torch.Tensor]]] = None) -> ModelOutput:
+                hidden_states: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                counts: Optional[torch.Tensor] = None) -> ModelOutput:
         """Logits of every row; ``ids``: hashed ID buckets of an ID-aware model (see :mod:`unictr_core.modeling.ids`);
         with ``hidden_states`` (cached, see :meth:`cached_layers`) the backbone runs only above the cut and
         ``input_ids`` is not used. A frozen backbone's cache holds what the heads read (:attr:`caches_head_inputs`;
-        ``attention_mask`` is then the cache's mask)."""
+        ``attention_mask`` is then the cache's mask). ``counts``: see :meth:`heads`."""
         if hidden_states is None:
             states, mask = self.head_inputs(input_ids, attention_mask)
         elif self.caches_head_inputs:
             states, mask = list(hidden_states), attention_mask
         else:
             states, mask = self.summarize(self.encode_from_cut(hidden_states, attention_mask), attention_mask)
-        return self.heads(states, mask, domains, ids)
+        return self.heads(states, mask, domains, ids, counts)
 
     # ----------------------------------------------------------------- weights
     def lora_state(self) -> dict[str, torch.Tensor]:
