@@ -113,8 +113,9 @@ def test_one_precision_default_for_cli_api_and_training():
                 "serve": cli.commands["serve"], "rank": cli.commands["rank"]}
     for name, command in commands.items():
         assert {p.name: p.default for p in command.params}["precision"] == DEFAULT_PRECISION, name
-    for function in (workflows.plan_domain_add, workflows.serving_model, workflows.evaluate, workflows.predict):
+    for function in (workflows.serving_model, workflows.evaluate, workflows.predict):
         assert inspect.signature(function).parameters["precision"].default == DEFAULT_PRECISION, function
+    assert inspect.signature(workflows.plan_domain_add).parameters["config"].default is DOMAIN_ADD_DEFAULTS
     assert TrainConfig().precision == DEFAULT_PRECISION and ServeSettings(home=Path(".")).precision == DEFAULT_PRECISION
     assert DOMAIN_ADD_DEFAULTS.precision == DEFAULT_PRECISION  # train_domain's default config
     # an unprepared model predicts at the default (a prepared one at the precision it was prepared for)
