@@ -101,7 +101,7 @@ def test_domain_add_with_id_tables_leaves_every_other_domain_bit_identical(id_ho
     import shutil
 
     home = tmp_path / "home"
-    shutil.copytree(id_home[0], home)
+    shutil.copytree(id_home[0], home, symlinks=True)  # the current link stays a link
     samples = toy_samples(60, seed=7)
 
     def per_domain():
