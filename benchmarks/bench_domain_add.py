@@ -29,7 +29,7 @@ def run_once(plan, epochs: int, batch_size: int, seed: int, cache: bool) -> dict
     """One `domain add` training (nothing committed) on the rows of ``plan``, against a freshly loaded core."""
     from dataclasses import replace
 
-    from unictr_core import workflows
+    from unictr_core import DomainAddOptions, workflows
     from unictr_core.config import TrainConfig
     from unictr_core.store.artifact import load_core
     from unictr_core.store.layout import CORE_DIR
@@ -37,7 +37,7 @@ def run_once(plan, epochs: int, batch_size: int, seed: int, cache: bool) -> dict
 
     plan = replace(plan, model=load_core(snapshot(plan.home) / CORE_DIR))
     config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=epochs + 1, seed=seed)
-    result = workflows.train_dsn(plan, config, cache=cache, progress=False)
+    result = workflows.train_dsn(plan, config, DomainAddOptions(cache=cache, progress=False))
     epochs_run = len(result.history)
     return {"cache": cache, "epochs": epochs_run, "seconds": result.seconds,
             "seconds_per_epoch": result.seconds["train"] / epochs_run, "cache_mib": result.cache_bytes / 2**20,
@@ -90,11 +90,11 @@ def main(argv=None) -> dict:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    from unictr_core import workflows
+    from unictr_core import DomainData, TrainConfig, workflows
 
     # the rows, template and core `unictr domain add` would use (fp32, so both modes compute alike)
-    plan = workflows.plan_domain_add(args.home, args.domain, args.data, replace=True, seed=args.seed,
-                                     max_rows=args.max_rows, precision="fp32")
+    plan = workflows.plan_domain_add(args.home, args.domain, DomainData(args.data, max_rows=args.max_rows),
+                                     TrainConfig(seed=args.seed, precision="fp32"), replace=True)
     train, valid, test = plan.train_rows, plan.valid_rows, plan.test_rows
     warm_up(plan.model, train[:8])
     all_runs: list[dict] = []

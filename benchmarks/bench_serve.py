@@ -155,90 +155,114 @@ def unictr(*args: str, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unictr_cli.main", *args], env=env, capture_output=True, text=True)
 
 
+class LiveState:
+    """What the threads of the live phase share: the stop signal, request counts and failures, when each
+    event was seen, and which command runs (``phase``: add, then remove)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.counts = {"requests": 0, "failed": 0}
+        self.failures, self.lock = [], threading.Lock()
+        self.events: dict[str, Optional[float]] = {"dsn": None, "zero_shot_again": None, "added": None,
+                                                   "removed": None}
+        self.phase = "add"
+
+
+def load_worker(port: int, requests: list[list[dict]], clients: int, offset: int, state: LiveState) -> None:
+    """One of ``clients`` clients: requests ``offset``, ``offset + clients``, ... (round and round) until stopped."""
+    client = Client(port)
+    i = offset
+    while not state.stop.is_set():
+        rows = requests[i % len(requests)]
+        i += clients
+        status, answer = client.post("/v1/predict", {"samples": rows})
+        with state.lock:
+            state.counts["requests"] += 1
+            if status != 200 or len(answer.get("predictions", [])) != len(rows):
+                state.counts["failed"] += 1
+                state.failures.append(f"{status}: {answer.get('error')}")
+
+
+def prober(port: int, probe_row: dict, state: LiveState) -> None:
+    """Scores ``probe_row`` (a row of the added domain) again and again: when the DSN answers it after the add,
+    and the general network again after the remove."""
+    client = Client(port)
+    while not state.stop.is_set():
+        status, answer = client.post("/v1/predict", {"samples": [probe_row]})
+        now = time.monotonic()
+        with state.lock:
+            state.counts["requests"] += 1
+            if status != 200:
+                state.counts["failed"] += 1
+                state.failures.append(f"{status}: {answer.get('error')}")
+                continue
+        by = answer["predictions"][0]["predicted_by"]
+        if state.phase == "add" and by == "dsn" and state.events["dsn"] is None:
+            state.events["dsn"] = now
+        if state.phase == "remove" and by == ZERO_SHOT and state.events["zero_shot_again"] is None:
+            state.events["zero_shot_again"] = now
+        time.sleep(0.02)
+
+
+def generations(port: int, state: LiveState) -> None:
+    """When the server swapped in the state with the new domain, and the one without it (GET /readyz)."""
+    client = Client(port)
+    first = json.loads(client.get("/readyz")[1])["generation"]
+    while not state.stop.is_set():
+        status, text = client.get("/readyz")
+        now = time.monotonic()
+        if status == 200:
+            generation = json.loads(text)["generation"]
+            for key, step in (("added", 1), ("removed", 2)):
+                if generation >= first + step and state.events[key] is None:
+                    state.events[key] = now
+        time.sleep(0.02)
+
+
+def add_then_remove(home: Path, domain: str, add_args: list[str], env: dict, max_seconds: float, state: LiveState,
+                    started: float) -> tuple[float, float]:
+    """Run `domain add`, wait for the DSN to answer, run `domain remove`, wait for zero-shot again (each wait at
+    most until ``max_seconds`` after ``started``); returns when each command finished."""
+    add = unictr("domain", "add", domain, "--home", str(home), *add_args, env=env)
+    add_done = time.monotonic()
+    if add.returncode != 0:
+        raise RuntimeError(f"`unictr domain add` failed: {add.stderr.strip()[-500:]}")
+    while state.events["dsn"] is None and time.monotonic() - started < max_seconds:
+        time.sleep(0.02)
+    state.phase = "remove"
+    remove = unictr("domain", "remove", domain, "--home", str(home), "--yes", env=env)
+    remove_done = time.monotonic()
+    if remove.returncode != 0:
+        raise RuntimeError(f"`unictr domain remove` failed: {remove.stderr.strip()[-500:]}")
+    while state.events["zero_shot_again"] is None and time.monotonic() - started < max_seconds:
+        time.sleep(0.02)
+    return add_done, remove_done
+
+
 def live_phase(port: int, home: Path, requests: list[list[dict]], clients: int, domain: str, add_args: list[str],
                env: dict, max_seconds: float) -> dict:
     """Load from ``clients`` clients while `domain add` then `domain remove` run in other processes."""
-    stop = threading.Event()
-    counts = {"requests": 0, "failed": 0}
-    failures, lock = [], threading.Lock()
+    state = LiveState()
     probe_row = dict(requests[0][0], domain=domain)
-    events: dict[str, Optional[float]] = {"dsn": None, "zero_shot_again": None, "added": None, "removed": None}
-    phase = {"name": "add"}
-
-    def worker(offset: int):
-        client = Client(port)
-        i = offset
-        while not stop.is_set():
-            rows = requests[i % len(requests)]
-            i += clients
-            status, answer = client.post("/v1/predict", {"samples": rows})
-            with lock:
-                counts["requests"] += 1
-                if status != 200 or len(answer.get("predictions", [])) != len(rows):
-                    counts["failed"] += 1
-                    failures.append(f"{status}: {answer.get('error')}")
-
-    def prober():
-        client = Client(port)
-        while not stop.is_set():
-            status, answer = client.post("/v1/predict", {"samples": [probe_row]})
-            now = time.monotonic()
-            with lock:
-                counts["requests"] += 1
-                if status != 200:
-                    counts["failed"] += 1
-                    failures.append(f"{status}: {answer.get('error')}")
-                    continue
-            by = answer["predictions"][0]["predicted_by"]
-            if phase["name"] == "add" and by == "dsn" and events["dsn"] is None:
-                events["dsn"] = now
-            if phase["name"] == "remove" and by == ZERO_SHOT and events["zero_shot_again"] is None:
-                events["zero_shot_again"] = now
-            time.sleep(0.02)
-
-    def generations():
-        """When the server swapped in the state with the new domain, and the one without it (GET /readyz)."""
-        client = Client(port)
-        first = json.loads(client.get("/readyz")[1])["generation"]
-        while not stop.is_set():
-            status, text = client.get("/readyz")
-            now = time.monotonic()
-            if status == 200:
-                generation = json.loads(text)["generation"]
-                for key, step in (("added", 1), ("removed", 2)):
-                    if generation >= first + step and events[key] is None:
-                        events[key] = now
-            time.sleep(0.02)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    threads += [threading.Thread(target=prober), threading.Thread(target=generations)]
+    threads = [threading.Thread(target=load_worker, args=(port, requests, clients, k, state)) for k in range(clients)]
+    threads += [threading.Thread(target=prober, args=(port, probe_row, state)),
+                threading.Thread(target=generations, args=(port, state))]
     started = time.monotonic()
     for t in threads:
         t.start()
     try:
-        add = unictr("domain", "add", domain, "--home", str(home), *add_args, env=env)
-        add_done = time.monotonic()
-        if add.returncode != 0:
-            raise RuntimeError(f"`unictr domain add` failed: {add.stderr.strip()[-500:]}")
-        while events["dsn"] is None and time.monotonic() - started < max_seconds:
-            time.sleep(0.02)
-        phase["name"] = "remove"
-        remove = unictr("domain", "remove", domain, "--home", str(home), "--yes", env=env)
-        remove_done = time.monotonic()
-        if remove.returncode != 0:
-            raise RuntimeError(f"`unictr domain remove` failed: {remove.stderr.strip()[-500:]}")
-        while events["zero_shot_again"] is None and time.monotonic() - started < max_seconds:
-            time.sleep(0.02)
+        add_done, remove_done = add_then_remove(home, domain, add_args, env, max_seconds, state, started)
     finally:
-        stop.set()
+        state.stop.set()
         for t in threads:
             t.join()
+    events = state.events
 
     def since(event: Optional[float], done: float) -> Optional[float]:
         return None if event is None else event - done
 
-    return {"clients": clients, "seconds": time.monotonic() - started, "requests": counts["requests"],
-            "failed": counts["failed"], "failures": failures[:5], "add_seconds": add_done - started,
+    return {"clients": clients, "seconds": time.monotonic() - started, "requests": state.counts["requests"],
+            "failed": state.counts["failed"], "failures": state.failures[:5], "add_seconds": add_done - started,
             "dsn_after_add_s": since(events["dsn"], add_done),
             "zero_shot_after_remove_s": since(events["zero_shot_again"], remove_done),
             "swapped_after_add_s": since(events["added"], add_done),
@@ -261,7 +285,7 @@ def fmt(value: Optional[float], digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", type=Path, required=True, help="a trained home (copied; never written)")
     parser.add_argument("--rows", type=Path, required=True, help="samples to score (.jsonl/.csv)")
@@ -283,13 +307,88 @@ def main(argv=None) -> dict:
                         help="of the server and of the predict reference (default: the one default)")
     parser.add_argument("--quantize", default="none", choices=QUANTIZE)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    return parser
+
+
+def start_server(home: Path, port: int, args: argparse.Namespace, env: dict, log: Path) -> subprocess.Popen:
+    """`unictr serve` on ``home`` at ``port``, its stderr into ``log``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "unictr_cli.main", "serve", "--home", str(home), "--port", str(port),
+         "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
+         str(args.max_wait_ms), "--poll-interval", "0.2", "--log-level", "warning", "--precision",
+         args.precision, "--quantize", args.quantize],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"))
+
+
+def measure(port: int, home: Path, samples, requests: list[list[dict]], args: argparse.Namespace, env: dict,
+            parser: argparse.ArgumentParser) -> dict:
+    """Against the running server: the alternating rounds of the predict reference and the serving levels, then
+    the live phase (with ``--add-domain``)."""
+    run_level(port, requests[:4], 1)  # warm-up, untimed
+    references, runs = [], []
+    for _ in range(args.repeats):  # alternating, so both modes see the same drift of a shared CPU
+        references.append(reference_predict(home, samples, args.precision, args.quantize))  # server idles
+        runs.append([run_level(port, requests, int(c)) for c in args.clients.split(",")])
+    reference = max(references, key=lambda r: r["rows_per_s"])
+    levels = [max(same, key=lambda lv: lv["rows_per_s"]) for same in zip(*runs)]
+    live = None
+    if args.add_domain is not None:
+        if args.add_data is None:
+            parser.error("--add-domain needs --add-data")
+        live = live_phase(port, home, requests, args.live_clients, args.add_domain,
+                          ["--data", str(args.add_data), *args.add_args.split()], env, args.max_seconds)
+    return {"references": references, "runs": runs, "reference": reference, "levels": levels, "live": live}
+
+
+def print_throughput(args: argparse.Namespace, samples, measured: dict) -> None:
+    """The settings, every round's rows/s, and the table of predict against each serving level."""
+    from unictr_core.fit.report import format_table
+
+    references, runs, reference, levels = (measured[key] for key in ("references", "runs", "reference", "levels"))
+    print(f"precision {args.precision}, quantize {args.quantize} (server and predict alike); "
+          f"{len(samples)} rows, {args.rows_per_request} rows per request, {args.threads} torch thread(s) per process, "
+          f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms; {platform.machine()}, "
+          f"{os.cpu_count()} CPUs (shared: clients, server and other jobs run on the same cores)")
+    rounds = {"predict": [r["rows_per_s"] for r in references]}
+    rounds.update({f"{lv['clients']} client(s)": [run[i]["rows_per_s"] for run in runs] for i, lv in enumerate(levels)})
+    print(f"best of {args.repeats} alternating rounds per mode; rows/s of every round: "
+          + "; ".join(f"{mode} " + ", ".join(f"{v:.1f}" for v in values) for mode, values in rounds.items()))
+    rows = [[f"unictr predict (batch 64, {args.precision})", "-", reference["rows"], "-",
+             round(reference["seconds"], 2), round(reference["rows_per_s"], 1), "100%", "-", "-", "-", "-", "-"]]
+    for lv in levels:
+        rows.append([f"unictr serve, {lv['clients']} client(s)", lv["clients"], lv["rows"], lv["requests"],
+                     round(lv["seconds"], 2), round(lv["rows_per_s"], 1),
+                     f"{100 * lv['rows_per_s'] / reference['rows_per_s']:.0f}%", round(lv["p50_ms"], 1),
+                     round(lv["p95_ms"], 1), round(lv["p99_ms"], 1), round(lv["mean_batch_rows"], 1), lv["failed"]])
+    print(format_table(["mode", "clients", "rows", "requests", "seconds", "rows/s", "vs predict", "p50 ms",
+                        "p95 ms", "p99 ms", "mean batch", "failed"], rows))
+
+
+def print_live(args: argparse.Namespace, live: dict) -> None:
+    """The live add / remove: requests, failures, and how soon the server answered with each new state."""
+    from unictr_core.fit.report import format_table
+
+    print(f"live add/remove of '{args.add_domain}' under load from {live['clients']} clients "
+          f"(+1 probe client): {live['requests']} requests in {live['seconds']:.1f} s, "
+          f"{live['failed']} failed; `domain add` took {live['add_seconds']:.1f} s")
+    print(format_table(
+        ["after the command exited", "new state served (/readyz)", "first answer by the new state"],
+        [[f"domain add {args.add_domain}", fmt(live["swapped_after_add_s"]), fmt(live["dsn_after_add_s"])],
+         [f"domain remove {args.add_domain}", fmt(live["swapped_after_remove_s"]),
+          fmt(live["zero_shot_after_remove_s"])]]))
+    print("seconds; negative: before the command's process had exited. The first answer includes the wait "
+          "behind requests queued earlier (which finish on the old state).")
+
+
+def main(argv=None) -> dict:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     import torch
 
     torch.set_num_threads(args.threads)
     from unictr_core.data.data_io import read_samples
-    from unictr_core.fit.report import format_table, write_json
+    from unictr_core.fit.report import write_json
 
     samples = read_samples(args.rows)[: args.max_rows]
     payload = [s.to_dict() for s in samples]
@@ -300,67 +399,26 @@ def main(argv=None) -> dict:
         home = Path(tmp) / "home"
         shutil.copytree(args.home, home)
         port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, "-m", "unictr_cli.main", "serve", "--home", str(home), "--port", str(port),
-             "--threads", str(args.threads), "--max-batch-size", str(args.max_batch_size), "--max-wait-ms",
-             str(args.max_wait_ms), "--poll-interval", "0.2", "--log-level", "warning", "--precision",
-             args.precision, "--quantize", args.quantize],
-            env=env, stdout=subprocess.DEVNULL, stderr=open(Path(tmp) / "server.log", "w"))
+        server = start_server(home, port, args, env, Path(tmp) / "server.log")
         try:
             wait_ready(port, server)
-            run_level(port, requests[:4], 1)  # warm-up, untimed
-            references, runs = [], []
-            for _ in range(args.repeats):  # alternating, so both modes see the same drift of a shared CPU
-                references.append(reference_predict(home, samples, args.precision, args.quantize))  # server idles
-                runs.append([run_level(port, requests, int(c)) for c in args.clients.split(",")])
-            reference = max(references, key=lambda r: r["rows_per_s"])
-            levels = [max(same, key=lambda lv: lv["rows_per_s"]) for same in zip(*runs)]
-            live = None
-            if args.add_domain is not None:
-                if args.add_data is None:
-                    parser.error("--add-domain needs --add-data")
-                live = live_phase(port, home, requests, args.live_clients, args.add_domain,
-                                  ["--data", str(args.add_data), *args.add_args.split()], env, args.max_seconds)
+            measured = measure(port, home, samples, requests, args, env, parser)
         finally:
             server.terminate()
             server.wait(timeout=60)
             log_text = (Path(tmp) / "server.log").read_text()
-    print(f"precision {args.precision}, quantize {args.quantize} (server and predict alike); "
-          f"{len(samples)} rows, {k} rows per request, {args.threads} torch thread(s) per process, "
-          f"max batch {args.max_batch_size}, max wait {args.max_wait_ms:g} ms; {platform.machine()}, "
-          f"{os.cpu_count()} CPUs (shared: clients, server and other jobs run on the same cores)")
-    rounds = {"predict": [r["rows_per_s"] for r in references]}
-    rounds.update({f"{lv['clients']} client(s)": [run[i]["rows_per_s"] for run in runs] for i, lv in enumerate(levels)})
-    print(f"best of {args.repeats} alternating rounds per mode; rows/s of every round: "
-          + "; ".join(f"{mode} " + ", ".join(f"{v:.1f}" for v in values) for mode, values in rounds.items()))
-    rows = [[f"unictr predict (batch 64, {args.precision})", "-", reference["rows"], "-", round(reference["seconds"], 2),
-             round(reference["rows_per_s"], 1), "100%", "-", "-", "-", "-", "-"]]
-    for lv in levels:
-        rows.append([f"unictr serve, {lv['clients']} client(s)", lv["clients"], lv["rows"], lv["requests"],
-                     round(lv["seconds"], 2), round(lv["rows_per_s"], 1),
-                     f"{100 * lv['rows_per_s'] / reference['rows_per_s']:.0f}%", round(lv["p50_ms"], 1),
-                     round(lv["p95_ms"], 1), round(lv["p99_ms"], 1), round(lv["mean_batch_rows"], 1), lv["failed"]])
-    print(format_table(["mode", "clients", "rows", "requests", "seconds", "rows/s", "vs predict", "p50 ms",
-                        "p95 ms", "p99 ms", "mean batch", "failed"], rows))
+    print_throughput(args, samples, measured)
+    live = measured["live"]
     if live is not None:
-        print(f"live add/remove of '{args.add_domain}' under load from {live['clients']} clients "
-              f"(+1 probe client): {live['requests']} requests in {live['seconds']:.1f} s, "
-              f"{live['failed']} failed; `domain add` took {live['add_seconds']:.1f} s")
-        print(format_table(
-            ["after the command exited", "new state served (/readyz)", "first answer by the new state"],
-            [[f"domain add {args.add_domain}", fmt(live["swapped_after_add_s"]), fmt(live["dsn_after_add_s"])],
-             [f"domain remove {args.add_domain}", fmt(live["swapped_after_remove_s"]),
-              fmt(live["zero_shot_after_remove_s"])]]))
-        print("seconds; negative: before the command's process had exited. The first answer includes the wait "
-              "behind requests queued earlier (which finish on the old state).")
-    for lv in [*levels, *([live] if live else [])]:
+        print_live(args, live)
+    for lv in [*measured["levels"], *([live] if live else [])]:
         for failure in lv["failures"]:
             print(f"failure: {failure}")
     if "Traceback" in log_text:
         print("server log has a traceback:\n" + log_text[-3000:])
     report = {"rows": len(samples), "rows_per_request": k, "threads": args.threads, "precision": args.precision,
-              "quantize": args.quantize, "reference": reference,
-              "levels": levels, "live": live, "rounds": {"predict": references, "serve": runs}}
+              "quantize": args.quantize, "reference": measured["reference"], "levels": measured["levels"],
+              "live": live, "rounds": {"predict": measured["references"], "serve": measured["runs"]}}
     if args.out is not None:
         write_json(args.out, report)
     return report

@@ -51,19 +51,19 @@ def scored(labels, probs, seconds: float) -> dict:
 
 def add_once(args, seed: int) -> dict:
     """One `domain add` training (not committed) with ``seed``: {model name: scores} on the test rows."""
-    from unictr_core import workflows
+    from unictr_core import DomainAddOptions, DomainData, workflows
     from unictr_core.config import DOMAIN_ADD_DEFAULTS
     from unictr_core.modeling.predict import predict_samples
     from dataclasses import replace
 
     tick = time.perf_counter()
-    plan = workflows.plan_domain_add(args.home, args.domain, args.data, replace=True, seed=seed,
-                                     max_rows=args.max_rows, precision="fp32")
+    config = replace(DOMAIN_ADD_DEFAULTS, seed=seed, precision="fp32")
+    plan = workflows.plan_domain_add(args.home, args.domain, DomainData(args.data, max_rows=args.max_rows), config,
+                                     replace=True)
     planned = time.perf_counter() - tick
-    config = replace(DOMAIN_ADD_DEFAULTS, seed=seed)
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
-    result = workflows.train_dsn(plan, config, progress=False, **({} if args.stats else {"stats": False}))
+    result = workflows.train_dsn(plan, config, DomainAddOptions(progress=False, stats=args.stats))
     added = time.perf_counter() - tick
     labels = [s.label for s in plan.test_rows]
     predictions = predict_samples(plan.model, plan.test_rows)

@@ -62,7 +62,7 @@ def narrowed(data: Path, domains: list[str], holdout: list[str], top_users: int,
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="dataset folder")
     parser.add_argument("--domains", default=None, help="comma-separated training domains (default: all)")
@@ -85,15 +85,70 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("ids-ablation-results"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
+def chosen_data(args: argparse.Namespace, tmp: Path) -> Path:
+    """``--data``, or its narrowed copy under ``tmp`` with ``--domains``, ``--top-users`` or ``--known-users``."""
+    from unictr_core.data.dataset import load_dataset
+
+    if not (args.domains or args.top_users or args.known_users):
+        return args.data
+    source = load_dataset(args.data)
+    domains = args.domains.split(",") if args.domains else \
+        [d for d in source.domains if d not in source.holdout_domains]
+    holdout = args.holdout.split(",") if args.holdout else source.holdout_domains
+    return narrowed(args.data, domains, holdout, args.top_users, args.known_users, tmp / "data")
+
+
+def run_mode(args: argparse.Namespace, data: Path, mode: str) -> tuple[dict, list]:
+    """``unictr benchmark``'s run of the floors, PLE and Uni-CTR with IDs ``mode``; its report (written under
+    ``--out``) and the table's row of its Uni-CTR."""
     from unictr_core.baselines import BaselineSettings
     from unictr_core.benchmark import BenchmarkOptions, run_benchmark, write_outputs
     from unictr_core.config import TrainConfig
-    from unictr_core.data.dataset import load_dataset
+    from unictr_core.fit.report import fmt
+
+    options = BenchmarkOptions(models=["user_rate", "item_rate", "ple", "unictr"], max_rows=args.max_rows,
+                               max_eval_rows=args.max_eval_rows, epochs=args.baseline_epochs,
+                               uni_epochs=args.epochs, uni_backbone=args.backbone,
+                               uni_max_length=args.max_length, uni_dsn=args.dsn or TrainConfig.dsn,
+                               uni_ids=mode, seed=args.seed, uni_batch_size=args.batch_size,
+                               uni_tune_layers=None if args.tune_layers == "all" else int(args.tune_layers),
+                               holdout=args.holdout.split(",") if args.holdout else None,
+                               baseline=BaselineSettings(batch_size=64, patience=3))
+    report = run_benchmark(data, options, log=lambda m: print(m, file=sys.stderr, flush=True))
+    write_outputs(report, args.out / mode)
+    uni = report["models"]["unictr"]
+    holdout = report["dataset"]["holdout_domains"]
+    return report, [MODES[mode], fmt(uni["mean_auc"]), fmt(uni["mean_general_auc"]),
+                    *[fmt(uni["zero_shot"][d]["auc"]) for d in holdout], f"{uni['train_seconds']:.0f}"]
+
+
+def report_table(args: argparse.Namespace, first: dict, rows: list[list]) -> None:
+    """Add the rows of the floors and PLE of the ``first`` run, print the table and write it under ``--out``."""
     from unictr_core.fit.report import fmt, format_table
+
+    holdout = first["dataset"]["holdout_domains"]
+    for name in ("user_rate", "item_rate", "ple"):
+        r = first["models"][name]
+        rows.append([f"{name} (same rows)", fmt(r["mean_auc"]), "-",
+                     *[fmt(r["zero_shot"][d]["auc"]) for d in holdout], f"{r['train_seconds']:.0f}"])
+    used = first["dataset"]["rows_used"]
+    print(f"ID ablation on {args.data} ({', '.join(first['dataset']['joint_domains'])}; held out "
+          f"{', '.join(holdout) or 'none'}); rows used: train {sum(used['train'].values())}, "
+          f"valid {sum(used['valid'].values())}, test {sum(used['test'].values())}")
+    print(format_table(["Uni-CTR variant / model", "mean test AUC (DSN)", "mean test AUC (general)",
+                        *[f"zero-shot {d}" for d in holdout], "train s"], rows))
+    (args.out).mkdir(parents=True, exist_ok=True)
+    (args.out / "ablation.json").write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in
+                                                                               vars(args).items()}}, indent=2))
+
+
+def main() -> None:
+    args = parse_args()
+
+    import torch
 
     torch.set_num_threads(args.threads)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -101,46 +156,12 @@ def main() -> None:
     if bad:
         raise SystemExit(f"--modes: unknown {', '.join(bad)}; known: {', '.join(MODES)}")
     with tempfile.TemporaryDirectory() as tmp:
-        data = args.data
-        if args.domains or args.top_users or args.known_users:
-            source = load_dataset(args.data)
-            domains = args.domains.split(",") if args.domains else \
-                [d for d in source.domains if d not in source.holdout_domains]
-            holdout = args.holdout.split(",") if args.holdout else source.holdout_domains
-            data = narrowed(args.data, domains, holdout, args.top_users, args.known_users, Path(tmp) / "data")
+        data = chosen_data(args, Path(tmp))
         rows, reports = [], {}
         for mode in modes:
-            options = BenchmarkOptions(models=["user_rate", "item_rate", "ple", "unictr"], max_rows=args.max_rows,
-                                       max_eval_rows=args.max_eval_rows, epochs=args.baseline_epochs,
-                                       uni_epochs=args.epochs, uni_backbone=args.backbone,
-                                       uni_max_length=args.max_length, uni_dsn=args.dsn or TrainConfig.dsn,
-                                       uni_ids=mode, seed=args.seed, uni_batch_size=args.batch_size,
-                                       uni_tune_layers=None if args.tune_layers == "all" else int(args.tune_layers),
-                                       holdout=args.holdout.split(",") if args.holdout else None,
-                                       baseline=BaselineSettings(batch_size=64, patience=3))
-            report = run_benchmark(data, options, log=lambda m: print(m, file=sys.stderr, flush=True))
-            write_outputs(report, args.out / mode)
-            reports[mode] = report
-            models = report["models"]
-            uni = models["unictr"]
-            holdout = report["dataset"]["holdout_domains"]
-            rows.append([MODES[mode], fmt(uni["mean_auc"]), fmt(uni["mean_general_auc"]),
-                         *[fmt(uni["zero_shot"][d]["auc"]) for d in holdout], f"{uni['train_seconds']:.0f}"])
-        first = reports[modes[0]]
-        holdout = first["dataset"]["holdout_domains"]
-        for name in ("user_rate", "item_rate", "ple"):
-            r = first["models"][name]
-            rows.append([f"{name} (same rows)", fmt(r["mean_auc"]), "-",
-                         *[fmt(r["zero_shot"][d]["auc"]) for d in holdout], f"{r['train_seconds']:.0f}"])
-        used = first["dataset"]["rows_used"]
-        print(f"ID ablation on {args.data} ({', '.join(first['dataset']['joint_domains'])}; held out "
-              f"{', '.join(holdout) or 'none'}); rows used: train {sum(used['train'].values())}, "
-              f"valid {sum(used['valid'].values())}, test {sum(used['test'].values())}")
-        print(format_table(["Uni-CTR variant / model", "mean test AUC (DSN)", "mean test AUC (general)",
-                            *[f"zero-shot {d}" for d in holdout], "train s"], rows))
-        (args.out).mkdir(parents=True, exist_ok=True)
-        (args.out / "ablation.json").write_text(json.dumps({"rows": rows, "args": {k: str(v) for k, v in
-                                                                                   vars(args).items()}}, indent=2))
+            reports[mode], row = run_mode(args, data, mode)
+            rows.append(row)
+        report_table(args, reports[modes[0]], rows)
 
 
 if __name__ == "__main__":

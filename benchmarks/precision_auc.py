@@ -31,7 +31,7 @@ NEW_DOMAIN = "board_games"
 
 def run_once(data: Path, home: Path, precision: str, seed: int, epochs: int) -> dict:
     """Train, evaluate, add ``board_games`` and evaluate it, all at ``precision``; returns the test AUCs."""
-    from unictr_core import workflows
+    from unictr_core import DomainAddOptions, workflows
     from unictr_core.config import DOMAIN_ADD_DEFAULTS, ModelConfig, TrainConfig
     from unictr_core.data.data_io import read_samples
 
@@ -44,8 +44,9 @@ def run_once(data: Path, home: Path, precision: str, seed: int, epochs: int) -> 
     report = workflows.evaluate(home, test, precision=precision).report
     aucs = {d: m["auc"] for d, m in report["domains"].items()}
     add_start = time.perf_counter()
-    add_plan = workflows.plan_domain_add(home, NEW_DOMAIN, data, seed=seed, precision=precision)
-    added = workflows.add_domain(add_plan, replace(DOMAIN_ADD_DEFAULTS, seed=seed), progress=False)
+    add_config = replace(DOMAIN_ADD_DEFAULTS, seed=seed, precision=precision)
+    add_plan = workflows.plan_domain_add(home, NEW_DOMAIN, data, add_config)
+    added = workflows.add_domain(add_plan, add_config, DomainAddOptions(progress=False))
     return {"precision": precision, "seed": seed, "test_auc": aucs,
             "trained_mean_auc": sum(aucs[d] for d in plan.domains) / len(plan.domains),
             "zero_shot_auc": aucs.get(NEW_DOMAIN), "added_auc": added.training.test["auc"],

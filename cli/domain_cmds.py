@@ -94,7 +94,7 @@ def add(
     """
     from dataclasses import replace as changed
 
-    from unictr_core import workflows
+    from unictr_core import DomainAddOptions, DomainData, workflows
 
     launch = launching.launch_options(nproc_per_node, nnodes, node_rank, rdzv_endpoint, rdzv_id)
     if launch is not None:
@@ -102,15 +102,16 @@ def add(
     set_threads(threads)
     home_dir = resolve_home(home)
     with launching.process_group(dist_timeout) as group:
-        plan = workflows.plan_domain_add(home_dir, name, data, template, replace, seed, max_rows, precision, group,
-                                         compare=split_csv(compare))
         config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
-                         patience=patience, seed=seed)
+                         patience=patience, seed=seed, precision=precision,
+                         dsn="residual" if residual else "standalone", max_cache_gb=max_cache_gb,
+                         cache_dir=None if cache_dir is None else str(cache_dir), cache_dtype=cache_dtype)
+        plan = workflows.plan_domain_add(home_dir, name, DomainData(data, max_rows=max_rows), config,
+                                         template, replace, split_csv(compare), group)
         if group.is_main:
             _echo_plan(plan, group, residual, cache)
-        done = workflows.add_domain(plan, config, residual=residual, cache=cache, max_cache_gb=max_cache_gb,
-                                    cache_dir=cache_dir, cache_dtype=cache_dtype,
-                                    description=description, group=group, on_epoch=print_epoch, stats=stats)
+        options = DomainAddOptions(stats=stats, cache=cache, dist_ctx=group, on_epoch=print_epoch)
+        done = workflows.add_domain(plan, config, options, description)
         if done is not None:  # rank 0
             _echo_added(plan, done)
 

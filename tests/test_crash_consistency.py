@@ -61,7 +61,6 @@ def base_home(tiny_bert, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def writes(base_home, tiny_bert) -> dict[str, Callable[[Path], object]]:
     """The write of each command, with its model already trained (training itself never touches the home)."""
-    fingerprint = Registry(base_home).core_fingerprint
     config = TrainConfig(epochs=1, batch_size=16, head_lr=(1e-3, 3e-2), max_steps=2, seed=4)
 
     def dsn_for(name: str):
@@ -77,8 +76,8 @@ def writes(base_home, tiny_bert) -> dict[str, Callable[[Path], object]]:
                              TrainConfig(epochs=1, batch_size=16, max_steps=2, seed=2), progress=False).model
     return {
         "train": lambda home: save_trained(retrained, home),
-        "add": lambda home: commit_bundle(home, toys, "toys", fingerprint),
-        "replace": lambda home: commit_bundle(home, books, "books", fingerprint, replace=True),
+        "add": lambda home: commit_bundle(home, toys, "toys"),
+        "replace": lambda home: commit_bundle(home, books, "books", replace=True),
         "remove": lambda home: delete_bundle(home, "music"),
     }
 

@@ -160,7 +160,7 @@ def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     encoded = tokenize_samples(model, toy_samples(10, seed=2, domains=("toys",)))
     layers = model.dsns["books"].required_layers
     assert layers != list(range(model.num_layers + 1))
-    cache = build_cache(model, encoded, layers, batch_size=4, storage="fp32")
+    cache = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=4, cache_dtype="fp32"))
     tokens = sum(len(ids) for ids in encoded.token_ids)
     assert cache.nbytes == tokens * len(layers) * model.hidden_size * 4  # unpadded
     hidden, mask = cache.batch([0, 1, 2])
@@ -172,7 +172,7 @@ def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     for layer in layers:
         torch.testing.assert_close(hidden[layer][mask], live[layer][mask], atol=1e-5, rtol=1e-5)
     # fp16 storage: half the bytes, the values to fp16 rounding
-    half = build_cache(model, encoded, layers, batch_size=4)
+    half = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=4))
     assert half.storage == "fp16" and half.nbytes * 2 == cache.nbytes
     hidden16, _ = half.batch([0, 1, 2])
     for layer in layers:

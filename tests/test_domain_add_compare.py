@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
-from unictr_core import workflows
+from unictr_core import DomainAddOptions, DomainData, workflows
 from unictr_core.baselines import trainer
 from unictr_core.config import TrainConfig
 from unictr_core.data.data_io import write_samples
@@ -24,6 +24,7 @@ from unictr_core.store.loading import load_model
 
 runner = CliRunner()
 CONFIG = TrainConfig(epochs=2, batch_size=16, patience=5)
+QUIET = DomainAddOptions(progress=False)
 
 
 @pytest.fixture
@@ -45,9 +46,10 @@ def test_the_comparison_uses_exactly_the_adds_rows_and_leaves_the_bundle_bit_ide
         return fit(name, factory, train, valid, *args, **kwargs)
 
     monkeypatch.setattr(trainer, "fit_baseline", recording)
-    plan = workflows.plan_domain_add(home, "toys", toys, seed=0, max_rows=100, compare=["dcn", "item_rate", "dcn"])
+    plan = workflows.plan_domain_add(home, "toys", DomainData(toys, max_rows=100), CONFIG,
+                                     compare=["dcn", "item_rate", "dcn"])
     assert plan.compare == ["dcn", "item_rate"]
-    added = workflows.add_domain(plan, CONFIG, progress=False)
+    added = workflows.add_domain(plan, CONFIG, QUIET)
     floors = 2  # the add's own count-rule floors go through fit_baseline first
     assert [name for name, _, _ in seen[floors:]] == ["dcn", "item_rate"]
     for _, train, valid in seen:  # the --max-rows subsample and the split the DSN used, row for row
@@ -63,9 +65,9 @@ def test_the_comparison_uses_exactly_the_adds_rows_and_leaves_the_bundle_bit_ide
     stored = yaml.safe_load((added.target / "domain.yaml").read_text())["metrics"]
     assert stored["compare"] == comparison
 
-    plain_plan = workflows.plan_domain_add(plain_home, "toys", toys, seed=0, max_rows=100)
+    plain_plan = workflows.plan_domain_add(plain_home, "toys", DomainData(toys, max_rows=100), CONFIG)
     assert plain_plan.compare == []
-    plain = workflows.add_domain(plain_plan, CONFIG, progress=False)
+    plain = workflows.add_domain(plain_plan, CONFIG, QUIET)
     assert plain.comparison is None
     assert "compare" not in yaml.safe_load((plain.target / "domain.yaml").read_text())["metrics"]
     # the weights bit for bit (the file's bytes are not: safetensors writes its metadata keys in any order)

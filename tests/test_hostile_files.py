@@ -145,6 +145,9 @@ def test_a_non_utf8_domain_yaml_breaks_its_bundle_only_everywhere(home, tmp_path
     ({"template": "a string"}, "field 'template': expected a mapping"),
     ({"name": ["books"]}, "field 'name': expected text"),
     ({"dsn_sha256": 12}, "field 'dsn_sha256': expected text"),
+    ({"dsn": None}, "lacks 'dsn'"),  # every bundle records its kind of DSN: no default for a missing entry
+    ({"dsn": {"residual": True}}, "field 'dsn': expected true or false for each of residual, stats, calibration"),
+    ({"dsn": {"residual": "no", "stats": False, "calibration": False}}, "field 'dsn': expected true or false"),
 ])
 def test_type_garbage_in_domain_yaml_is_a_one_line_broken_reason(home, tmp_path, changes, reason):
     edit_record(home / "domains" / "books" / "domain.yaml", **changes)
@@ -174,6 +177,14 @@ def test_garbage_architecture_in_the_manifest_is_one_line_and_domains_still_list
     assert {d["name"] for d in data["domains"]} >= {"books", "movies", "music"}
     result = predict_cli(home, tmp_path)
     assert result.exit_code == 1 and "field 'architecture'" in result.output and "Traceback" not in result.output
+
+
+def test_a_manifest_without_its_dsn_layout_is_refused_as_damaged(home):
+    path = home / "core" / "manifest.yaml"
+    manifest = yaml.safe_load(live_path(path).read_text())
+    del manifest["dsn_layout"]  # not part of the fingerprint: the manifest's schema refuses it
+    replace_file(path, yaml.safe_dump(manifest).encode())
+    assert any("the core is broken" in p and "'dsn_layout'" in p for p in listing(home)["problems"])
 
 
 class GarbageSpecs:

@@ -44,7 +44,8 @@ def test_cached_forward_equals_the_full_forward_at_every_cut(kind, token_summary
         layers = model.cached_layers()
         assert max(layers) == model.cut and all(layer <= model.cut for layer in layers)
         encoded = tokenize_samples(model, samples)
-        cache = build_cache(model, encoded, layers, batch_size=5, storage="fp32",
+        cache = build_cache(model, encoded, layers,
+                            config=TrainConfig(eval_batch_size=5, cache_dtype="fp32", reuse_states=False),
                             head_inputs=model.caches_head_inputs)
         if token_summary and model.caches_head_inputs:  # the frozen backbone's cache holds K vectors per row
             assert cache.nbytes == len(samples) * token_summary * len(layers) * model.hidden_size * 4
@@ -82,10 +83,11 @@ def test_cache_spills_beyond_the_budget_to_a_deleted_memory_map(tiny_bert, tmp_p
     model = build_model(config_for(tiny_bert, 0), DOMAINS).eval()
     encoded = tokenize_samples(model, toy_samples(20, seed=2))
     layers = model.cached_layers()
-    in_ram = build_cache(model, encoded, layers, batch_size=6)
+    in_ram = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=6))
     assert in_ram.disk_bytes == 0 and in_ram.ram_bytes == in_ram.nbytes
     half = in_ram.nbytes / 2 / 2**30
-    spilled = build_cache(model, encoded, layers, batch_size=6, max_gb=half, cache_dir=tmp_path)
+    spilled = build_cache(model, encoded, layers,
+                          config=TrainConfig(eval_batch_size=6, max_cache_gb=half, cache_dir=str(tmp_path)))
     assert 0 < spilled.disk_bytes < spilled.nbytes and spilled.ram_bytes <= in_ram.nbytes / 2
     assert list(tmp_path.iterdir()) == [], "the memory-mapped file is unlinked once mapped"
     rows = [19, 0, 7, 12, 3]
@@ -111,8 +113,9 @@ def test_one_precision_default_for_cli_api_and_training():
                 "serve": cli.commands["serve"], "rank": cli.commands["rank"]}
     for name, command in commands.items():
         assert {p.name: p.default for p in command.params}["precision"] == DEFAULT_PRECISION, name
-    for function in (workflows.plan_domain_add, workflows.serving_model, workflows.evaluate, workflows.predict):
+    for function in (workflows.serving_model, workflows.evaluate, workflows.predict):
         assert inspect.signature(function).parameters["precision"].default == DEFAULT_PRECISION, function
+    assert inspect.signature(workflows.plan_domain_add).parameters["config"].default is DOMAIN_ADD_DEFAULTS
     assert TrainConfig().precision == DEFAULT_PRECISION and ServeSettings(home=Path(".")).precision == DEFAULT_PRECISION
     assert DOMAIN_ADD_DEFAULTS.precision == DEFAULT_PRECISION  # train_domain's default config
     # an unprepared model predicts at the default (a prepared one at the precision it was prepared for)

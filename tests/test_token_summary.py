@@ -58,33 +58,34 @@ def test_the_cache_holds_k_vectors_per_row_and_is_reused_by_the_next_run(tiny_be
     model = build_model(frozen_config(tiny_bert, 4), DOMAINS).eval()
     encoded = tokenize_samples(model, toy_samples(30, seed=5))
     layers = model.cached_layers()
-    first = build_cache(model, encoded, layers, batch_size=7, head_inputs=True, reuse=True)
+    first = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=7), head_inputs=True)
     assert not first.reused and first.row_length == 4
     assert first.nbytes == 30 * 4 * len(layers) * model.hidden_size * 2  # fp16: K x layers x hidden x 2 per row
     stored = list(hidden_cache.states_dir().glob("*.npy"))
     assert stored, "the summaries were not stored"
-    again = build_cache(model, encoded, layers, batch_size=7, head_inputs=True, reuse=True)
+    again = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=7), head_inputs=True)
     assert again.reused
     rows = [29, 3, 17, 0]
     (a, mask_a), (b, mask_b) = first.batch(rows), again.batch(rows)
     assert torch.equal(mask_a, mask_b) and all(torch.equal(a[layer], b[layer]) for layer in layers)
     # other prompts, another summary size or other rows of the same set: another key, computed afresh
     other = tokenize_samples(model, toy_samples(30, seed=6))
-    assert not build_cache(model, other, layers, head_inputs=True, reuse=True).reused
-    assert not build_cache(model, encoded, layers, rows=range(10), head_inputs=True, reuse=True).reused
+    assert not build_cache(model, other, layers, config=TrainConfig(), head_inputs=True).reused
+    assert not build_cache(model, encoded, layers, rows=range(10), config=TrainConfig(), head_inputs=True).reused
     # a damaged file is not trusted: computed again and rewritten
     for path in hidden_cache.states_dir().glob("*.npy"):
         path.write_bytes(path.read_bytes()[:100])
-    repaired = build_cache(model, encoded, layers, batch_size=7, head_inputs=True, reuse=True)
+    repaired = build_cache(model, encoded, layers, config=TrainConfig(eval_batch_size=7), head_inputs=True)
     assert not repaired.reused
     assert torch.equal(repaired.batch(rows)[0][layers[-1]], a[layers[-1]])
-    assert build_cache(model, encoded, layers, head_inputs=True, reuse=True).reused
+    assert build_cache(model, encoded, layers, config=TrainConfig(), head_inputs=True).reused
 
 
 def test_cached_and_live_predictions_agree_with_summaries(tiny_bert):
     model = build_model(frozen_config(tiny_bert, 2), DOMAINS).eval()
     encoded = tokenize_samples(model, toy_samples(24, seed=4))
-    cache = build_cache(model, encoded, model.cached_layers(), batch_size=5, storage="fp32", head_inputs=True)
+    cache = build_cache(model, encoded, model.cached_layers(),
+                        config=TrainConfig(eval_batch_size=5, cache_dtype="fp32", reuse_states=False), head_inputs=True)
     live = predict_encoded(model, encoded, batch_size=7)
     cached = predict_encoded(model, encoded, batch_size=7, cache=cache)
     np.testing.assert_allclose(cached.probs, live.probs, atol=1e-6)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from conftest import toy_samples
 from unictr_cli.main import app
-from unictr_core import workflows
+from unictr_core import DomainAddOptions, workflows
 from unictr_core.config import ModelConfig, TrainConfig
 from unictr_core.data.data_io import write_samples
 from unictr_core.store.registry import Registry, RegistryError
@@ -23,11 +23,11 @@ def test_add_evaluate_predict_remove_return_results_and_print_nothing(home, tmp_
     write_samples(toys, toy_samples(80, seed=3, domains=("toys",)))
     capfd.readouterr()
 
-    plan = workflows.plan_domain_add(home, "toys", toys, seed=0, precision="fp32")
+    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=0, precision="fp32")
+    plan = workflows.plan_domain_add(home, "toys", toys, config)
     assert (len(plan.train_rows), len(plan.valid_rows), len(plan.test_rows)) == (64, 8, 8)
     epochs = []
-    added = workflows.add_domain(plan, TrainConfig(epochs=2, batch_size=16, patience=5), on_epoch=epochs.append,
-                                 progress=False)
+    added = workflows.add_domain(plan, config, DomainAddOptions(on_epoch=epochs.append, progress=False))
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
     assert added.target == home / "domains" / "toys" and (added.target / "dsn.safetensors").is_file()
     assert set(added.floors) == {"user_rate", "item_rate"}

@@ -25,9 +25,10 @@ _EXPORTS = {
     "DEFAULT_PRECISION": "unictr_core.config",
     # the use cases and their results
     **{name: "unictr_core.workflows" for name in (
-        "plan_training", "train_home", "plan_domain_add", "add_domain", "remove_domain", "evaluate", "predict",
-        "rank", "TrainPlan", "TrainHomeResult", "DomainAddPlan", "DomainAddResult", "DomainRemoveResult",
-        "EvaluationResult", "PredictionResult", "RankResult")},
+        "plan_training", "train_home", "plan_domain_add", "train_dsn", "add_domain", "remove_domain", "evaluate",
+        "predict", "rank", "TrainPlan", "TrainHomeResult", "DomainData", "DomainAddPlan", "DomainAddResult",
+        "DomainRemoveResult", "EvaluationResult", "PredictionResult", "RankResult")},
+    "DomainAddOptions": "unictr_core.fit.domain_training",
     # samples and data sets
     "Sample": "unictr_core.data.schema", "DataError": "unictr_core.data.schema",
     "read_samples": "unictr_core.data.data_io", "write_samples": "unictr_core.data.data_io",

@@ -212,22 +212,38 @@ class DomainAddResult:
     comparison: Optional[dict] = None
 
 
-def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: bool = False,
-                    seed: int = DOMAIN_ADD_DEFAULTS.seed, max_rows: Optional[int] = None,
-                    precision: str = DEFAULT_PRECISION, group=None, all_rows: bool = False,
-                    compare: Optional[Sequence[str]] = DOMAIN_ADD_COMPARE) -> DomainAddPlan:
+@dataclass(frozen=True)
+class DomainData:
+    """A new domain's labelled rows and which of them train.
+
+    ``path``: a .jsonl/.csv file or a dataset folder (see :func:`unictr_core.fit.domain_training.domain_splits`);
+    ``all_rows``: every row of it counts as the domain; ``max_rows``: at most N training rows (a seeded
+    subsample, the plan's ``config.seed``).
+    """
+
+    path: Path
+    all_rows: bool = False
+    max_rows: Optional[int] = None
+
+
+def plan_domain_add(home: Path, name: str, data: Path | DomainData, config: TrainConfig = DOMAIN_ADD_DEFAULTS,
+                    template=None, replace: bool = False, compare: Optional[Sequence[str]] = DOMAIN_ADD_COMPARE,
+                    group=None) -> DomainAddPlan:
     """Check the name against the registry, choose the template, split ``data``, load the core.
 
-    ``template``: a PromptTemplate, or the path of a template YAML file (or of a domain definition with
-    ``template:``); default: the template the registry knows for ``name``, else the one in ``data``'s
-    dataset.yaml, else the core's default. ``all_rows``: every row of a dataset folder counts as ``name``
-    (see :func:`unictr_core.fit.domain_training.domain_splits`). ``compare``: names of registered baselines
+    ``data``: the path of the domain's rows, or a :class:`DomainData` (to take every row as ``name`` or to
+    subsample). ``config``: its ``seed`` (split and subsample) and ``precision`` (resolved into the plan's);
+    :func:`train_dsn` / :func:`add_domain` take the training settings. ``template``: a PromptTemplate, or the
+    path of a template YAML file (or of a domain definition with ``template:``); default: the template the
+    registry knows for ``name``, else the one in ``data``'s dataset.yaml, else the core's default.
+    ``replace``: an existing local bundle of ``name`` may be replaced. ``compare``: names of registered baselines
     (``dcn``, ``deepfm``, ``item_rate``, ...) that :func:`add_domain` trains on the same train / valid / test rows
     after the DSN and reports next to it (:mod:`unictr_core.baselines.compare`); an unknown name is a ValueError here,
     before anything is loaded or trained.
     """
     group = group or DistContext()
     home = Path(home)
+    source = data if isinstance(data, DomainData) else DomainData(Path(data))
     with distributed.agreement(group, f"reading the core and the data of '{name}'"):
         validate_domain_name(name, "domain name")
         compared = comparing.check_models(compare)
@@ -242,60 +258,53 @@ def plan_domain_add(home: Path, name: str, data: Path, template=None, replace: b
         elif template is not None:
             chosen_template, description = read_template_file(template, name, what="--template")
         else:
-            chosen_template = entry.template if entry is not None else dataset_template(data)
+            chosen_template = entry.template if entry is not None else dataset_template(source.path)
             description = entry.description if entry is not None else ""
-        train_rows, valid_rows, test_rows, notes = domain_splits(data, name, seed, all_rows=all_rows)
+        train_rows, valid_rows, test_rows, notes = domain_splits(source.path, name, config.seed,
+                                                                 all_rows=source.all_rows)
         model = load_core(registry.root / CORE_DIR).to(group.device)
-        precision = precisions.resolve(precision, group.device, training=True)
-    train_rows = subsample_per_domain(train_rows, max_rows, seed)
-    return DomainAddPlan(name, home, Path(data), registry.core_fingerprint, entry, chosen_template, description,
+        precision = precisions.resolve(config.precision, group.device, training=True)
+    train_rows = subsample_per_domain(train_rows, source.max_rows, config.seed)
+    return DomainAddPlan(name, home, Path(source.path), registry.core_fingerprint, entry, chosen_template, description,
                          train_rows, valid_rows, test_rows, notes, model, precision, replace, compared)
 
 
-def train_dsn(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
-              max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
-              cache_dtype: Optional[str] = None, group=None, on_epoch: EpochCallback = None,
-              progress: bool = True, stats: bool = True):
-    """Train the DSN of ``plan.name`` against the frozen core (``config``: a TrainConfig); writes nothing.
+def train_dsn(plan: DomainAddPlan, config: TrainConfig = DOMAIN_ADD_DEFAULTS,
+              options: Optional[DomainAddOptions] = None):
+    """Train the DSN of ``plan.name`` against the frozen core; writes nothing.
 
-    ``residual``: a residual DSN (else standalone); ``stats``: the DSN also reads the domain's causal count
-    statistics (:mod:`unictr_core.modeling.stats`). It trains in ``plan.precision``.
+    ``config``: the training settings, the kind of DSN (``dsn``: residual or standalone) and the hidden-state
+    cache's ``max_cache_gb``, ``cache_dir`` (None: the home) and ``cache_dtype``; it trains in ``plan.precision``.
+    ``options``: whether the DSN reads the domain's causal count statistics (``stats``,
+    :mod:`unictr_core.modeling.stats`), the cache, progress bars, the process group and the epoch callback (see
+    :class:`~unictr_core.fit.domain_training.DomainAddOptions`).
 
     Returns :class:`unictr_core.fit.domain_training.DomainTrainResult`; the DSN is ``plan.model.dsns[plan.name]``.
-    ``max_cache_gb``, ``cache_dir``, ``cache_dtype``: default ``config``'s (``cache_dir`` None: the home).
     """
-    settings = dataclasses.replace(
-        config, dsn="residual" if residual else "standalone", precision=plan.precision,
-        max_cache_gb=config.max_cache_gb if max_cache_gb is None else max_cache_gb,
-        cache_dir=str(Path(cache_dir or config.cache_dir or plan.home)),
-        cache_dtype=config.cache_dtype if cache_dtype is None else cache_dtype)
-    options = DomainAddOptions(stats=stats, cache=cache, progress=progress, dist_ctx=group or DistContext(),
-                               on_epoch=on_epoch)
+    settings = dataclasses.replace(config, precision=plan.precision, cache_dir=str(config.cache_dir or plan.home))
     return train_domain(plan.model, plan.name, plan.train_rows, plan.valid_rows, plan.test_rows, plan.template,
-                        settings, options)
+                        settings, options or DomainAddOptions())
 
 
-def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool = True,
-               max_cache_gb: Optional[float] = None, cache_dir: Optional[Path] = None,
-               cache_dtype: Optional[str] = None, description: Optional[str] = None,
-               group=None, on_epoch: EpochCallback = None, progress: bool = True,
-               stats: bool = True) -> Optional[DomainAddResult]:
+def add_domain(plan: DomainAddPlan, config: TrainConfig = DOMAIN_ADD_DEFAULTS,
+               options: Optional[DomainAddOptions] = None,
+               description: Optional[str] = None) -> Optional[DomainAddResult]:
     """:func:`train_dsn`, then score the count-rule floors (and the ``plan.compare`` baselines, trained on the
-    same rows) and commit the bundle into the home (rank 0).
+    same rows) and commit the bundle into the home (rank 0 of ``options.dist_ctx``).
 
-    Raises ValueError (nothing registered) for a standalone DSN that never beat its random start. The
-    comparison is stored in the bundle's metrics (``compare``) and never changes the DSN that is registered.
+    ``description``: stored in the bundle (default: the plan's). Raises ValueError (nothing registered) for a
+    standalone DSN that never beat its random start. The comparison is stored in the bundle's metrics
+    (``compare``) and never changes the DSN that is registered.
     """
-    group = group or DistContext()
-    result = train_dsn(plan, config, residual, cache, max_cache_gb, cache_dir, cache_dtype, group, on_epoch, progress,
-                       stats)
-    if not group.is_main:
+    options = options or DomainAddOptions()
+    result = train_dsn(plan, config, options)
+    if not (options.dist_ctx or distributed.active()).is_main:
         return None
     result.check_registrable()
     floors = floor_scores(plan.train_rows, plan.valid_rows, plan.test_rows)
     extra = {"description": description or plan.description,
              "training": {"data": str(plan.data), "rows": result.rows, "best_epoch": result.best_epoch,
-                          "epochs_run": len(result.history) - 1, "hidden_state_cache": cache,
+                          "epochs_run": len(result.history) - 1, "hidden_state_cache": options.cache,
                           "precision": plan.precision, "count_statistics": result.stats,
                           "calibration": result.calibration,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
@@ -309,8 +318,7 @@ def add_domain(plan: DomainAddPlan, config, residual: bool = True, cache: bool =
                                                  seed=config.seed)
         stored[comparing.METRICS_KEY] = comparison
     notes: list[str] = []
-    target = commit_bundle(plan.home, plan.model, plan.name, plan.core_fingerprint, stored, extra, replace=plan.replace,
-                           notes=notes)
+    target = commit_bundle(plan.home, plan.model, plan.name, stored, extra, replace=plan.replace, notes=notes)
     return DomainAddResult(target, result, floors, notes, comparison)
 
 

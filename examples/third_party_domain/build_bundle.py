@@ -22,8 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "src"))
 
-from unictr_core import workflows  # noqa: E402
-from unictr_core.config import TrainConfig  # noqa: E402
+from unictr_core import DomainAddOptions, DomainData, TrainConfig, workflows  # noqa: E402
 from unictr_core.store.artifact import save_domain_bundle  # noqa: E402
 from unictr_domain_movielens import BUNDLES_DIR, DOMAIN, definition  # noqa: E402
 
@@ -41,12 +40,12 @@ def main(argv=None) -> Path:
 
     # the same steps as `unictr domain add`, but the bundle goes into this package instead of the home
     prompt, description = definition()
-    plan = workflows.plan_domain_add(args.home, DOMAIN, args.data, prompt, replace=True, seed=args.seed,
-                                     precision="fp32", all_rows=True)
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=args.seed, precision="fp32")
+    plan = workflows.plan_domain_add(args.home, DOMAIN, DomainData(args.data, all_rows=True), config, prompt,
+                                     replace=True)
     for note in plan.notes:
         print(note)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, patience=3, seed=args.seed)
-    result = workflows.train_dsn(plan, config, progress=not args.quiet)
+    result = workflows.train_dsn(plan, config, DomainAddOptions(progress=not args.quiet))
     fingerprint = plan.core_fingerprint
     target = args.out / fingerprint[:16] / DOMAIN
     save_domain_bundle(plan.model, DOMAIN, target, fingerprint, result.metrics(),

@@ -265,7 +265,8 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
              seconds: dict) -> _Parts:
     """Encode the three parts, fill the DSN's count tables, and cache (or not) their hidden states.
 
-    ``options``: cache, max_cache_gb, cache_dir, cache_storage, precision, progress (see :func:`train_domain`).
+    ``options``: cache, precision (resolved), progress (see :func:`train_domain`); the cache's budget, folder and
+    storage are ``config``'s.
     """
     train, valid, test = parts
     tick = time.perf_counter()
@@ -283,14 +284,13 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
     cache_bytes = 0
     if options["cache"]:
         owned = distributed.owned_rows(len(train), ctx) if ctx.is_distributed else None
-        budget = [options["max_cache_gb"]]  # shared by the three caches, in order
+        budget = [config.max_cache_gb]  # shared by the three caches, in order
         progress = options["progress"] and ctx.is_main
 
         def cached(encoded: EncodedSamples, rows, what: str):
-            part = build_cache(model, encoded, dsn.required_layers, rows, config.eval_batch_size,
-                               options["precision"], options["cache_storage"], budget[0], options["cache_dir"],
-                               progress, f"hidden states ({what})", head_inputs=True,
-                               reuse=config.reuse_states)
+            settings = replace(config, precision=options["precision"], max_cache_gb=budget[0])
+            part = build_cache(model, encoded, dsn.required_layers, rows, settings, progress, f"hidden states ({what})",
+                               head_inputs=True)
             budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
             return part
 
@@ -357,9 +357,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     residual = config.dsn == "residual"
     dsn = model.add_domain(name, template, DsnSpec(residual=residual, stats=options.stats, calibration=True))
     dsn.eval()  # a new module starts in training mode; the untrained start is scored (epoch 0) without dropout
-    cache_options = {"max_cache_gb": config.max_cache_gb, "cache_dir": config.cache_dir,
-                     "cache_storage": config.cache_dtype, "precision": precision, "progress": options.progress,
-                     "cache": options.cache}
+    cache_options = {"precision": precision, "progress": options.progress, "cache": options.cache}
     try:
         seconds: dict[str, float] = {}
         parts = _prepare(model, dsn, (train, valid, test), config, ctx, cache_options, seconds)

@@ -123,16 +123,12 @@ class EarlyStopping:
         return stop
 
 
-def end_epoch(stopping: EarlyStopping, history: list, record: dict, details: Any, out_of_steps: bool, ctx,
-              on_epoch: Optional[Callable[[dict], None]], what: str) -> bool:
-    """The end of every epoch: append ``record`` (epoch, train_loss, valid_auc, ...) to ``history``, hand it to
-    ``on_epoch`` (on rank 0; ``ctx`` None: one process), and score it for early stopping (:func:`epoch_score`);
-    True when training stops."""
+def record_epoch(history: list, record: dict, ctx, on_epoch: Optional[Callable[[dict], None]]) -> None:
+    """Append an epoch's ``record`` (epoch, train_loss, valid_auc, ...) to ``history`` and hand it to ``on_epoch``
+    (on rank 0; ``ctx`` None: one process)."""
     history.append(record)
     if on_epoch is not None and (ctx is None or ctx.is_main):
         on_epoch(record)
-    return stopping.update(record["epoch"], epoch_score(record["valid_auc"], record["train_loss"]), details,
-                           out_of_steps, ctx, what)
 
 
 # --------------------------------------------------------------------------- the epoch loop
@@ -194,10 +190,8 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
                              state=task.snapshot(), details=start.details)
     history: list[dict] = []
     if score_start:
-        history.append({"epoch": 0, "train_loss": None, "valid_auc": start.auc, "valid_logloss": start.logloss,
-                        "seconds": round(eval_seconds, 2), **start.extra})
-        if on_epoch is not None and (ctx is None or ctx.is_main):
-            on_epoch(history[0])
+        record_epoch(history, {"epoch": 0, "train_loss": None, "valid_auc": start.auc, "valid_logloss": start.logloss,
+                               "seconds": round(eval_seconds, 2), **start.extra}, ctx, on_epoch)
     train_seconds: list[float] = []
     for epoch in range(1, epochs + 1):
         started = time.perf_counter()
@@ -212,8 +206,10 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
         bar.close()
         record = {"epoch": epoch, "train_loss": train_loss, "valid_auc": scored.auc, "valid_logloss": scored.logloss,
                   "seconds": round(time.perf_counter() - started, 2), **scored.extra}
+        record_epoch(history, record, ctx, on_epoch)
         what = f"sharing the early-stopping decision of {task.label + ' ' if task.label else ''}epoch {epoch}"
-        if end_epoch(stopping, history, record, scored.details, out_of_steps, ctx, on_epoch, what):
+        if stopping.update(record["epoch"], epoch_score(record["valid_auc"], record["train_loss"]), scored.details,
+                           out_of_steps, ctx, what):
             break
     task.restore(stopping.state)
     return EpochsRun(stopping, history, train_seconds, eval_seconds)

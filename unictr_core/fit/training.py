@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -224,15 +224,12 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     started = time.perf_counter()
     layers = model.cached_layers()
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
-    train_cache = build_cache(model, train_set, layers, owned, config.eval_batch_size, precision, config.cache_dtype,
-                              max_gb=config.max_cache_gb, cache_dir=config.cache_dir, progress=progress,
-                              desc="hidden states below the cut (train)", head_inputs=model.caches_head_inputs,
-                              reuse=config.reuse_states)
+    settings = replace(config, precision=precision)  # resolved
+    train_cache = build_cache(model, train_set, layers, owned, settings, progress,
+                              "hidden states below the cut (train)", head_inputs=model.caches_head_inputs)
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
-    valid_cache = build_cache(model, valid_set, layers, None, config.eval_batch_size, precision, config.cache_dtype,
-                              max_gb=left,
-                              cache_dir=config.cache_dir, progress=progress, desc="hidden states below the cut (valid)",
-                              head_inputs=model.caches_head_inputs, reuse=config.reuse_states)
+    valid_cache = build_cache(model, valid_set, layers, None, replace(settings, max_cache_gb=left), progress,
+                              "hidden states below the cut (valid)", head_inputs=model.caches_head_inputs)
     rows = len(train_cache) + len(valid_cache)
     info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
             "bytes": train_cache.nbytes + valid_cache.nbytes,

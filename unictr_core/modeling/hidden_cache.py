@@ -224,44 +224,46 @@ def _write_stored(cache: HiddenStateCache, path: Path) -> None:
 
 @torch.no_grad()
 def build_cache(model, encoded: EncodedSamples, layers: Sequence[int], rows: Optional[Sequence[int]] = None,
-                batch_size: int = TrainConfig.eval_batch_size, precision: str = DEFAULT_PRECISION,
-                storage: Optional[str] = None, max_gb: float = DEFAULT_MAX_CACHE_GB, cache_dir: Optional[Path] = None,
-                progress: bool = False, desc: str = "caching hidden states",
-                head_inputs: bool = False, reuse: bool = False) -> HiddenStateCache:
+                config: Optional[TrainConfig] = None, progress: bool = False, desc: str = "caching hidden states",
+                head_inputs: bool = False) -> HiddenStateCache:
     """Run the (frozen, eval-mode) backbone of ``model`` once over ``rows`` of ``encoded`` and cache ``layers``.
 
     ``rows``: the rows this process needs (default all; under torchrun, its shard).
-    ``precision``: ``fp32`` or ``bf16`` (resolved); ``storage`` defaults to :func:`storage_for`.
+    ``config`` (default: ``TrainConfig()``): the batches of ``eval_batch_size`` rows, the ``precision`` (resolved:
+    ``fp32`` or ``bf16``), the storage ``cache_dtype`` (auto: :func:`storage_for`), the RAM budget
+    ``max_cache_gb``, the ``cache_dir`` of what goes beyond it, and ``reuse_states``: read token summaries stored by
+    an earlier run over the same rows and weights, and store them for the next (see the module's docstring); no
+    effect on token states or a cache beyond RAM.
     ``head_inputs``: cache what the heads read (:meth:`~unictr_core.modeling.model.UniCTRModel.head_inputs`: token
     summaries when the model has them, ``token_summary`` vectors per row and layer) instead of token states.
-    ``reuse``: read token summaries stored by an earlier run over the same rows and weights, and store them
-    for the next (see the module's docstring); no effect on token states or a cache beyond RAM.
     """
+    config = config or TrainConfig()
     rows = list(range(len(encoded))) if rows is None else list(rows)
     device = next(model.parameters()).device
-    storage = storage_for(precision, model.backbone_info.is_decoder, storage)
+    storage = storage_for(config.precision, model.backbone_info.is_decoder, config.cache_dtype)
     summary = model.config.token_summary if head_inputs else 0
     cache = HiddenStateCache({r: summary or len(encoded.token_ids[r]) for r in rows}, layers, model.num_layers + 1,
-                             model.hidden_size, storage, max_gb, cache_dir, device)
+                             model.hidden_size, storage, config.max_cache_gb, config.cache_dir, device)
     stored = None
-    if reuse and summary and _storable(cache):
-        stored = states_dir() / f"{_stored_key(model, encoded, rows, layers, precision, storage)}.npy"
+    if config.reuse_states and summary and _storable(cache):
+        stored = states_dir() / f"{_stored_key(model, encoded, rows, layers, config.precision, storage)}.npy"
         if _read_stored(cache, stored):
             cache.reused = True
             return cache
-    _fill(model, encoded, cache, rows, layers, batch_size, precision, head_inputs, progress, desc)
+    _fill(model, encoded, cache, rows, config, head_inputs, progress, desc)
     if stored is not None:
         _write_stored(cache, stored)
     return cache
 
 
-def _fill(model, encoded: EncodedSamples, cache: HiddenStateCache, rows: Sequence[int], layers: Sequence[int],
-          batch_size: int, precision: str, head_inputs: bool, progress: bool, desc: str) -> None:
+def _fill(model, encoded: EncodedSamples, cache: HiddenStateCache, rows: Sequence[int], config: TrainConfig,
+          head_inputs: bool, progress: bool, desc: str) -> None:
     """Run the backbone over ``rows`` in batches of similar length and put their states into ``cache``."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     order = sorted(rows, key=lambda r: (len(encoded.token_ids[r]), r))  # similar lengths: little padding
+    batch_size, precision, layers = config.eval_batch_size, config.precision, cache.layers
     try:
         with tqdm(total=len(rows), desc=desc, unit="sample", disable=not progress) as bar:
             for start in range(0, len(order), batch_size):

@@ -136,10 +136,10 @@ class DsnSpec:
         return asdict(self)
 
     @classmethod
-    def from_record(cls, record: Optional[dict]) -> "DsnSpec":
-        """From a bundle's ``dsn:`` entry; an entry an older version wrote lacks the later keys (False)."""
-        record = record or {}
-        return cls(**{f.name: bool(record.get(f.name, False)) for f in fields(cls)})
+    def from_record(cls, record: dict) -> "DsnSpec":
+        """From a bundle's ``dsn:`` entry, which holds every field (checked by
+        :func:`unictr_core.store.records.read_domain_record`); KeyError for a missing one."""
+        return cls(**{f.name: bool(record[f.name]) for f in fields(cls)})
 
 
 def as_spec(spec) -> DsnSpec:

@@ -197,9 +197,7 @@ def load_domain_bundle(model: UniCTRModel, bundle_dir: Path, record: Optional[di
     state = read_safetensors(weights, "DSN weights")
     template = (PromptTemplate.from_dict(record["template"], source=str(bundle_dir))
                 if record.get("template") else None)
-    # bundles written before residual DSNs have no "dsn" entry: they are standalone; before statistics and
-    # calibration, the entry has only "residual"
-    spec = DsnSpec.from_record(record.get("dsn"))
+    spec = DsnSpec.from_record(record["dsn"])
     previous_template = model.templates.templates.get(name)
     dsn = model.add_domain(name, template, spec)  # the one DSN built; refuses a name that already has one
     try:

@@ -21,13 +21,17 @@ from unictr_core.store.layout import CORE_WEIGHTS, DOMAIN_FILE, DSN_WEIGHTS, FOR
 from unictr_core.store.tensors import check_layout, check_weights, read_header
 
 MAPPING, TEXT, NUMBER, TEXTS = "a mapping", "text", "a number", "a list of text"
-# the typed schema of each record: key -> (what it must be, required); other keys are free (older / newer fields)
+# the optional parts of a DSN that change its tensors (see unictr_core.modeling.networks.DsnSpec); ``residual``
+# changes none. A bundle's ``dsn:`` record holds each of DSN_KEYS, true or false
+DSN_PARTS = ("stats", "calibration")
+DSN_KEYS = ("residual", *DSN_PARTS)
+# the typed schema of each record: key -> (what it must be, required); other keys are free
 MANIFEST_SCHEMA = {"fingerprint": (TEXT, True), "core_sha256": (TEXT, True), "architecture": (MAPPING, True),
                    "lora_targets": (TEXTS, True), "default_template": (MAPPING, True), "backbone": (MAPPING, True),
-                   "dsn_layout": (MAPPING, False), "training": (MAPPING, False), "created": (TEXT, False)}
+                   "dsn_layout": (MAPPING, True), "training": (MAPPING, False), "created": (TEXT, False)}
 BACKBONE_SCHEMA = {"reference": (TEXT, True), "weights_sha256": (TEXT, True)}
 DOMAIN_SCHEMA = {"name": (TEXT, True), "core_fingerprint": (TEXT, True), "dsn_sha256": (TEXT, True),
-                 "template": (MAPPING, False), "dsn": (MAPPING, False), "metrics": (MAPPING, False),
+                 "template": (MAPPING, False), "dsn": (MAPPING, True), "metrics": (MAPPING, False),
                  "training": (MAPPING, False), "description": (TEXT, False), "created": (TEXT, False)}
 
 
@@ -110,11 +114,10 @@ def read_manifest(core_dir: Path) -> dict[str, Any]:
         ModelConfig.from_dict(manifest["architecture"])
     except (ValueError, TypeError) as exc:
         raise ArtifactError(f"core manifest {path}, field 'architecture': {exc}") from None
-    layouts = manifest.get("dsn_layout")
-    if layouts is not None and not all(
+    if not all(
             isinstance(layout, dict) and all(isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
                                              for shape in layout.values())
-            for layout in layouts.values()):
+            for layout in manifest["dsn_layout"].values()):
         raise ArtifactError(f"core manifest {path}, field 'dsn_layout': expected a mapping of DSN kinds to mappings "
                             "of tensor names to shapes (lists of sizes)")
     if fingerprint_of(core_identity(manifest)) != manifest["fingerprint"]:
@@ -149,6 +152,10 @@ def read_domain_record(bundle_dir: Path) -> dict[str, Any]:
     """The type-checked ``domain.yaml`` of a bundle; ArtifactError (one line) otherwise."""
     path = Path(bundle_dir) / DOMAIN_FILE
     record = check_schema(read_yaml_record(path, "domain bundle"), DOMAIN_SCHEMA, path, "domain bundle")
+    dsn = record["dsn"]
+    if set(dsn) != set(DSN_KEYS) or not all(isinstance(value, bool) for value in dsn.values()):
+        raise ArtifactError(f"domain bundle {path}, field 'dsn': expected true or false for each of "
+                            f"{', '.join(DSN_KEYS)}, got {_short(dsn)}")
     history = (record.get("training") or {}).get("history")
     if history is not None and not (isinstance(history, list) and all(_is_epoch(r) for r in history)):
         raise ArtifactError(f"domain bundle {path}, field 'training.history': expected a list of epochs (mappings "
@@ -179,19 +186,13 @@ def verify_domain_bundle(bundle_dir: Path, layout: Optional[dict[str, list[int]]
     return record
 
 
-# the optional parts of a DSN that change its tensors (see unictr_core.modeling.networks.DsnSpec); ``residual``
-# changes none
-DSN_PARTS = ("stats", "calibration")
-
-
-def dsn_kind(spec: Optional[dict]) -> str:
+def dsn_kind(spec: dict) -> str:
     """The key of a DSN's layout in the core manifest for its ``dsn:`` record: ``base``, ``stats``,
     ``calibration`` or ``stats+calibration``."""
-    spec = spec if isinstance(spec, dict) else {}
-    return "+".join(part for part in DSN_PARTS if spec.get(part)) or "base"
+    return "+".join(part for part in DSN_PARTS if spec[part]) or "base"
 
 
-def check_dsn_layout(bundle_dir: Path, layouts: dict[str, dict[str, list[int]]], spec: Optional[dict]) -> None:
+def check_dsn_layout(bundle_dir: Path, layouts: dict[str, dict[str, list[int]]], spec: dict) -> None:
     """ArtifactError unless the DSN weights of ``bundle_dir`` have exactly the tensors of the layout the core
     manifest records for its kind of DSN (``spec``: the bundle's ``dsn:`` record), each with its shape; reads
     only the header."""

@@ -160,7 +160,7 @@ class Registry:
             manifest, self.core_problem = None, str(exc)
             self.problems.append(_one_line(f"the core is broken: {exc}"))
         self.core_fingerprint = None if manifest is None else str(manifest["fingerprint"])
-        self.dsn_layout = None if manifest is None else manifest.get("dsn_layout")  # None: a core of an earlier release
+        self.dsn_layout = None if manifest is None else manifest["dsn_layout"]  # None: no readable core
         self._registrations: Optional[dict[str, list[DomainEntry]]] = None  # every registration, by name
         self._entries: Optional[dict[str, DomainEntry]] = None
 
@@ -283,7 +283,7 @@ class Registry:
                                     f"but its plugin registered it for core {entry.core_fingerprint[:12]}…")
             entry.core_fingerprint = record.get("core_fingerprint")
             if self.dsn_layout is not None and entry.core_fingerprint == self.core_fingerprint:
-                check_dsn_layout(bundle, self.dsn_layout, record.get("dsn"))  # names and shapes: the core's DSN
+                check_dsn_layout(bundle, self.dsn_layout, record["dsn"])  # names and shapes: the core's DSN
             entry.record = record
             entry.metrics = dict(record.get("metrics") or {})
             entry.created = record.get("created")

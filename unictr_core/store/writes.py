@@ -39,15 +39,19 @@ def registry_lock(home: Path, timeout: Optional[float] = None):
     return snapshots.lock(home, timeout)
 
 
-def commit_bundle(home: Path, model, name: str, core_fingerprint: str, metrics: Optional[dict] = None,
-                  extra: Optional[dict] = None, replace: bool = False, lock_timeout: Optional[float] = None,
+def commit_bundle(home: Path, model, name: str, metrics: Optional[dict] = None, extra: Optional[dict] = None,
+                  replace: bool = False, lock_timeout: Optional[float] = None,
                   notes: Optional[list[str]] = None) -> Path:
     """Write ``model``'s DSN for ``name`` into the home: one snapshot switch, under the lock.
 
-    ``notes`` receives what the write had to clean up first (an interrupted write).
+    Refused (RegistryError, nothing written) unless the home's core is still the one ``model`` was loaded with
+    (``model.core_fingerprint``). ``notes`` receives what the write had to clean up first (an interrupted write).
     """
     validate_domain_name(name, "domain name")
     home = Path(home)
+    core_fingerprint = getattr(model, "core_fingerprint", None)
+    if core_fingerprint is None:
+        raise ValueError("the model has no core fingerprint: load its core from a home (load_core, load_model)")
     with _writing(home, lock_timeout, notes) as txn:
         current = core_fingerprint_of(txn.base)
         if current != core_fingerprint:
