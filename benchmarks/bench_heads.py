@@ -43,7 +43,7 @@ def matmul_gflops(shapes, dtype, seconds: float = 1.0) -> float:
 
 
 def build(args, summary: int):
-    from unictr_core.config import ModelConfig
+    from unictr_core.config import ModelConfig, TrainConfig
     from unictr_core.data.dataset import load_dataset, subsample_per_domain
     from unictr_core.fit.training import build_model
     from unictr_core.modeling.hidden_cache import build_cache
@@ -60,7 +60,7 @@ def build(args, summary: int):
                         residual_dsns=True)
     encoded = tokenize_samples(model, rows)
     started = time.perf_counter()
-    cache = build_cache(model, encoded, model.cached_layers(), head_inputs=True, reuse=True)
+    cache = build_cache(model, encoded, model.cached_layers(), config=TrainConfig(), head_inputs=True)
     return model, encoded, cache, time.perf_counter() - started
 
 

@@ -10,7 +10,8 @@
 # training and validation rows. The table in docs/results.md ("All of MovieLens-100K") came from
 #   SEEDS="0 1 2" MODELS=user_rate,item_rate,unictr benchmarks/movielens_full.sh
 #   SEEDS="0 1 2" MODELS=mmoe,ple THREADS=1 benchmarks/movielens_full.sh
-# MAX_ROWS / MAX_EVAL_ROWS subsample every model alike (rows per domain).
+# MAX_ROWS / MAX_EVAL_ROWS subsample every model alike (rows per domain); TAG names the results folder; further
+# arguments go to `unictr benchmark` (e.g. --uni-dsn-stats).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RAW=${RAW:-../shared/data/ml-100k}
@@ -36,7 +37,7 @@ SUBSAMPLE=()
   unictr data prepare movielens --raw "$RAW" --out "$WORK/movielens-genre" --domain-by genre
 runs=()
 for SEED in $SEEDS; do
-  out="$WORK/movielens-full-results/${MODELS//,/-}/seed$SEED"
+  out="$WORK/movielens-full-results/${TAG:-${MODELS//,/-}}/seed$SEED"
   start=$(date +%s)
   /usr/bin/env time -f "peak RSS %M KiB" unictr benchmark --data "$WORK/movielens-genre" --out "$out" \
     "${SUBSAMPLE[@]}" --models "$MODELS" --epochs "$EPOCHS" --uni-epochs "$UNI_EPOCHS" --uni-dsn "$UNI_DSN" \
