@@ -197,7 +197,7 @@ def _comparison_table(name: str, stored: dict, dsn_seconds: Optional[float] = No
     test_rows = (comparison.get("rows") or {}).get("test", stored.get("test_rows"))
     rows = [[test_rows, f"DSN '{name}'", stored.get("test_auc"), _interval_text(stored.get("test_auc_interval")),
              stored.get("test_logloss"), stored.get("test_ece"),
-             "-" if dsn_seconds is None else f"{dsn_seconds:.1f}"]]
+             "-" if dsn_seconds is None else f"{round(dsn_seconds, 2):.1f}"]]  # as stored: rounded to 0.01 s
     errors = []
     for model, m in (comparison.get("models") or {}).items():
         label = f"{model} ({_kind(m.get('category'))})"
