@@ -143,3 +143,17 @@ def test_joint_dsns_with_count_statistics_train_causally_and_predict_from_their_
     assert counts[later, 5] == len(books) - 1  # the last row saw every earlier row of its domain, not itself
     probs = predict_samples(model, toy_samples(12, seed=7)).probs
     assert np.isfinite(probs).all()
+
+
+def test_ranking_with_a_reused_prefix_summarises_as_prediction_does(tiny_llama):
+    from unictr_core.modeling.rank import candidate_samples, rank_samples
+
+    model = build_model(ModelConfig(backbone=tiny_llama, tower_dims=[16, 8], max_length=64, token_summary=3),
+                        ["books"]).eval()
+    user = {"domain": "books", "user_id": "u7", "history": ["star galaxy space", "galaxy saga"]}
+    items = [{"item_id": s.item_id, "title": s.title} for s in toy_samples(6, seed=21, domains=("books",))]
+    samples = candidate_samples(user, items)
+    ranking = rank_samples(model, samples, batch_size=4)
+    assert ranking.prefix_reuse
+    alone = predict_samples(model, samples, batch_size=1)
+    np.testing.assert_allclose(ranking.predictions.probs, alone.probs, atol=1e-5)

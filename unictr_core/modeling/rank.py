@@ -149,8 +149,9 @@ def predict_with_prefix(model: UniCTRModel, encoded: EncodedSamples, shared: int
                 needed = read_layers(model, batch.domains)  # only those are joined to the prefix's (a copy each)
                 states = [torch.cat([p.expand(rows, -1, -1), s], dim=1) if layer in needed else None
                           for layer, (p, s) in enumerate(zip(prefix.hidden_states, out.hidden_states))]
-                store_outputs(model.heads(states, mask, batch.domains, batch.ids).float(), batch.rows, dsn, general,
-                              zero_shot)
+                states, heads_mask = model.summarize(states, mask, needed)  # token summaries, where the model has them
+                store_outputs(model.heads(states, heads_mask, batch.domains, batch.ids).float(), batch.rows, dsn,
+                              general, zero_shot)
     finally:
         model.train(was_training)
     return Predictions(probs=dsn, general_probs=general, zero_shot=zero_shot)
