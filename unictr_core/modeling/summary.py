@@ -22,20 +22,20 @@ from typing import Optional, Sequence
 
 import torch
 
+
 def summary_weights(mask: torch.Tensor, slots: int) -> torch.Tensor:
     """[B, K, T] weights: row b's slot k averages the row's real tokens that slot k covers."""
     real = mask.to(torch.float32)
     count = real.sum(dim=1, keepdim=True).clamp(min=1.0)  # [B, 1]
-    weights = [real / count]
-    if slots > 1:
-        parts = slots - 1
-        position = (torch.cumsum(real, dim=1) - 1.0).clamp(min=0.0)  # index of each token among the row's tokens
-        part = torch.div(position * parts, count, rounding_mode="floor").long().clamp(max=parts - 1)
-        member = torch.nn.functional.one_hot(part, parts).to(torch.float32) * real.unsqueeze(-1)  # [B, T, parts]
-        member = member / member.sum(dim=1, keepdim=True).clamp(min=1.0)
-        weights.append(member.transpose(1, 2))
-        return torch.cat([weights[0].unsqueeze(1), weights[1]], dim=1)
-    return weights[0].unsqueeze(1)
+    mean = (real / count).unsqueeze(1)  # [B, 1, T]
+    if slots == 1:
+        return mean
+    parts = slots - 1
+    position = (torch.cumsum(real, dim=1) - 1.0).clamp(min=0.0)  # index of each token among the row's tokens
+    part = torch.div(position * parts, count, rounding_mode="floor").long().clamp(max=parts - 1)
+    member = torch.nn.functional.one_hot(part, parts).to(torch.float32) * real.unsqueeze(-1)  # [B, T, parts]
+    member = member / member.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return torch.cat([mean, member.transpose(1, 2)], dim=1)
 
 
 def summarize(states: Sequence[Optional[torch.Tensor]], mask: torch.Tensor, slots: int
