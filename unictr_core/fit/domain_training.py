@@ -114,11 +114,12 @@ def _row_counts(samples) -> str:
 # --------------------------------------------------------------------------- hidden states
 class LiveStates:
     """The interface of :class:`~unictr_core.modeling.hidden_cache.HiddenStateCache`, running the frozen
-    backbone each call."""
+    backbone each call; ``layers``: the hidden states the new DSN reads (only those are summarised)."""
 
-    def __init__(self, model: UniCTRModel, encoded: EncodedSamples, precision: str = "fp32"):
+    def __init__(self, model: UniCTRModel, encoded: EncodedSamples, layers: Sequence[int], precision: str = "fp32"):
         self.model = model
         self.encoded = encoded
+        self.layers = list(layers)
         self.precision = precision
         self.device = _device_of(model)
 
@@ -128,7 +129,7 @@ class LiveStates:
     def batch(self, rows: Sequence[int]) -> tuple[States, torch.Tensor]:
         batch = self.encoded.batch(rows).to(self.device)
         with torch.no_grad(), precisions.autocast(self.precision, self.device):
-            return self.model.head_inputs(batch.input_ids, batch.attention_mask, range(self.model.num_layers + 1))
+            return self.model.head_inputs(batch.input_ids, batch.attention_mask, self.layers)
 
 
 
@@ -298,7 +299,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
                                                                   ("train", "valid", "test"))]
         cache_bytes = sum(src.nbytes for src in sources)
     else:
-        sources = [LiveStates(model, e, options["precision"]) for e in sets]
+        sources = [LiveStates(model, e, dsn.required_layers, options["precision"]) for e in sets]
     seconds["hidden_states"] = time.perf_counter() - tick
     return _Parts(sets, sources, shards, truth, _labels(sets[0], device), train_counts, cache_bytes)
 

@@ -89,10 +89,10 @@ class UniCTRModel(nn.Module):
         cut: the backbone is frozen), token summaries included; else it holds token states at and below the cut."""
         return self.cut == self.num_layers
 
-    def read_layers(self) -> list[int]:
-        """The hidden states (0 = embeddings) the general network and the DSNs read."""
-        read = set(self.general.required_layers).union(*(d.required_layers for d in self.dsns.values()))
-        return sorted(read)
+    def read_layers(self, domains: Optional[Sequence[str]] = None) -> list[int]:
+        """The hidden states (0 = embeddings) the general network and the DSNs (of ``domains``; default all) read."""
+        dsns = self.dsns.values() if domains is None else [self.dsns[d] for d in set(domains) if d in self.dsns]
+        return sorted(set(self.general.required_layers).union(*(d.required_layers for d in dsns)))
 
     def cached_layers(self) -> list[int]:
         """Hidden states to cache when training above the cut: those the heads read at or below it, and the cut.

@@ -146,7 +146,7 @@ def predict_with_prefix(model: UniCTRModel, encoded: EncodedSamples, shared: int
                 positions = torch.arange(shared, shared + length, device=device).expand(rows, -1)
                 out = model.backbone(input_ids=batch.input_ids, attention_mask=mask, position_ids=positions,
                                      use_cache=True, output_hidden_states=True, **{cache_argument: cache})
-                needed = read_layers(model, batch.domains)  # only those are joined to the prefix's (a copy each)
+                needed = set(model.read_layers(batch.domains))  # only those are joined to the prefix's (a copy each)
                 states = [torch.cat([p.expand(rows, -1, -1), s], dim=1) if layer in needed else None
                           for layer, (p, s) in enumerate(zip(prefix.hidden_states, out.hidden_states))]
                 states, heads_mask = model.summarize(states, mask, needed)  # token summaries, where the model has them
@@ -155,12 +155,6 @@ def predict_with_prefix(model: UniCTRModel, encoded: EncodedSamples, shared: int
     finally:
         model.train(was_training)
     return Predictions(probs=dsn, general_probs=general, zero_shot=zero_shot)
-
-
-def read_layers(model: UniCTRModel, domains: Sequence[str]) -> set[int]:
-    """The hidden states (0 = embeddings) the general network and the DSNs of ``domains`` read."""
-    dsns = [model.dsns[d] for d in set(domains) if d in model.dsns]
-    return set(model.general.required_layers).union(*(dsn.required_layers for dsn in dsns))
 
 
 def _cache_argument(backbone) -> str:
