@@ -194,15 +194,15 @@ def _storable(cache: HiddenStateCache) -> bool:
 
 
 def _read_stored(cache: HiddenStateCache, path: Path) -> bool:
-    """Fill ``cache`` from ``path`` when it holds exactly its shape; False when missing or unusable."""
-    target = cache.segments[0]
+    """Fill ``cache`` from ``path`` when it holds exactly its shape and raw type; False when missing or unusable."""
+    target = cache.segments[0].view(RAW_STORAGE[cache.dtype.itemsize]).numpy()  # the cache's memory, as numpy
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError):
         return False
-    if array.shape != tuple(target.shape) or array.dtype.itemsize != target.element_size():
+    if array.shape != target.shape or array.dtype != target.dtype:
         return False
-    target.view(RAW_STORAGE[cache.dtype.itemsize]).copy_(torch.from_numpy(np.array(array)))
+    np.copyto(target, array)  # straight from the mapped file into the cache
     return True
 
 
