@@ -173,6 +173,11 @@ def _rows_text(comparison: dict) -> str:
     return f"{rows.get('train', '?')} train / {rows.get('valid', '?')} valid / {rows.get('test', '?')} test"
 
 
+def _gain_text(gain: Optional[dict]) -> str:
+    """The DSN's paired AUC gain over a model, e.g. ``+0.031 [+0.004, +0.058]`` (``-`` when not recorded)."""
+    return "-" if not gain else f"{gain['gain']:+.4f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+
+
 def _interval_text(interval) -> str:
     """As ``unictr_core.fit.report.interval_text``, which imports torch (`domain show` stays light)."""
     return "n/a" if not interval else f"[{interval[0]:.3f}, {interval[1]:.3f}]"
@@ -197,21 +202,24 @@ def _comparison_table(name: str, stored: dict, dsn_seconds: Optional[float] = No
     test_rows = (comparison.get("rows") or {}).get("test", stored.get("test_rows"))
     rows = [[test_rows, f"DSN '{name}'", stored.get("test_auc"), _interval_text(stored.get("test_auc_interval")),
              stored.get("test_logloss"), stored.get("test_ece"),
-             "-" if dsn_seconds is None else f"{round(dsn_seconds, 2):.1f}"]]  # as stored: rounded to 0.01 s
+             "-" if dsn_seconds is None else f"{round(dsn_seconds, 2):.1f}", "-"]]  # as stored: rounded to 0.01 s
     errors = []
     for model, m in (comparison.get("models") or {}).items():
         label = f"{model} ({_kind(m.get('category'))})"
         if m.get("error"):
-            rows.append([test_rows, label, "failed", "-", "-", "-", "-"])
+            rows.append([test_rows, label, "failed", "-", "-", "-", "-", "-"])
             errors.append(f"{model} failed: {m['error']}")
             continue
         rows.append([test_rows, label, m.get("test_auc"), _interval_text(m.get("test_auc_interval")),
-                     m.get("test_logloss"), m.get("test_ece"), f"{m.get('train_seconds', 0.0):.1f}"])
+                     m.get("test_logloss"), m.get("test_ece"), f"{m.get('train_seconds', 0.0):.1f}",
+                     _gain_text(m.get("dsn_gain"))])
     head = (f"Compared on the same {_rows_text(comparison)} rows as the DSN (each model fitted on the train part, "
             f"early-stopped on the valid part, scored on the test part; seed {comparison.get('seed', '?')}):")
-    table = format_table(["held-out rows", "model", "AUC", "AUC 95% interval", "logloss", "ECE", "train s"], rows)
-    foot = ("intervals: bootstrap 95% (1,000 resamples of the test rows, the same for every model); train s: wall "
-            "time of fitting (features included; the DSN's: its whole add, hidden states included)")
+    table = format_table(["held-out rows", "model", "AUC", "AUC 95% interval", "logloss", "ECE", "train s",
+                          "DSN AUC - model's [paired 95%]"], rows)
+    foot = ("intervals: bootstrap 95% (1,000 resamples of the test rows, the same for every model; the gain's: "
+            "both scored on each resample); train s: wall time of fitting (features included; the DSN's: its whole "
+            "add, hidden states included)")
     return "\n".join([head, table, foot, *errors])
 
 

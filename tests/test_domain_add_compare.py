@@ -61,6 +61,9 @@ def test_the_comparison_uses_exactly_the_adds_rows_and_leaves_the_bundle_bit_ide
         m = comparison["models"][name]
         assert m["test_auc"] is not None and m["test_auc_interval"][0] <= m["test_auc"] <= m["test_auc_interval"][1]
         assert m["test_logloss"] > 0 and 0 <= m["test_ece"] <= 1 and m["train_seconds"] >= 0
+        gain = m["dsn_gain"]  # the DSN minus this model on the same test rows, paired bootstrap interval
+        assert gain["gain"] == pytest.approx(added.training.test["auc"] - m["test_auc"])
+        assert gain["low"] <= gain["gain"] <= gain["high"] and gain["low"] < gain["high"]
     assert comparison["models"]["item_rate"]["test_auc"] == pytest.approx(added.floors["item_rate"]["auc"])
     stored = yaml.safe_load((added.target / "domain.yaml").read_text())["metrics"]
     assert stored["compare"] == comparison
@@ -110,6 +113,8 @@ def test_the_cli_prints_the_comparison_and_domain_show_prints_it_again(home, toy
     assert "then training dcn, deepfm, item_rate on the same rows" in out
     assert "Compared on the same 160 train / 20 valid / 20 test rows as the DSN" in out
     assert re.search(r"dcn \(single-domain ID model\)\s+0\.\d{4}\s+\[0\.\d{3}, [01]\.\d{3}\]", out), out
+    assert re.search(r"dcn \(single-domain ID model\).*[+-]\d\.\d{4} \[[+-]\d\.\d{3}, [+-]\d\.\d{3}\]$", out,
+                     re.MULTILINE), out  # the DSN's paired AUC gain over dcn
     assert re.search(r"item_rate \(count rule\)\s+0\.\d{4}", out), out
     assert "deepfm failed: RuntimeError: out of luck" in out  # reported; the DSN is registered all the same
     assert "domain 'toys' registered" in out

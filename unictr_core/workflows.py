@@ -315,7 +315,7 @@ def add_domain(plan: DomainAddPlan, config: TrainConfig = DOMAIN_ADD_DEFAULTS,
     comparison = None
     if plan.compare:  # after the DSN is trained, on its very rows; a report only
         comparison = comparing.compare_baselines(plan.compare, plan.train_rows, plan.valid_rows, plan.test_rows,
-                                                 seed=config.seed)
+                                                 seed=config.seed, dsn_probs=result.test_probs)
         stored[comparing.METRICS_KEY] = comparison
     notes: list[str] = []
     target = commit_bundle(plan.home, plan.model, plan.name, stored, extra, replace=plan.replace, notes=notes)

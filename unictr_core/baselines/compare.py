@@ -50,14 +50,18 @@ def check_models(names: Optional[Sequence[str]], option: str = "--compare") -> l
 
 def compare_baselines(names: Sequence[str], train: Sequence["Sample"], valid: Sequence["Sample"],
                       test: Sequence["Sample"], seed: int = BaselineSettings.seed,
-                      settings: Optional[BaselineSettings] = None, log=None) -> dict:
+                      settings: Optional[BaselineSettings] = None, log=None, dsn_probs=None) -> dict:
     """Fit each of ``names`` on ``train`` (early stopping on ``valid``) and score it on ``test``.
 
     Returns the plain (YAML/JSON-friendly) record stored in the bundle's metrics::
 
         {"rows": {"train": N, "valid": M, "test": K}, "seed": seed, "settings": {...},
          "models": {name: {"category", "test_auc", "test_auc_interval", "test_logloss", "test_ece",
-                           "valid_auc", "epochs", "train_seconds"} or {"category", "error"}}}
+                           "valid_auc", "epochs", "train_seconds"[, "dsn_gain"]} or {"category", "error"}}}
+
+    ``dsn_probs``: the DSN's probabilities of the ``test`` rows (in their order); each model then also gets
+    ``dsn_gain``: the DSN's AUC minus the model's on the same rows, with its paired bootstrap 95 % interval
+    (:func:`unictr_core.metrics.paired_auc_gain`: each resample scores both), {"gain", "low", "high"}.
 
     A model that fails is recorded with its error and the others still run (the DSN is trained already and a
     comparison must not lose it). The torch random state is restored afterwards.
@@ -97,6 +101,9 @@ def compare_baselines(names: Sequence[str], train: Sequence["Sample"], valid: Se
                 "epochs": max(fitted.epochs_run.values(), default=0),
                 "train_seconds": round(seconds, 2),
             }
+            if dsn_probs is not None:
+                gain = metrics.paired_auc_gain(labels, dsn_probs, probs)
+                out["models"][name]["dsn_gain"] = None if gain is None else {k: float(v) for k, v in gain.items()}
     return out
 
 

@@ -163,6 +163,7 @@ class DomainTrainResult:
     residual: bool = True
     calibration: dict = field(default_factory=dict)  # see unictr_core.fit.calibration.Calibration.to_dict
     stats: bool = False  # the DSN reads count statistics
+    test_probs: Optional[np.ndarray] = None  # the DSN's (calibrated) probabilities of the test rows, in their order
 
     def check_registrable(self) -> None:
         """ValueError when the DSN must not be registered: a standalone DSN that never beat its random start.
@@ -369,7 +370,7 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
         tick = time.perf_counter()
         _, valid_logits = task.scores(1)
         calibration = _calibrate(dsn, valid_logits, parts.truth[0])
-        test_metrics, _ = task.scores(2, intervals=True)
+        test_metrics, test_logits = task.scores(2, intervals=True)
         seconds["evaluate"] = run.eval_seconds + time.perf_counter() - tick
         seconds["total"] = time.perf_counter() - started
     except BaseException:
@@ -378,7 +379,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     return DomainTrainResult(name=name, best_epoch=run.stopping.epoch, valid_auc=run.stopping.details,
                              test=test_metrics, seconds=seconds, cache=options.cache, cache_bytes=parts.cache_bytes,
                              rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=run.history,
-                             residual=residual, calibration=calibration.to_dict(), stats=options.stats)
+                             residual=residual, calibration=calibration.to_dict(), stats=options.stats,
+                             test_probs=_sigmoid(test_logits))
 
 
 def _check_parts(name: str, parts: tuple) -> None:
