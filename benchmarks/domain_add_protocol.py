@@ -40,13 +40,19 @@ DSN = "added DSN"
 UNCALIBRATED = "added DSN before calibration"
 
 
-def scored(labels, probs, seconds: float) -> dict:
+def scored(labels, probs, seconds: float, dsn_probs=None) -> dict:
+    """AUC with its bootstrap interval, logloss, ECE, seconds; with ``dsn_probs`` also the DSN's paired AUC gain
+    over these ``probs`` (the same resamples score both)."""
     from unictr_core import metrics
 
     interval = metrics.auc_interval(labels, probs)
-    return {"auc": metrics.auc(labels, probs), "auc_low": interval[0] if interval else None,
-            "auc_high": interval[1] if interval else None, "logloss": metrics.logloss(labels, probs),
-            "ece": metrics.ece(labels, probs), "seconds": seconds}
+    out = {"auc": metrics.auc(labels, probs), "auc_low": interval[0] if interval else None,
+           "auc_high": interval[1] if interval else None, "logloss": metrics.logloss(labels, probs),
+           "ece": metrics.ece(labels, probs), "seconds": seconds}
+    gain = None if dsn_probs is None else metrics.paired_auc_gain(labels, dsn_probs, probs)
+    if gain is not None:
+        out.update(dsn_gain=gain["gain"], dsn_gain_low=gain["low"], dsn_gain_high=gain["high"])
+    return out
 
 
 def add_once(args, seed: int) -> dict:
@@ -68,7 +74,7 @@ def add_once(args, seed: int) -> dict:
     labels = [s.label for s in plan.test_rows]
     predictions = predict_samples(plan.model, plan.test_rows)
     out = {DSN: scored(labels, predictions.probs, added),
-           ZERO_SHOT: scored(labels, predictions.general_probs, 0.0)}
+           ZERO_SHOT: scored(labels, predictions.general_probs, 0.0, predictions.probs)}
     calibration = getattr(result, "calibration", None)
     if calibration:  # the same DSN without its Platt scaling: invert p = sigmoid(a * z + b)
         logits = np.log(predictions.probs) - np.log1p(-predictions.probs)
@@ -76,11 +82,12 @@ def add_once(args, seed: int) -> dict:
         out[UNCALIBRATED] = scored(labels, 1 / (1 + np.exp(-raw)), added)
     out[DSN].update(best_epoch=result.best_epoch, epochs_run=len(result.history) - 1, plan_seconds=planned,
                     history=result.history, rows=result.rows)
-    return out, plan
+    return out, plan, predictions.probs
 
 
-def baselines_once(plan, names: list[str], seed: int) -> dict:
-    """The floors and the ID baselines ``names``, fitted on the plan's training rows (``seed``)."""
+def baselines_once(plan, names: list[str], seed: int, dsn_probs) -> dict:
+    """The floors and the ID baselines ``names``, fitted on the plan's training rows (``seed``); each with the
+    DSN's (``dsn_probs``) paired AUC gain over it."""
     from unictr_core.baselines.registry import baselines
     from unictr_core.baselines.trainer import fit_baseline
     from unictr_core.config import BaselineSettings
@@ -95,7 +102,7 @@ def baselines_once(plan, names: list[str], seed: int) -> dict:
                               BaselineSettings(seed=seed))
         probs = fitted.predict(plan.test_rows)
         label = f"floor: {name}" if name in floors else f"ID baseline: {name}"
-        out[label] = scored(labels, probs, time.perf_counter() - tick)
+        out[label] = scored(labels, probs, time.perf_counter() - tick, dsn_probs)
     return out
 
 
@@ -106,8 +113,9 @@ def summary(runs: list[dict]) -> dict:
     for name in names:
         per_seed = [r[name] for r in runs]
         aucs = [m["auc"] for m in per_seed]
-        out[name] = {key: float(np.mean([m[key] for m in per_seed])) for key in
-                     ("auc", "auc_low", "auc_high", "logloss", "ece", "seconds")}
+        keys = ["auc", "auc_low", "auc_high", "logloss", "ece", "seconds"]
+        keys += [k for k in ("dsn_gain", "dsn_gain_low", "dsn_gain_high") if all(k in m for m in per_seed)]
+        out[name] = {key: float(np.mean([m[key] for m in per_seed])) for key in keys}
         out[name]["spread"] = float(max(aucs) - min(aucs))
         out[name]["per_seed_auc"] = aucs
     return out
@@ -121,14 +129,21 @@ def targets(table: dict) -> dict:
             "logloss_ok": dsn["logloss"] <= zero["logloss"], "seconds_ok": dsn["seconds"] <= 120.0}
 
 
+def _gain(m: dict) -> str:
+    """The DSN's AUC gain over a model with its paired interval, each a mean over the seeds."""
+    if "dsn_gain" not in m:
+        return "-"
+    return f"{m['dsn_gain']:+.4f} [{m['dsn_gain_low']:+.3f}, {m['dsn_gain_high']:+.3f}]"
+
+
 def render(table: dict, checks: dict, seeds: list[int]) -> str:
     from unictr_core.data.tables import format_table
 
     rows = [[name, round(m["auc"], 4), f"[{m['auc_low']:.3f}, {m['auc_high']:.3f}]", round(m["spread"], 4),
              " / ".join(f"{a:.4f}" for a in m["per_seed_auc"]), round(m["logloss"], 4), round(m["ece"], 4),
-             round(m["seconds"], 1)] for name, m in table.items()]
+             round(m["seconds"], 1), _gain(m)] for name, m in table.items()]
     text = format_table(["model", "test AUC (mean)", "95% interval", "spread", f"per seed {seeds}", "logloss",
-                         "ECE", "wall s"], rows)
+                         "ECE", "wall s", "DSN - model [paired 95%]"], rows)
     return (text + f"\ntargets: DSN AUC >= {checks['auc_bar']:.4f}: {checks['auc_ok']}; spread <= 0.02: "
             f"{checks['spread_ok']}; logloss <= zero-shot: {checks['logloss_ok']}; add <= 120 s: "
             f"{checks['seconds_ok']}")
@@ -154,8 +169,8 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     runs = []
     for seed in args.seeds:
-        scores, plan = add_once(args, seed)
-        scores.update(baselines_once(plan, args.baselines, seed))
+        scores, plan, dsn_probs = add_once(args, seed)
+        scores.update(baselines_once(plan, args.baselines, seed, dsn_probs))
         runs.append(scores)
         print(f"seed {seed}: DSN {scores[DSN]['auc']:.4f} (best epoch {scores[DSN]['best_epoch']}), zero-shot "
               f"{scores[ZERO_SHOT]['auc']:.4f}, {scores[DSN]['seconds']:.1f} s", flush=True)
