@@ -58,7 +58,7 @@ def scored(labels, probs, seconds: float, dsn_probs=None) -> dict:
 def add_once(args, seed: int) -> dict:
     """One `domain add` training (not committed) with ``seed``: {model name: scores} on the test rows."""
     from unictr_core import DomainAddOptions, DomainData, workflows
-    from unictr_core.config import DOMAIN_ADD_DEFAULTS
+    from unictr_core.config import DOMAIN_ADD_DEFAULTS, domain_add_head_lr
     from unictr_core.modeling.predict import predict_samples
     from dataclasses import replace
 
@@ -69,7 +69,12 @@ def add_once(args, seed: int) -> dict:
     planned = time.perf_counter() - tick
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
-    result = workflows.train_dsn(plan, config, DomainAddOptions(progress=False, stats=args.stats))
+    if args.lr is not None:
+        config = replace(config, head_lr=domain_add_head_lr(args.lr))
+    if args.weight_decay is not None:
+        config = replace(config, weight_decay=args.weight_decay)
+    result = workflows.train_dsn(plan, config, DomainAddOptions(progress=False, stats=args.stats,
+                                                                                ids=args.dsn_ids))
     added = time.perf_counter() - tick
     labels = [s.label for s in plan.test_rows]
     predictions = predict_samples(plan.model, plan.test_rows)
@@ -158,8 +163,12 @@ def main(argv=None) -> dict:
     parser.add_argument("--baselines", nargs="*", default=["dcn", "deepfm"], help="single-domain ID baselines")
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: domain add's)")
     parser.add_argument("--max-rows", type=int, default=None, help="at most N training rows")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: domain add's)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: domain add's)")
     parser.add_argument("--no-stats", dest="stats", action="store_false",
                         help="the DSN without count statistics (domain add --no-stats)")
+    parser.add_argument("--dsn-ids", action="store_true",
+                        help="train the DSN's own ID embeddings (domain add --dsn-ids; a core with --ids dsn|all)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = parser.parse_args(argv)

@@ -68,6 +68,10 @@ def add(
     stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
                                "statistics (default): the user's and the item's past positive rate and count "
                                "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
+    dsn_ids: bool = typer.Option(False, "--dsn-ids/--no-dsn-ids", help="Train the DSN's own ID embeddings "
+                                 "(a core trained with --ids dsn|all gives every DSN a table). Off by default: on "
+                                 "a few thousand rows they memorise the training rows within two epochs and make "
+                                 "the DSN over-confident; the count statistics carry the user's and item's history."),
     compare: Optional[str] = typer.Option(None, "--compare", metavar="MODELS", help="Comma-separated baselines "
                                           "(e.g. dcn or dcn,deepfm,item_rate; any of `unictr benchmark --models` "
                                           "but unictr) to train after the DSN on the same train / valid / test "
@@ -110,7 +114,7 @@ def add(
                                          template, replace, split_csv(compare), group)
         if group.is_main:
             _echo_plan(plan, group, residual, cache)
-        options = DomainAddOptions(stats=stats, cache=cache, dist_ctx=group, on_epoch=print_epoch)
+        options = DomainAddOptions(stats=stats, ids=dsn_ids, cache=cache, dist_ctx=group, on_epoch=print_epoch)
         done = workflows.add_domain(plan, config, options, description)
         if done is not None:  # rank 0
             _echo_added(plan, done)

@@ -120,3 +120,17 @@ def test_domain_add_with_id_tables_leaves_every_other_domain_bit_identical(id_ho
     after = per_domain()
     for domain in ("books", "movies"):
         np.testing.assert_array_equal(after[domain], before[domain])
+
+
+@pytest.mark.parametrize("trained", [False, True])
+def test_domain_add_keeps_the_dsns_id_table_at_zero_unless_asked(id_home, trained):
+    model, _ = load_model(id_home[0])
+    toys = toy_samples(60, seed=3, domains=("toys",))
+    touched = []  # nonzero entries of the table after each epoch (the best epoch is restored at the end)
+    options = DomainAddOptions(progress=False, ids=trained, on_epoch=lambda record: touched.append(
+        int(torch.count_nonzero(model.dsns["toys"].id_embedding.table.weight))))
+    result = train_domain(model, "toys", toys[:40], toys[40:50], toys[50:],
+                          config=TrainConfig(epochs=2, batch_size=16, patience=5), options=options)
+    assert result.ids is trained and model.dsns["toys"].id_embedding.table.weight.requires_grad is trained
+    assert len(touched) == 3 and touched[0] == 0  # epoch 0 (the start), 1, 2
+    assert (touched[1] > 0 and touched[2] > 0) if trained else touched == [0, 0, 0]
