@@ -167,8 +167,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: domain add's)")
     parser.add_argument("--no-stats", dest="stats", action="store_false",
                         help="the DSN without count statistics (domain add --no-stats)")
-    parser.add_argument("--dsn-ids", action="store_true",
-                        help="train the DSN's own ID embeddings (domain add --dsn-ids; a core with --ids dsn|all)")
+    parser.add_argument("--no-dsn-ids", dest="dsn_ids", action="store_false",
+                        help="leave the DSN's own ID embeddings at zero (domain add --no-dsn-ids)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = parser.parse_args(argv)

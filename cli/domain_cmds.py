@@ -64,14 +64,15 @@ def add(
     residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
-                                  "validation than zero-shot. --standalone: the paper's DSN, trained from scratch."),
+                                  "validation than zero-shot, in AUC or logloss (an epoch whose validation "
+                                  "logloss is above the start's is not kept). --standalone: the paper's DSN, trained from scratch."),
     stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
                                "statistics (default): the user's and the item's past positive rate and count "
                                "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
-    dsn_ids: bool = typer.Option(False, "--dsn-ids/--no-dsn-ids", help="Train the DSN's own ID embeddings "
-                                 "(a core trained with --ids dsn|all gives every DSN a table). Off by default: on "
-                                 "a few thousand rows they memorise the training rows within two epochs and make "
-                                 "the DSN over-confident; the count statistics carry the user's and item's history."),
+    dsn_ids: bool = typer.Option(True, "--dsn-ids/--no-dsn-ids", help="Train the DSN's own ID embeddings "
+                                 "(default; a core trained with --ids dsn|all gives every DSN a table). "
+                                 "--no-dsn-ids leaves them at zero: the DSN then knows users and items only "
+                                 "through the count statistics."),
     compare: Optional[str] = typer.Option(None, "--compare", metavar="MODELS", help="Comma-separated baselines "
                                           "(e.g. dcn or dcn,deepfm,item_rate; any of `unictr benchmark --models` "
                                           "but unictr) to train after the DSN on the same train / valid / test "

@@ -155,6 +155,31 @@ def test_residual_add_keeps_the_zero_shot_start_when_no_epoch_beats_it(home):
     assert result.calibration["scale"] > 0 and result.calibration["valid_rows"] == 10
 
 
+def test_an_epoch_worse_calibrated_than_the_start_is_never_kept(home, monkeypatch):
+    """A residual DSN's epoch with a better validation AUC but a higher validation logloss than its start (the
+    zero-shot prediction) is not kept; the next epoch that is no worse calibrated can be."""
+    from unictr_core.fit import domain_training
+
+    scripted = iter([(0.60, 0.60), (0.90, 0.61), (0.70, 0.55)])  # start, epoch 1 (over-confident), epoch 2
+    real = domain_training._DomainEpochs.scores
+
+    def scores(self, which, intervals=False):
+        out, logits = real(self, which, intervals)
+        if which == 1:
+            auc, logloss = next(scripted, (out["auc"], out["logloss"]))  # then: the calibration's own call
+            out = dict(out, auc=auc, logloss=logloss)
+        return out, logits
+
+    monkeypatch.setattr(domain_training._DomainEpochs, "scores", scores)
+    model, _ = load_model(home)
+    data = toy_samples(60, seed=11, domains=("toys",))
+    result = train_domain(model, "toys", data[:40], data[40:50], data[50:],
+                          config=TrainConfig(epochs=2, batch_size=16, patience=5, seed=3),
+                          options=DomainAddOptions(progress=False))
+    assert [r["valid_auc"] for r in result.history] == [0.60, 0.90, 0.70]
+    assert result.best_epoch == 2 and result.valid_auc == 0.70
+
+
 def test_cache_keeps_only_the_dsn_layers_unpadded(home, tmp_path):
     model, _ = load_model(home)
     encoded = tokenize_samples(model, toy_samples(10, seed=2, domains=("toys",)))

@@ -311,19 +311,17 @@ class DomainAddOptions:
     """How :func:`train_domain` runs, beside its :class:`~unictr_core.config.TrainConfig`.
 
     ``stats``: the DSN also reads the domain's count statistics. ``ids``: train the DSN's own ID embeddings (a
-    core trained with ``--ids dsn|all`` gives every DSN a table); off by default, the table then stays at its
-    zero start (no ID information; the count statistics carry the user's and item's history): on Amazon fashion
-    (2,443 training rows) a trained table memorised the training rows within two epochs (training loss 0.45 ->
-    0.01, validation logloss 0.60 -> 1.3-2.6) and left the DSN over-confident (docs/results.md,
-    "Adding a domain against the frozen core"). ``cache``: the frozen backbone's hidden
-    states are computed once (default) instead of in every batch of every epoch (same batches, same maths).
+    core trained with ``--ids dsn|all`` gives every DSN a table; default); False leaves the table at its zero
+    start (no ID information; the count statistics still carry the user's and item's history). ``cache``: the
+    frozen backbone's hidden states are computed once (default) instead of in every batch of every epoch (same
+    batches, same maths).
     ``progress``: tqdm bars; ``dist_ctx``: the process group (default: this process's);
     ``on_epoch(record)``: called on rank 0 after every epoch, epoch 0 included, with the record the history
     stores (epoch, train_loss, valid_auc, valid_logloss, seconds).
     """
 
     stats: bool = True
-    ids: bool = False
+    ids: bool = True
     cache: bool = True
     progress: bool = True
     dist_ctx: Optional[DistContext] = None
@@ -413,6 +411,7 @@ class _DomainEpochs(GlobalBatchEpochs):
         self.net = distributed.data_parallel(self.dsn, ctx)
         self.optimizer, self.scheduler = dsn_optimizer(self.dsn, config, math.ceil(self.rows / config.batch_size))
         self.cached = not isinstance(parts.sources[0], LiveStates)
+        self.start_logloss: Optional[float] = None  # validation logloss of the untrained start (see evaluate)
 
     def step(self, rows: Sequence[int]) -> float:
         """One optimiser step of the DSN on the global batch ``rows``; returns this rank's part of its loss."""
@@ -437,8 +436,16 @@ class _DomainEpochs(GlobalBatchEpochs):
         return float(loss.detach())
 
     def evaluate(self) -> Evaluation:
+        """The validation AUC and logloss. A residual DSN's epoch is kept only where its validation logloss is
+        no worse than its start's (epoch 0: the general network's zero-shot prediction): an over-confident DSN
+        (on Amazon fashion, a better validation AUC at 2-4x the start's logloss) is never registered."""
         scores, _ = self.scores(1)
-        return Evaluation(scores["auc"], scores["logloss"], details=scores["auc"])
+        logloss = scores["logloss"]
+        if self.start_logloss is None:  # the first evaluation is the untrained start (run_epochs' score_start)
+            self.start_logloss = logloss
+        eligible = not (self.dsn.residual and logloss is not None and self.start_logloss is not None
+                        and logloss > self.start_logloss)
+        return Evaluation(scores["auc"], logloss, details=scores["auc"], eligible=eligible)
 
     def scores(self, which: int, intervals: bool = False) -> tuple[dict, np.ndarray]:
         """Scores of part ``which`` (1 valid, 2 test; see :func:`_scores`) and the DSN's logits there."""

@@ -141,6 +141,7 @@ class Evaluation:
     logloss: Optional[float] = None
     details: Any = None
     extra: dict = field(default_factory=dict)
+    eligible: bool = True  # False: this epoch may not be kept, whatever its score (see _DomainEpochs.evaluate)
 
 
 class EpochTask(Protocol):
@@ -179,6 +180,7 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
     """Train ``task`` for at most ``epochs`` epochs, early-stopped after ``patience`` epochs without a better
     :func:`epoch_score`, then restore its best epoch (``task.restore``).
 
+    An epoch whose evaluation is not ``eligible`` is never kept (it counts as one without a better score).
     Each epoch's record (epoch, train_loss, valid_auc, valid_logloss, seconds and the evaluation's extra fields)
     goes to the history and to ``on_epoch`` (rank 0 of ``ctx``; None: one process). With ``score_start`` the
     untrained start is scored first as epoch 0 (train_loss None): a later epoch must beat it to be kept.
@@ -208,8 +210,8 @@ def run_epochs(task: EpochTask, epochs: int, patience: int, ctx=None, on_epoch: 
                   "seconds": round(time.perf_counter() - started, 2), **scored.extra}
         record_epoch(history, record, ctx, on_epoch)
         what = f"sharing the early-stopping decision of {task.label + ' ' if task.label else ''}epoch {epoch}"
-        if stopping.update(record["epoch"], epoch_score(record["valid_auc"], record["train_loss"]), scored.details,
-                           out_of_steps, ctx, what):
+        score = epoch_score(record["valid_auc"], record["train_loss"]) if scored.eligible else -math.inf
+        if stopping.update(record["epoch"], score, scored.details, out_of_steps, ctx, what):
             break
     task.restore(stopping.state)
     return EpochsRun(stopping, history, train_seconds, eval_seconds)
