@@ -69,6 +69,8 @@ def add_once(args, seed: int) -> dict:
     planned = time.perf_counter() - tick
     if args.epochs is not None:
         config = replace(config, epochs=args.epochs)
+    if args.standalone:
+        config = replace(config, dsn="standalone")
     if args.lr is not None:
         config = replace(config, head_lr=domain_add_head_lr(args.lr))
     if args.weight_decay is not None:
@@ -167,6 +169,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: domain add's)")
     parser.add_argument("--no-stats", dest="stats", action="store_false",
                         help="the DSN without count statistics (domain add --no-stats)")
+    parser.add_argument("--standalone", action="store_true", help="the paper's DSN from scratch (domain add "
+                        "--standalone) instead of a residual one")
     parser.add_argument("--no-dsn-ids", dest="dsn_ids", action="store_false",
                         help="leave the DSN's own ID embeddings at zero (domain add --no-dsn-ids)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared CPU)")
