@@ -75,8 +75,8 @@ def add_once(args, seed: int) -> dict:
         config = replace(config, head_lr=domain_add_head_lr(args.lr))
     if args.weight_decay is not None:
         config = replace(config, weight_decay=args.weight_decay)
-    result = workflows.train_dsn(plan, config, DomainAddOptions(progress=False, stats=args.stats,
-                                                                                ids=args.dsn_ids))
+    options = DomainAddOptions(progress=False, stats=args.stats, ids=args.dsn_ids)
+    result = workflows.train_dsn(plan, config, options)
     added = time.perf_counter() - tick
     labels = [s.label for s in plan.test_rows]
     predictions = predict_samples(plan.model, plan.test_rows)

@@ -65,7 +65,8 @@ def add(
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
                                   "validation than zero-shot, in AUC or logloss (an epoch whose validation "
-                                  "logloss is above the start's is not kept). --standalone: the paper's DSN, trained from scratch."),
+                                  "logloss is above the start's is not kept). --standalone: the paper's DSN, "
+                                  "trained from scratch."),
     stats: bool = typer.Option(True, "--stats/--no-stats", help="The DSN also reads the domain's count "
                                "statistics (default): the user's and the item's past positive rate and count "
                                "(causal: from earlier training rows only) and the base rate, stored in the bundle."),
