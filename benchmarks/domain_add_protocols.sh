@@ -7,8 +7,9 @@
 #   horror       MovieLens-100K by genre (../shared/data/ml-100k), core: the 15 other genres, all rows
 #                (the settings of benchmarks/movielens_full.sh, whose stored token summaries it reuses)
 #   all_beauty   Amazon 2018 5-core (../shared/data/amazon2018), core: fashion + gift_cards
+#   fashion      the same data, core: gift_cards + all_beauty
 #
-#   PROTOCOLS="horror all_beauty" SEEDS="0 1 2" THREADS=2 benchmarks/domain_add_protocols.sh
+#   PROTOCOLS="horror all_beauty fashion" SEEDS="0 1 2" THREADS=2 benchmarks/domain_add_protocols.sh
 #
 # A core is trained only when its home is missing (HOMES/<protocol>); each protocol writes
 # $WORK/domain-add-protocols/<protocol>.json and prints its table. Run it alone on the machine for wall times.
@@ -16,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-/tmp/unictr-bench}
 HOMES=${HOMES:-$WORK/protocol-homes}
-PROTOCOLS=${PROTOCOLS:-board_games horror all_beauty}
+PROTOCOLS=${PROTOCOLS:-board_games horror all_beauty fashion}
 SEEDS=${SEEDS:-0 1 2}
 THREADS=${THREADS:-2}
 OUT="$WORK/domain-add-protocols"
@@ -40,12 +41,13 @@ for protocol in $PROTOCOLS; do
       [ -f "$data/dataset.yaml" ] || \
         unictr data prepare movielens --raw "${ML_RAW:-../shared/data/ml-100k}" --out "$data" --domain-by genre
       core "$HOMES/horror" "$data" --ids all --max-length 128 --epochs 6 --batch-size 256 --patience 3 ;;
-    all_beauty)
+    all_beauty|fashion)
       data="$WORK/amazon2018"
       [ -f "$data/dataset.yaml" ] || \
         unictr data prepare amazon2018 --raw "${AMAZON_RAW:-../shared/data/amazon2018}" --out "$data"
-      core "$HOMES/all_beauty" "$data" --ids all --epochs 6 --batch-size 64 --patience 2 ;;
-    *) echo "unknown protocol '$protocol' (board_games, horror, all_beauty)" >&2; exit 2 ;;
+      others=$([ "$protocol" = fashion ] && echo gift_cards,all_beauty || echo fashion,gift_cards)
+      core "$HOMES/$protocol" "$data" --domains "$others" --ids all --epochs 6 --batch-size 64 --patience 2 ;;
+    *) echo "unknown protocol '$protocol' (board_games, horror, all_beauty, fashion)" >&2; exit 2 ;;
   esac
   # shellcheck disable=SC2086
   python benchmarks/domain_add_protocol.py --home "$HOMES/$protocol" --data "$data" --domain "$protocol" \
