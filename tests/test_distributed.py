@@ -267,8 +267,11 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
     rows = sum(s.domain in chosen for s in dataset.train)
     batch = next(b for b in range(12, 40) if rows % b == 1)  # the last global batch has 1 row: rank 1 pads
     home = root / f"home-2proc-{tune_layers}-{precision}"
+    # bf16 trains one epoch: with two, the best epoch is chosen by validation AUCs of 22 rows that bf16 rounding
+    # can reorder (a flipped pair moves a 7-row domain's AUC by 1/12), and a different choice compares other weights
+    epochs = 2 if precision == "fp32" else 1
     cmd = [sys.executable, "-m", "unictr_cli.main", "train", "--data", str(root / "data"), "--backbone",
-           str(backbone), "--home", str(home), "--epochs", "2", "--batch-size", str(batch), "--max-length", "64",
+           str(backbone), "--home", str(home), "--epochs", str(epochs), "--batch-size", str(batch), "--max-length", "64",
            "--tower", "16,8", "--dropout", "0", "--lora-dropout", "0", "--seed", "3", "--nproc-per-node", "2", "--tune-layers", tune_layers,
            "--cache-dtype", "fp32", "--precision", precision]  # fp16 rounding would depend on each shard's padding
     proc, _ = _run(cmd, timeout=240)
@@ -279,7 +282,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
 
     model_config = ModelConfig(backbone=str(backbone), max_length=64, tower_dims=[16, 8], dropout=0.0,
                                lora_dropout=0.0, tune_layers=None if tune_layers == "all" else int(tune_layers))
-    train_config = TrainConfig(epochs=2, batch_size=batch, seed=3, domains=chosen, cache_dtype="fp32",
+    train_config = TrainConfig(epochs=epochs, batch_size=batch, seed=3, domains=chosen, cache_dtype="fp32",
                                precision=precision)
     torch.set_num_threads(1)
     single = train_unictr(dataset.train, dataset.valid, model_config, train_config,
@@ -301,7 +304,7 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
     # fp32: only the order of the gradient all-reduce's sums differs (1e-6). bf16: products are rounded to 8 bits
     # of mantissa in shapes that differ between a shard and the whole batch, so the rounding differs too, and
     # Adam turns a rounding difference in a small gradient into an update of up to the learning rate (2e-3 at
-    # its peak); over two epochs that reached 5.6e-3 (Ice Lake, bf16 emulated).
+    # its peak); over two epochs that reached 5.6e-3 (Ice Lake, bf16 emulated; the bf16 case now trains one).
     limit = 1e-6 if precision == "fp32" else 2e-2
     assert worst <= limit, f"weights differ by up to {worst:.2e}"
     # the key bias of an attention layer has a true gradient of exactly 0 (softmax ignores a shift shared by
@@ -315,7 +318,14 @@ def test_two_gloo_processes_train_the_same_weights_as_one(small_data, tune_layer
     assert manifest_training["distributed"] == {"world_size": 2, "backend": "gloo", "device": "cpu"}
     assert manifest_training["precision"] == precision
     assert manifest_training["best_epoch"] == single.best_epoch
-    assert manifest_training["valid_auc"] == pytest.approx(single.best_valid_auc, abs=1e-6 if precision == "fp32" else 2e-2)
+    if precision == "fp32":  # the AUC over the gathered shards is the AUC over the whole validation set
+        assert manifest_training["valid_auc"] == pytest.approx(single.best_valid_auc, abs=1e-6)
+    else:  # an AUC of 22 near-tied scores is not stable under bf16 rounding (seen: 0.587 vs 0.525, AMD AVX2);
+        # the scores it is computed from are, so compare those
+        assert 0.0 <= manifest_training["valid_auc"] <= 1.0
+        valid = [s for s in dataset.valid if s.domain in chosen]
+        assert np.allclose(predict_samples(loaded, valid, precision=precision).probs,
+                           predict_samples(single.model, valid, precision=precision).probs, atol=1e-2)
     probs = predict_samples(loaded, dataset.test).probs
     assert len(probs) == len(dataset.test) and ((probs > 0) & (probs < 1)).all()
     trained = [s for s in dataset.test if s.domain in chosen]  # (zero-shot rows may get a shipped template)
