@@ -37,6 +37,9 @@ def benchmark(
                                 "general network's logit + a learned correction) or standalone (the paper's)."),
     uni_dsn_stats: bool = typer.Option(TrainConfig.dsn_stats, "--uni-dsn-stats/--no-uni-dsn-stats", help="Uni-CTR's "
                                        "DSNs also read count statistics; see `unictr train --dsn-stats`."),
+    uni_lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--uni-lr-schedule", help="Uni-CTR's "
+                                        "learning-rate schedule: cyclic or cosine; see `unictr train "
+                                        "--lr-schedule`."),
     uni_ids: str = typer.Option(ModelConfig.ids, help="Uni-CTR's ID embeddings: none (text only, the paper's), dsn "
                                 "(in the DSNs) or all (DSNs and general network); see `unictr train --ids`."),
     uni_tune_layers: str = typer.Option("all", "--uni-tune-layers", metavar="all|K", help="LoRA in which of "
@@ -62,7 +65,8 @@ def benchmark(
     options = BenchmarkOptions(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
-        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_dsn_stats=uni_dsn_stats, uni_ids=uni_ids,
+        uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_dsn_stats=uni_dsn_stats,
+        uni_lr_schedule=uni_lr_schedule, uni_ids=uni_ids,
         uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),

@@ -13,7 +13,7 @@ from unictr_cli.common import (echo_field_usage, home_option, print_epoch, resol
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
-from unictr_core.config import DSN_KINDS, LADDER_KINDS, ModelConfig, TrainConfig, tune_layers_text
+from unictr_core.config import DSN_KINDS, LADDER_KINDS, LR_SCHEDULES, ModelConfig, TrainConfig, tune_layers_text
 from unictr_core.data.tables import format_table
 
 
@@ -51,6 +51,10 @@ def train(
                                    "its domain's count statistics: the user's and the item's past positive rate "
                                    "and count (causal in training; the training part's when predicting), as "
                                    "`domain add` does."),
+    lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--lr-schedule", help=f"Learning-rate schedule "
+                                    f"({', '.join(LR_SCHEDULES)}). cyclic: the paper's, from the base rate up to "
+                                    "the peak and back in every epoch. cosine: from the peak down a half cosine "
+                                    "to the base rate at the last epoch (as `domain add` trains a DSN)."),
     patience: int = typer.Option(TrainConfig.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
@@ -99,7 +103,8 @@ def train(
                                    tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout, ids=ids,
                                    id_buckets=id_buckets, tune_layers=tuned, token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
-                                   max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, precision=precision, max_cache_gb=max_cache_gb,
+                                   max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, lr_schedule=lr_schedule,
+                                   precision=precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
                                        group, replace=replace)

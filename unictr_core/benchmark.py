@@ -57,6 +57,7 @@ class BenchmarkOptions:
     uni_max_steps: Optional[int] = TrainConfig.max_steps
     uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
     uni_dsn_stats: bool = TrainConfig.dsn_stats  # Uni-CTR's DSNs read count statistics (TrainConfig.dsn_stats)
+    uni_lr_schedule: str = TrainConfig.lr_schedule  # Uni-CTR's learning-rate schedule (TrainConfig.lr_schedule)
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     uni_tune_layers: Optional[int] = ModelConfig.tune_layers  # LoRA in the top K layers only; None: every layer
     uni_token_summary: int = ModelConfig.token_summary  # heads read K summary vectors per layer; 0: every token
@@ -157,7 +158,8 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
-                               dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats)
+                               dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats,
+                               lr_schedule=options.uni_lr_schedule)
     started = time.perf_counter()
     result = train_unictr(data["train"], data["valid"], model_config, train_config,
                           templates=templates_for(data["joint"], default=data["template"]),
@@ -400,6 +402,7 @@ def _format_used(report: dict[str, Any]) -> list[str]:
         lines.append(f"  Uni-CTR: backbone {o['uni_backbone']}, at most {o['uni_epochs']} epochs, batch "
                      f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs"
                      + (" with count statistics" if o.get("uni_dsn_stats") else "")
+                     + f", {o.get('uni_lr_schedule', 'cyclic')} learning rate"
                      + f", IDs {o['uni_ids']}, token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))

@@ -9,6 +9,10 @@ from typing import Any, Optional
 
 LADDER_KINDS = ("none", "mlp", "attention", "transformer")
 DSN_KINDS = ("residual", "standalone")
+# joint training's learning-rate schedule (unictr_core.fit.training.make_optimizer): "cyclic" is the paper's
+# triangular cycle from the base to the peak rate and back in every epoch; "cosine" starts at the peak and decays
+# along a cosine to the base rate at the last epoch (as `domain add` trains a DSN)
+LR_SCHEDULES = ("cyclic", "cosine")
 ID_MODES = ("none", "dsn", "all")   # no IDs (the paper's text-only model); IDs in the DSNs only; DSNs + general
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # of `unictr serve`
 PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.modeling.precision
@@ -144,10 +148,13 @@ class TrainConfig:
     # each DSN also reads its domain's count statistics (unictr_core.modeling.stats: the user's and item's past
     # positive rate and count, causal in training, the training part's at prediction), as `domain add` does
     dsn_stats: bool = False
+    lr_schedule: str = "cyclic"  # one of LR_SCHEDULES (joint training; `domain add` always decays a cosine)
 
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:
             raise ValueError(f"dsn must be one of {', '.join(DSN_KINDS)}, got '{self.dsn}'")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

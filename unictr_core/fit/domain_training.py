@@ -32,7 +32,8 @@ from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.calibration import Calibration, fit_calibration
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import Evaluation, GlobalBatchEpochs, bce, optimiser_step, run_epochs, seed_everything
+from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, bce, cosine_decay, optimiser_step, run_epochs,
+                                  seed_everything)
 from unictr_core.fit.training import check_labelled
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
@@ -244,11 +245,8 @@ def dsn_optimizer(dsn, config: TrainConfig, steps_per_epoch: int):
     base, peak = config.head_lr
     groups = [{"params": rest, "lr": peak}] + ([{"params": wide, "lr": peak * WIDE_LR_SCALE}] if wide else [])
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
-    total = max(1, config.epochs * steps_per_epoch)
     floor = base / peak if peak > 0 else 0.0
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
-    return optimizer, schedule
+    return optimizer, cosine_decay(optimizer, [floor] * len(groups), config.epochs * steps_per_epoch)
 
 
 @dataclass

@@ -86,6 +86,17 @@ def optimiser_step(loss: torch.Tensor, parameters: Iterable[torch.nn.Parameter],
         scheduler.step()
 
 
+def cosine_decay(optimizer, floors: Sequence[float], total_steps: int):
+    """A scheduler that takes each parameter group of ``optimizer`` from its rate at construction (the peak) along
+    a half cosine down to ``floors[i]`` times it at step ``total_steps``, and holds it there."""
+    total = max(1, total_steps)
+
+    def factor(floor: float) -> Callable[[int], float]:
+        return lambda step: floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, [factor(f) for f in floors])
+
+
 def epoch_score(valid_auc: Optional[float], train_loss: float) -> float:
     """The score epochs are compared by: the validation AUC, or minus the training loss where it is undefined."""
     return valid_auc if valid_auc is not None else -train_loss

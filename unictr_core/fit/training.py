@@ -24,7 +24,7 @@ from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
-from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, ctr_loss, optimiser_step, run_epochs,
+from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, cosine_decay, ctr_loss, optimiser_step, run_epochs,
                                   seed_everything, shard_loss)
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
@@ -74,6 +74,9 @@ def build_model(model_config: ModelConfig, domains: Sequence[str], templates: Op
 
 
 def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int):
+    """AdamW over LoRA (``config.backbone_lr``) and the heads (``config.head_lr``), each a (base, peak) range, and
+    the scheduler of ``config.lr_schedule``: "cyclic", the paper's triangular cycle from base to peak and back in
+    every epoch; "cosine", from the peak down a half cosine to the base at the last epoch (or ``max_steps``)."""
     lora = [p for p in model.backbone.parameters() if p.requires_grad]
     heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
     groups = [g for g in ({"params": lora, "lr": config.backbone_lr[1]}, {"params": heads, "lr": config.head_lr[1]})
@@ -81,6 +84,11 @@ def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int
     base = [config.backbone_lr[0] if g["params"] is lora else config.head_lr[0] for g in groups]
     peak = [config.backbone_lr[1] if g["params"] is lora else config.head_lr[1] for g in groups]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    if config.lr_schedule == "cosine":
+        total = config.epochs * steps_per_epoch
+        if config.max_steps is not None:
+            total = min(total, config.max_steps)
+        return optimizer, cosine_decay(optimizer, [b / p if p > 0 else 0.0 for b, p in zip(base, peak)], total)
     scheduler = torch.optim.lr_scheduler.CyclicLR(
         optimizer, base_lr=base, max_lr=peak, step_size_up=max(1, steps_per_epoch // 2), mode="triangular",
         cycle_momentum=False,
