@@ -9,7 +9,7 @@ import typer
 
 from unictr_cli import speed_options as speed
 from unictr_cli.common import set_threads, split_csv, threads_option, user_errors
-from unictr_core.config import BaselineSettings, ModelConfig, TrainConfig
+from unictr_core.config import LR_SCHEDULES, BaselineSettings, ModelConfig, TrainConfig
 
 
 @user_errors
@@ -38,7 +38,7 @@ def benchmark(
     uni_dsn_stats: bool = typer.Option(TrainConfig.dsn_stats, "--uni-dsn-stats/--no-uni-dsn-stats", help="Uni-CTR's "
                                        "DSNs also read count statistics; see `unictr train --dsn-stats`."),
     uni_lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--uni-lr-schedule", help="Uni-CTR's "
-                                        "learning-rate schedule: cyclic or cosine; see `unictr train "
+                                        f"learning-rate schedule ({', '.join(LR_SCHEDULES)}); see `unictr train "
                                         "--lr-schedule`."),
     uni_ids: str = typer.Option(ModelConfig.ids, help="Uni-CTR's ID embeddings: none (text only, the paper's), dsn "
                                 "(in the DSNs) or all (DSNs and general network); see `unictr train --ids`."),

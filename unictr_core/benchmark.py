@@ -402,7 +402,7 @@ def _format_used(report: dict[str, Any]) -> list[str]:
         lines.append(f"  Uni-CTR: backbone {o['uni_backbone']}, at most {o['uni_epochs']} epochs, batch "
                      f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs"
                      + (" with count statistics" if o.get("uni_dsn_stats") else "")
-                     + f", {o.get('uni_lr_schedule', 'cyclic')} learning rate"
+                     + f", {o.get('uni_lr_schedule', TrainConfig.lr_schedule)} learning rate"
                      + f", IDs {o['uni_ids']}, token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))
