@@ -26,6 +26,9 @@ UNI_IDS=${UNI_IDS:-all}
 UNI_MAX_LENGTH=${UNI_MAX_LENGTH:-128}
 UNI_TUNE_LAYERS=${UNI_TUNE_LAYERS:-0}
 UNI_TOKEN_SUMMARY=${UNI_TOKEN_SUMMARY:-8}
+# the frozen backbone's cache fill and the test predictions: auto = bf16 where the CPU has AMX / AVX512-BF16
+# (measured 2.9x faster there, benchmarks/bench_fill.py), fp32 elsewhere; the heads train in fp32 either way
+UNI_FILL=${UNI_FILL:-auto}
 BATCH=${BATCH:-256}                  # baseline batch size
 PATIENCE=${PATIENCE:-3}
 THREADS=${THREADS:-2}
@@ -42,7 +45,7 @@ for SEED in $SEEDS; do
   /usr/bin/env time -f "peak RSS %M KiB" unictr benchmark --data "$WORK/movielens-genre" --out "$out" \
     "${SUBSAMPLE[@]}" --models "$MODELS" --epochs "$EPOCHS" --uni-epochs "$UNI_EPOCHS" --uni-dsn "$UNI_DSN" \
     --uni-ids "$UNI_IDS" --uni-max-length "$UNI_MAX_LENGTH" --uni-tune-layers "$UNI_TUNE_LAYERS" \
-    --uni-token-summary "$UNI_TOKEN_SUMMARY" --uni-batch-size "$UNI_BATCH" --batch-size "$BATCH" \
+    --uni-token-summary "$UNI_TOKEN_SUMMARY" --uni-fill-precision "$UNI_FILL" --uni-batch-size "$UNI_BATCH" --batch-size "$BATCH" \
     --patience "$PATIENCE" --uni-backbone minilm --seed "$SEED" --threads "$THREADS" --quiet "$@"
   echo "seed $SEED wall time: $(( $(date +%s) - start )) s"
   runs+=("$out/benchmark.json")

@@ -9,7 +9,7 @@ import typer
 
 from unictr_cli import speed_options as speed
 from unictr_cli.common import set_threads, split_csv, threads_option, user_errors
-from unictr_core.config import LR_SCHEDULES, BaselineSettings, ModelConfig, TrainConfig
+from unictr_core.config import FILL_PRECISIONS, LR_SCHEDULES, BaselineSettings, ModelConfig, TrainConfig
 
 
 @user_errors
@@ -40,6 +40,10 @@ def benchmark(
     uni_lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--uni-lr-schedule", help="Uni-CTR's "
                                         f"learning-rate schedule ({', '.join(LR_SCHEDULES)}); see `unictr train "
                                         "--lr-schedule`."),
+    uni_fill_precision: str = typer.Option(TrainConfig.fill_precision, "--uni-fill-precision",
+                                           metavar="|".join(FILL_PRECISIONS), help="Uni-CTR's frozen backbone "
+                                           "over the cached rows (see `unictr train --fill-precision`); other than "
+                                           "same, the test rows are predicted in it too."),
     uni_ids: str = typer.Option(ModelConfig.ids, help="Uni-CTR's ID embeddings: none (text only, the paper's), dsn "
                                 "(in the DSNs) or all (DSNs and general network); see `unictr train --ids`."),
     uni_tune_layers: str = typer.Option("all", "--uni-tune-layers", metavar="all|K", help="LoRA in which of "
@@ -66,7 +70,7 @@ def benchmark(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
         uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_dsn_stats=uni_dsn_stats,
-        uni_lr_schedule=uni_lr_schedule, uni_ids=uni_ids,
+        uni_lr_schedule=uni_lr_schedule, uni_fill_precision=uni_fill_precision, uni_ids=uni_ids,
         uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),

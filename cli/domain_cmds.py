@@ -61,6 +61,7 @@ def add(
     cache_dir: Optional[Path] = speed.cache_dir_option(),
     cache_dtype: str = speed.cache_dtype_option(),
     precision: str = speed.precision_option(),
+    fill_precision: str = speed.fill_precision_option(),
     residual: bool = typer.Option(True, "--residual/--standalone", help="Residual DSN (default): it starts as "
                                   "the general network's zero-shot prediction and learns the domain's correction; "
                                   "the untrained start is scored as epoch 0, so the DSN kept is never worse on "
@@ -109,7 +110,7 @@ def add(
     home_dir = resolve_home(home)
     with launching.process_group(dist_timeout) as group:
         config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
-                         patience=patience, seed=seed, precision=precision,
+                         patience=patience, seed=seed, precision=precision, fill_precision=fill_precision,
                          dsn="residual" if residual else "standalone", max_cache_gb=max_cache_gb,
                          cache_dir=None if cache_dir is None else str(cache_dir), cache_dtype=cache_dtype)
         plan = workflows.plan_domain_add(home_dir, name, DomainData(data, max_rows=max_rows), config,

@@ -73,6 +73,7 @@ def train(
     tune_layers: str = speed.tune_layers_option(),
     token_summary: int = speed.token_summary_option(),
     precision: str = speed.precision_option(),
+    fill_precision: str = speed.fill_precision_option(),
     max_cache_gb: float = speed.max_cache_gb_option(),
     cache_dir: Optional[Path] = speed.cache_dir_option(),
     cache_dtype: str = speed.cache_dtype_option(),
@@ -104,7 +105,7 @@ def train(
                                    id_buckets=id_buckets, tune_layers=tuned, token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
                                    max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, lr_schedule=lr_schedule,
-                                   precision=precision, max_cache_gb=max_cache_gb,
+                                   precision=precision, fill_precision=fill_precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
                                        group, replace=replace)
@@ -134,7 +135,8 @@ def cache_text(cache: dict) -> str:
         return ""
     disk = f", {cache['disk_bytes'] / 2**30:.2f} GiB of it memory-mapped" if cache["disk_bytes"] else ""
     return (f"; hidden states of layers {','.join(map(str, cache['layers']))} cached once: {cache['rows']} rows, "
-            f"{cache['bytes'] / 2**30:.2f} GiB {cache['storage']}{disk}, {cache['seconds']:.0f} s")
+            f"{cache['bytes'] / 2**30:.2f} GiB {cache['storage']}{disk}, filled in {cache['precision']}, "
+            f"{cache['seconds']:.0f} s")
 
 
 def _load_split(data: Path, split: str):

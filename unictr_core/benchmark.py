@@ -59,6 +59,9 @@ class BenchmarkOptions:
     uni_dsn_stats: bool = TrainConfig.dsn_stats  # Uni-CTR's DSNs read count statistics (TrainConfig.dsn_stats)
     uni_lr_schedule: str = TrainConfig.lr_schedule  # Uni-CTR's learning-rate schedule (TrainConfig.lr_schedule)
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
+    # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
+    # rows are predicted in it too (their backbone forward is the same inference)
+    uni_fill_precision: str = TrainConfig.fill_precision
     uni_tune_layers: Optional[int] = ModelConfig.tune_layers  # LoRA in the top K layers only; None: every layer
     uni_token_summary: int = ModelConfig.token_summary  # heads read K summary vectors per layer; 0: every token
     seed: int = BaselineSettings.seed           # one seed for every model and the subsampling
@@ -159,21 +162,25 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
                                dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats,
-                               lr_schedule=options.uni_lr_schedule)
+                               lr_schedule=options.uni_lr_schedule, fill_precision=options.uni_fill_precision)
+    train_config.validate()
+    test_precision = None if train_config.fill_precision == "same" else train_config.fill_precision
     started = time.perf_counter()
     result = train_unictr(data["train"], data["valid"], model_config, train_config,
                           templates=templates_for(data["joint"], default=data["template"]),
                           progress=progress)
     train_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    predictions = predict_samples(result.model, data["test"], batch_size=train_config.eval_batch_size)
+    predictions = predict_samples(result.model, data["test"], batch_size=train_config.eval_batch_size,
+                                  precision=test_precision)
     predict_seconds = time.perf_counter() - started
     per_domain = _scores_dict(score_by_domain(data["test"], predictions.probs))
     general = _scores_dict(score_by_domain(data["test"], predictions.general_probs))
     zero_shot = {}
     for held in data["holdout"]:
         test_h = data["holdout_test"][held]
-        held_probs = predict_samples(result.model, test_h, batch_size=train_config.eval_batch_size).general_probs
+        held_probs = predict_samples(result.model, test_h, batch_size=train_config.eval_batch_size,
+                                     precision=test_precision).general_probs
         labels = [s.label for s in test_h]
         zero_shot[held] = {"head": "general network", "valid_auc": None, "auc": metrics.auc(labels, held_probs),
                            "logloss": metrics.logloss(labels, held_probs), "n": len(test_h)}
@@ -184,6 +191,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
         "train_seconds": train_seconds,
         "epochs_run": {"*": len(result.history)},
         "best_epoch": result.best_epoch,
+        "hidden_state_cache": result.cache,  # layers, resolved fill precision, storage, rows, bytes, seconds
         "predict_seconds": predict_seconds,
         "predict_rows": len(data["test"]),
         "throughput": len(data["test"]) / predict_seconds if predict_seconds > 0 else None,
@@ -403,6 +411,8 @@ def _format_used(report: dict[str, Any]) -> list[str]:
                      f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs"
                      + (" with count statistics" if o.get("uni_dsn_stats") else "")
                      + f", {o.get('uni_lr_schedule', TrainConfig.lr_schedule)} learning rate"
+                     + (f", backbone fill and test predictions in {o['uni_fill_precision']}"
+                        if o.get("uni_fill_precision", "same") != "same" else "")
                      + f", IDs {o['uni_ids']}, token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))

@@ -18,6 +18,9 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")  # of `unictr ser
 PRECISIONS = ("auto", "fp32", "bf16")  # see unictr_core.modeling.precision
 # the one precision default of training, domain add, predict, evaluate, serve and the benchmarks
 DEFAULT_PRECISION = "fp32"
+# the frozen backbone's forward over the rows it caches (TrainConfig.fill_precision): "same" as the training
+# precision (resolved), else one of PRECISIONS resolved as for prediction (auto: bf16 where the device has it)
+FILL_PRECISIONS = ("same",) + PRECISIONS
 QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
@@ -133,6 +136,9 @@ class TrainConfig:
     domains: Optional[list[str]] = None  # None: every domain in the training data
     max_steps: Optional[int] = None  # stop after this many optimiser steps (smoke runs)
     precision: str = DEFAULT_PRECISION  # fp32 | bf16 | auto (see unictr_core.modeling.precision)
+    # the frozen backbone's forward when it fills the hidden-state cache: one of FILL_PRECISIONS; it is
+    # inference, so auto is bf16 where native (AMX/AVX512-BF16, CUDA) even when the heads train in fp32
+    fill_precision: str = "same"
     max_cache_gb: float = DEFAULT_MAX_CACHE_GB  # hidden-state cache in RAM (tune_layers); beyond it: a mapped file
     # where the memory-mapped part goes; None: the home in `unictr train` / `domain add` (unictr_core.workflows
     # resolves it), the system's temp folder when train_unictr or train_domain is called directly
@@ -153,6 +159,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:
             raise ValueError(f"dsn must be one of {', '.join(DSN_KINDS)}, got '{self.dsn}'")
+        if self.fill_precision not in FILL_PRECISIONS:
+            raise ValueError(f"fill_precision must be one of {', '.join(FILL_PRECISIONS)}, got '{self.fill_precision}'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
 

@@ -289,7 +289,7 @@ def _prepare(model: UniCTRModel, dsn, parts: tuple, config: TrainConfig, ctx: Di
         progress = options["progress"] and ctx.is_main
 
         def cached(encoded: EncodedSamples, rows, what: str):
-            settings = replace(config, precision=options["precision"], max_cache_gb=budget[0])
+            settings = replace(config, precision=options["fill_precision"], max_cache_gb=budget[0])
             part = build_cache(model, encoded, dsn.required_layers, rows, settings, progress, f"hidden states ({what})",
                                head_inputs=True)
             budget[0] = max(0.0, budget[0] - part.ram_bytes / 2**30)
@@ -364,7 +364,9 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     dsn.eval()  # a new module starts in training mode; the untrained start is scored (epoch 0) without dropout
     if dsn.id_embedding is not None and not options.ids:
         dsn.id_embedding.requires_grad_(False)  # stays zero: not in the optimiser, the snapshots or the gradients
-    cache_options = {"precision": precision, "progress": options.progress, "cache": options.cache}
+    cache_options = {"precision": precision, "fill_precision": precisions.resolve_fill(config.fill_precision, precision,
+                                                                                       ctx.device),
+                     "progress": options.progress, "cache": options.cache}
     try:
         seconds: dict[str, float] = {}
         parts = _prepare(model, dsn, (train, valid, test), config, ctx, cache_options, seconds)

@@ -232,14 +232,15 @@ def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: En
     started = time.perf_counter()
     layers = model.cached_layers()
     owned = distributed.owned_rows(len(train_set), ctx) if ctx.is_distributed else None
-    settings = replace(config, precision=precision)  # resolved
+    fill = precisions.resolve_fill(config.fill_precision, precision, ctx.device)
+    settings = replace(config, precision=fill)  # resolved: the backbone's forward over the cached rows
     train_cache = build_cache(model, train_set, layers, owned, settings, progress,
                               "hidden states below the cut (train)", head_inputs=model.caches_head_inputs)
     left = max(0.0, config.max_cache_gb - train_cache.ram_bytes / 2**30)
     valid_cache = build_cache(model, valid_set, layers, None, replace(settings, max_cache_gb=left), progress,
                               "hidden states below the cut (valid)", head_inputs=model.caches_head_inputs)
     rows = len(train_cache) + len(valid_cache)
-    info = {"layers": layers, "storage": train_cache.storage, "rows": rows,
+    info = {"layers": layers, "precision": fill, "storage": train_cache.storage, "rows": rows,
             "bytes": train_cache.nbytes + valid_cache.nbytes,
             "disk_bytes": train_cache.disk_bytes + valid_cache.disk_bytes,
             "seconds": time.perf_counter() - started}

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unictr_core.config import PRECISIONS, QUANTIZE  # noqa: F401 - the settings' names live with the configs
+# the settings' names live with the configs
+from unictr_core.config import FILL_PRECISIONS, PRECISIONS, QUANTIZE  # noqa: F401
 
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -73,6 +74,17 @@ def resolve(precision: str, device: torch.device, quantized: bool = False, train
             return "fp32"
         return "bf16" if bf16_supported(device) else "fp32"
     return precision
+
+
+def resolve_fill(fill_precision: str, training_precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16``: the frozen backbone's forward over the rows a hidden-state cache holds.
+
+    ``same``: ``training_precision`` (already resolved); else ``fill_precision`` resolved as for prediction (the
+    backbone is frozen, so the fill is inference: ``auto`` is bf16 where ``device`` has native bf16).
+    """
+    if fill_precision not in FILL_PRECISIONS:
+        raise ValueError(f"fill precision must be one of {', '.join(FILL_PRECISIONS)}, got '{fill_precision}'")
+    return training_precision if fill_precision == "same" else resolve(fill_precision, device)
 
 
 def describe(precision: str, device: torch.device) -> str:
