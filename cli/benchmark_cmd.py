@@ -40,6 +40,10 @@ def benchmark(
     uni_lr_schedule: str = typer.Option(TrainConfig.lr_schedule, "--uni-lr-schedule", help="Uni-CTR's "
                                         f"learning-rate schedule ({', '.join(LR_SCHEDULES)}); see `unictr train "
                                         "--lr-schedule`."),
+    uni_head_lr: float = typer.Option(TrainConfig.head_lr[1], "--uni-head-lr", min=0.0, help="Uni-CTR's peak "
+                                      "learning rate of the heads; see `unictr train --head-lr`."),
+    uni_dropout: float = typer.Option(ModelConfig.dropout, "--uni-dropout", min=0.0, max=0.99, help="Uni-CTR's "
+                                      "dropout in the ladder blocks and towers; see `unictr train --dropout`."),
     uni_fill_precision: str = typer.Option(TrainConfig.fill_precision, "--uni-fill-precision",
                                            metavar="|".join(FILL_PRECISIONS), help="Uni-CTR's frozen backbone "
                                            "over the cached rows (see `unictr train --fill-precision`); other than "
@@ -70,7 +74,8 @@ def benchmark(
         models=split_csv(models), max_rows=max_rows, max_eval_rows=max_eval_rows, epochs=epochs,
         uni_epochs=uni_epochs, uni_backbone=uni_backbone, uni_batch_size=uni_batch_size,
         uni_max_length=uni_max_length, uni_max_steps=uni_max_steps, uni_dsn=uni_dsn, uni_dsn_stats=uni_dsn_stats,
-        uni_lr_schedule=uni_lr_schedule, uni_fill_precision=uni_fill_precision, uni_ids=uni_ids,
+        uni_lr_schedule=uni_lr_schedule, uni_head_lr=uni_head_lr, uni_dropout=uni_dropout,
+        uni_fill_precision=uni_fill_precision, uni_ids=uni_ids,
         uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),

@@ -13,7 +13,8 @@ from unictr_cli.common import (echo_field_usage, home_option, print_epoch, resol
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
-from unictr_core.config import DSN_KINDS, LADDER_KINDS, LR_SCHEDULES, ModelConfig, TrainConfig, tune_layers_text
+from unictr_core.config import (DSN_KINDS, LADDER_KINDS, LR_SCHEDULES, ModelConfig, TrainConfig, joint_head_lr,
+                                tune_layers_text)
 from unictr_core.data.tables import format_table
 
 
@@ -55,6 +56,10 @@ def train(
                                     f"({', '.join(LR_SCHEDULES)}). cyclic: the paper's, from the base rate up to "
                                     "the peak and back in every epoch. cosine: from the peak down a half cosine "
                                     "to the base rate at the last epoch (as `domain add` trains a DSN)."),
+    head_lr: float = typer.Option(TrainConfig.head_lr[1], "--head-lr", min=0.0, help="Peak learning rate of the "
+                                  "general network and the DSNs (AdamW; the schedule goes between "
+                                  f"min({TrainConfig.head_lr[0]:g}, peak) and it). LoRA keeps its own range "
+                                  f"({TrainConfig.backbone_lr[0]:g}..{TrainConfig.backbone_lr[1]:g})."),
     patience: int = typer.Option(TrainConfig.patience, min=1,
                                  help="Stop after this many epochs without a better validation AUC."),
     ids: str = typer.Option(ModelConfig.ids, "--ids", help="ID-aware Uni-CTR: none (the paper's text-only model), "
@@ -103,7 +108,8 @@ def train(
                                    lora_dropout=lora_dropout, ladder_kind=ladder, ladder_freq=ladder_freq,
                                    tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout, ids=ids,
                                    id_buckets=id_buckets, tune_layers=tuned, token_summary=token_summary)
-        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, patience=patience, seed=seed,
+        train_config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=joint_head_lr(head_lr),
+                                   patience=patience, seed=seed,
                                    max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, lr_schedule=lr_schedule,
                                    precision=precision, fill_precision=fill_precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))

@@ -61,3 +61,23 @@ def test_cosine_trains_and_a_bad_schedule_is_refused(tiny_config, fast_train_con
     result = runner.invoke(app, ["train", "--data", str(data), "--home", str(tmp_path / "h"), "--backbone", tiny_bert,
                                  "--lr-schedule", "warm", "--max-steps", "1"])
     assert result.exit_code != 0 and "lr_schedule must be one of cyclic, cosine" in result.output
+
+
+def test_head_lr_sets_the_peak_and_keeps_the_base_below_it(tiny_config, tmp_path, monkeypatch):
+    from unictr_core import workflows
+    from unictr_core.config import joint_head_lr
+
+    assert joint_head_lr(5e-4) == (TrainConfig.head_lr[0], 5e-4)
+    assert joint_head_lr(1e-6) == (1e-6, 1e-6)  # a peak under the default base: a flat rate, never above the peak
+    model = build_model(tiny_config, ["books"])
+    rates = _rates(model, TrainConfig(epochs=1, head_lr=joint_head_lr(5e-4), lr_schedule="cosine"), 4, 4)
+    assert rates[0] == pytest.approx(5e-4) and rates[4] == pytest.approx(TrainConfig.head_lr[0])
+    plans = []
+    monkeypatch.setattr(workflows, "train_home", lambda plan, group, on_epoch=None: plans.append(plan))
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
+    result = runner.invoke(app, ["train", "--data", str(data), "--home", str(tmp_path / "h"), "--head-lr", "5e-4"])
+    assert result.exit_code == 0, result.output
+    assert plans[0].train_config.head_lr == (TrainConfig.head_lr[0], 5e-4)
+    bad = runner.invoke(app, ["train", "--data", str(data), "--home", str(tmp_path / "h"), "--head-lr", "-1"])
+    assert bad.exit_code != 0 and "--head-lr" in bad.output

@@ -33,7 +33,7 @@ from unictr_core import metrics
 from unictr_core.baselines import BaselineSettings, baselines, fit_baseline, score_by_domain
 from unictr_core.baselines.floors import FLOOR
 from unictr_core.baselines.trainer import check_labels
-from unictr_core.config import ModelConfig, TrainConfig, tune_layers_text
+from unictr_core.config import ModelConfig, TrainConfig, joint_head_lr, tune_layers_text
 from unictr_core.data.dataset import load_dataset, subsample_per_domain
 from unictr_core.data.schema import Sample
 from unictr_core.fit.report import fmt, format_table, write_json
@@ -58,6 +58,8 @@ class BenchmarkOptions:
     uni_dsn: str = TrainConfig.dsn              # DSN kind of Uni-CTR's joint training (TrainConfig.dsn)
     uni_dsn_stats: bool = TrainConfig.dsn_stats  # Uni-CTR's DSNs read count statistics (TrainConfig.dsn_stats)
     uni_lr_schedule: str = TrainConfig.lr_schedule  # Uni-CTR's learning-rate schedule (TrainConfig.lr_schedule)
+    uni_head_lr: float = TrainConfig.head_lr[1]  # Uni-CTR's peak head learning rate (config.joint_head_lr)
+    uni_dropout: float = ModelConfig.dropout     # Uni-CTR's dropout in the ladder blocks and towers
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
     # rows are predicted in it too (their backbone forward is the same inference)
@@ -157,9 +159,11 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     from unictr_core.store.registry import templates_for
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
-                               tune_layers=options.uni_tune_layers, token_summary=options.uni_token_summary)
+                               tune_layers=options.uni_tune_layers, token_summary=options.uni_token_summary,
+                               dropout=options.uni_dropout)
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
+                               head_lr=joint_head_lr(options.uni_head_lr),
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
                                dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats,
                                lr_schedule=options.uni_lr_schedule, fill_precision=options.uni_fill_precision)
@@ -411,7 +415,10 @@ def _format_used(report: dict[str, Any]) -> list[str]:
                      f"{o['uni_batch_size']}, max length {o['uni_max_length']}, {o['uni_dsn']} DSNs"
                      + (" with count statistics" if o.get("uni_dsn_stats") else "")
                      + f", {o.get('uni_lr_schedule', TrainConfig.lr_schedule)} learning rate"
+                     + f" (heads' peak {o.get('uni_head_lr', TrainConfig.head_lr[1]):g}), dropout "
+                       f"{o.get('uni_dropout', ModelConfig.dropout):g}"
                      + (f", backbone fill and test predictions in {o['uni_fill_precision']}"
+                        f" ({(report['models'][UNICTR].get('hidden_state_cache') or {}).get('precision', '-')})"
                         if o.get("uni_fill_precision", "same") != "same" else "")
                      + f", IDs {o['uni_ids']}, token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"

@@ -228,6 +228,12 @@ class ServeSettings:
                 raise ValueError(message)
 
 
+def joint_head_lr(peak: float) -> tuple[float, float]:
+    """Joint training's head learning-rate range with peak ``peak`` (`unictr train --head-lr`): the default base
+    rate, or ``peak`` itself when it is lower."""
+    return (min(TrainConfig.head_lr[0], peak), peak)
+
+
 DOMAIN_ADD_LR_SPAN = 100  # `domain add --lr L` trains with the cyclic learning rate L / 100 .. L
 
 
