@@ -45,8 +45,8 @@ for SEED in $SEEDS; do
   /usr/bin/env time -f "peak RSS %M KiB" unictr benchmark --data "$WORK/movielens-genre" --out "$out" \
     "${SUBSAMPLE[@]}" --models "$MODELS" --epochs "$EPOCHS" --uni-epochs "$UNI_EPOCHS" --uni-dsn "$UNI_DSN" \
     --uni-ids "$UNI_IDS" --uni-max-length "$UNI_MAX_LENGTH" --uni-tune-layers "$UNI_TUNE_LAYERS" \
-    --uni-token-summary "$UNI_TOKEN_SUMMARY" --uni-fill-precision "$UNI_FILL" --uni-batch-size "$UNI_BATCH" --batch-size "$BATCH" \
-    --patience "$PATIENCE" --uni-backbone minilm --seed "$SEED" --threads "$THREADS" --quiet "$@"
+    --uni-token-summary "$UNI_TOKEN_SUMMARY" --uni-fill-precision "$UNI_FILL" --uni-batch-size "$UNI_BATCH" \
+    --batch-size "$BATCH" --patience "$PATIENCE" --uni-backbone minilm --seed "$SEED" --threads "$THREADS" --quiet "$@"
   echo "seed $SEED wall time: $(( $(date +%s) - start )) s"
   runs+=("$out/benchmark.json")
 done

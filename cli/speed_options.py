@@ -6,8 +6,8 @@ from typing import Optional
 
 import typer
 
-from unictr_core.config import (DEFAULT_PRECISION, FILL_PRECISIONS, MAX_TOKEN_SUMMARY, PRECISIONS, QUANTIZE, ModelConfig,
-                                TrainConfig)
+from unictr_core.config import (DEFAULT_PRECISION, FILL_PRECISIONS, MAX_TOKEN_SUMMARY, PRECISIONS, QUANTIZE,
+                                ModelConfig, TrainConfig)
 
 PANEL = "Speed"
 
@@ -56,9 +56,9 @@ def precision_option():
         "on the same machine."))
 
 
-def fill_precision_option(flag: str = "--fill-precision"):
-    return typer.Option(TrainConfig.fill_precision, flag, metavar="|".join(FILL_PRECISIONS), rich_help_panel=PANEL,
-                        help=(
+def fill_precision_option():
+    return typer.Option(TrainConfig.fill_precision, "--fill-precision", metavar="|".join(FILL_PRECISIONS),
+                        rich_help_panel=PANEL, help=(
         "The frozen backbone's forward when it fills the hidden-state cache (--tune-layers below all): same (as "
         "--precision; default), fp32, bf16, or auto (bf16 where the hardware has it: the fill is inference, the "
         "heads still train in --precision). Measured on an Intel Xeon with AMX: bf16 fills 2.9x faster, the "

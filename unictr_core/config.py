@@ -160,7 +160,8 @@ class TrainConfig:
         if self.dsn not in DSN_KINDS:
             raise ValueError(f"dsn must be one of {', '.join(DSN_KINDS)}, got '{self.dsn}'")
         if self.fill_precision not in FILL_PRECISIONS:
-            raise ValueError(f"fill_precision must be one of {', '.join(FILL_PRECISIONS)}, got '{self.fill_precision}'")
+            raise ValueError(f"fill_precision must be one of {', '.join(FILL_PRECISIONS)}, "
+                             f"got '{self.fill_precision}'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
 
