@@ -38,17 +38,23 @@ def _summary_config(backbone: str) -> ModelConfig:
     return ModelConfig(backbone=backbone, tower_dims=[16, 8], max_length=64, tune_layers=0, token_summary=3)
 
 
-def test_training_fills_in_bf16_and_trains_the_heads_in_fp32(tiny_bert, monkeypatch):
-    from unictr_core.fit import training
-
+def _record_fill_precisions(monkeypatch, module) -> list:
+    """The precision of every ``module.build_cache`` call from now on, in order (the call itself still runs)."""
     seen = []
-    real = training.build_cache
+    real = module.build_cache
 
     def recording(model, encoded, layers, rows=None, config=None, *args, **kwargs):
         seen.append(config.precision)
         return real(model, encoded, layers, rows, config, *args, **kwargs)
 
-    monkeypatch.setattr(training, "build_cache", recording)
+    monkeypatch.setattr(module, "build_cache", recording)
+    return seen
+
+
+def test_training_fills_in_bf16_and_trains_the_heads_in_fp32(tiny_bert, monkeypatch):
+    from unictr_core.fit import training
+
+    seen = _record_fill_precisions(monkeypatch, training)
     results = {}
     for fill in ("same", "bf16"):
         seen.clear()
@@ -65,14 +71,7 @@ def test_training_fills_in_bf16_and_trains_the_heads_in_fp32(tiny_bert, monkeypa
 
 
 def test_domain_add_fills_its_caches_in_the_fill_precision(home, monkeypatch):
-    seen = []
-    real = domain_training.build_cache
-
-    def recording(model, encoded, layers, rows=None, config=None, *args, **kwargs):
-        seen.append(config.precision)
-        return real(model, encoded, layers, rows, config, *args, **kwargs)
-
-    monkeypatch.setattr(domain_training, "build_cache", recording)
+    seen = _record_fill_precisions(monkeypatch, domain_training)
     data = toy_samples(60, seed=11, domains=("toys",))
     model, _ = load_model(home)
     config = TrainConfig(epochs=1, batch_size=16, fill_precision="bf16")
