@@ -9,6 +9,7 @@ from typing import Callable, Optional
 
 import typer
 
+from unictr_core.config import MAX_ID_HISTORY, ModelConfig
 from unictr_core.data.schema import DataError
 from unictr_core.store.layout import ArtifactError, default_home
 from unictr_core.store.snapshots import HomeStoreError
@@ -51,6 +52,12 @@ def user_errors(func: Callable) -> Callable:
 def threads_option():
     return typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's choice). On a shared "
                         "machine, 1 avoids oversubscription.")
+
+
+def id_history_option(flag: str = "--id-history"):
+    return typer.Option(ModelConfig.id_history, flag, min=0, max=MAX_ID_HISTORY, metavar="K", help=(
+        "With ID embeddings (--ids dsn|all): they also read the user's last K history items (hashed titles, "
+        "mean-pooled, as the ID baselines' history slot); 0: none (default)."))
 
 
 def set_threads(threads: Optional[int]) -> None:

@@ -134,3 +134,49 @@ def test_domain_add_keeps_the_dsns_id_table_at_zero_unless_asked(id_home, traine
     assert result.ids is trained and model.dsns["toys"].id_embedding.table.weight.requires_grad is trained
     assert len(touched) == 3 and touched[0] == 0  # epoch 0 (the start), 1, 2
     assert (touched[1] > 0 and touched[2] > 0) if trained else touched == [0, 0, 0]
+
+
+def test_history_slots_follow_user_and_item_padded_to_their_width():
+    s = Sample("books", "u1", "i9", history=["a", "b", "c"], extra={"genre": "Comedy"})
+    slots = id_slots(s, 4096, history=2)                                 # the last two history titles
+    assert slots == [bucket("user_id", "u1", 4096), bucket("item_id", "i9", 4096), bucket("history", "b", 4096),
+                     bucket("history", "c", 4096), bucket("extra:genre", "Comedy", 4096)]
+    assert bucket("history", "b", 4096) != bucket("item_id", "b", 4096)
+    short = id_slots(Sample("books", "u1", "i9", history=["a"]), 4096, history=3)
+    assert short[2:] == [bucket("history", "a", 4096), 0, 0]              # padded: the bag starts at slot 5
+    assert id_slots(s, 4096) == [slots[0], slots[1], slots[4]]            # history 0: the old layout
+
+
+def test_history_embedding_is_the_mean_of_the_present_history_items():
+    from unictr_core.modeling.ids import IdEmbedding
+
+    embedding = IdEmbedding(16, 2, history=3)
+    with torch.no_grad():
+        embedding.table.weight.copy_(torch.arange(32, dtype=torch.float32).view(16, 2))
+        embedding.table.weight[0].zero_()                              # the padding row, as it stays
+    out = embedding(torch.tensor([[1, 2, 3, 5, 0, 7, 9], [1, 2, 0, 0, 0, 0, 0]]))
+    assert embedding.out_dim == 8 and out.shape == (2, 8)
+    table = embedding.table.weight
+    assert torch.equal(out[0, 4:6], (table[3] + table[5]) / 2)        # two history items, the padding left out
+    assert torch.equal(out[0, 6:], (table[7] + table[9]) / 2)         # the bag after the history slots
+    assert torch.count_nonzero(out[1, 4:]) == 0                        # no history, no bag: zeros
+    assert IdEmbedding(16, 2).out_dim == 6
+
+
+def test_a_core_with_id_history_trains_saves_and_predicts_the_same_after_loading(tiny_bert, tmp_path):
+    cfg = dataclasses.replace(config(tiny_bert, "all"), id_history=3)
+    samples = [dataclasses.replace(s, history=[f"title {k % 7}", f"title {k % 5}"]) for k, s in
+               enumerate(toy_samples(60))]
+    result = train_unictr(samples, samples[:20], cfg, FAST, progress=False)
+    model = result.model
+    assert model.general.id_embedding.out_dim == 16
+    assert tokenize_samples(model, samples[:2]).batch([0, 1]).ids.shape[1] >= 5
+    history_bucket = bucket("history", "title 3", 4096)
+    assert torch.count_nonzero(model.general.id_embedding.table.weight[history_bucket]) > 0   # history trained
+    save_trained(model, tmp_path / "home")
+    loaded, _ = load_model(tmp_path / "home")
+    assert loaded.config.id_history == 3
+    np.testing.assert_allclose(predict_samples(loaded, samples[:20]).probs,
+                               predict_samples(model, samples[:20]).probs, rtol=1e-6)
+    with pytest.raises(ValueError, match="id_history must be 0"):
+        ModelConfig(id_history=-1).validate()

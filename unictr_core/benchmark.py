@@ -61,6 +61,7 @@ class BenchmarkOptions:
     uni_head_lr: float = TrainConfig.head_lr[1]  # Uni-CTR's peak head learning rate (config.joint_head_lr)
     uni_dropout: float = ModelConfig.dropout     # Uni-CTR's dropout in the ladder blocks and towers
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
+    uni_id_history: int = ModelConfig.id_history  # history items Uni-CTR's ID embeddings read (ModelConfig.id_history)
     # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
     # rows are predicted in it too (their backbone forward is the same inference)
     uni_fill_precision: str = TrainConfig.fill_precision
@@ -160,7 +161,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
                                tune_layers=options.uni_tune_layers, token_summary=options.uni_token_summary,
-                               dropout=options.uni_dropout)
+                               dropout=options.uni_dropout, id_history=options.uni_id_history)
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                head_lr=joint_head_lr(options.uni_head_lr),
@@ -420,7 +421,9 @@ def _format_used(report: dict[str, Any]) -> list[str]:
                      + (f", backbone fill and test predictions in {o['uni_fill_precision']}"
                         f" ({(report['models'][UNICTR].get('hidden_state_cache') or {}).get('precision', '-')})"
                         if o.get("uni_fill_precision", "same") != "same" else "")
-                     + f", IDs {o['uni_ids']}, token summary {o.get('uni_token_summary') or 'none (every token)'}, "
+                     + f", IDs {o['uni_ids']}"
+                     + (f" with {o['uni_id_history']} history items" if o.get("uni_id_history") else "")
+                     + f", token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))
     lines.append(f"  machine: torch {env['torch']}, {env['threads']} threads, {env['machine']}")

@@ -24,6 +24,7 @@ FILL_PRECISIONS = ("same",) + PRECISIONS
 QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
+MAX_ID_HISTORY = 64  # ModelConfig.id_history: at most this many history items
 MAX_TOKEN_SUMMARY = 64  # ModelConfig.token_summary: at most this many vectors per layer
 DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
 
@@ -50,6 +51,9 @@ class ModelConfig:
     ids: str = "none"
     id_buckets: int = 16384
     id_dim: int = 16
+    # the ID embeddings also read the user's last K history items (hashed titles, mean-pooled, as the ID
+    # baselines' history slot); 0: none (the layout of cores trained before this setting existed)
+    id_history: int = 0
     tune_layers: Optional[int] = None  # LoRA in the top K layers only (0: frozen backbone); None: every layer
     # the heads read each layer's tokens summarised into K vectors (mean + K-1 part means,
     # unictr_core.modeling.summary): a cache that grows with rows, not rows x tokens; 0: every token (the paper)
@@ -68,6 +72,8 @@ class ModelConfig:
             raise ValueError(f"ids must be one of {', '.join(ID_MODES)}, got '{self.ids}'")
         if self.id_buckets < 2 or self.id_dim < 1:
             raise ValueError(f"id_buckets must be >= 2 and id_dim >= 1, got {self.id_buckets} and {self.id_dim}")
+        if not 0 <= self.id_history <= MAX_ID_HISTORY:
+            raise ValueError(f"id_history must be 0 (none) to {MAX_ID_HISTORY} history items, got {self.id_history}")
         if not 0 <= self.token_summary <= MAX_TOKEN_SUMMARY:
             raise ValueError(f"token_summary must be 0 (every token) or 1..{MAX_TOKEN_SUMMARY} vectors per layer, "
                              f"got {self.token_summary}")

@@ -1,7 +1,9 @@
 """Learned ID embeddings for ID-aware Uni-CTR (``ModelConfig.ids``): the sample's categorical fields, hashed.
 
-Every sample gives a row of bucket indices: its user, its item, then a bag of
-its other categorical fields (brand and the ``extra`` fields). Each value is
+Every sample gives a row of bucket indices: its user, its item, with
+``history`` > 0 the titles of its last ``history`` history items (padded to
+that width), then a bag of its other categorical fields (brand and the
+``extra`` fields). Each value is
 hashed with its field name (BLAKE2b, stable across processes and machines)
 into ``1 .. buckets - 1``; ``0`` means "no value" and embeds to the zero
 vector. Nothing is fitted: a user or item never seen in training (a new
@@ -32,10 +34,14 @@ def bucket(field: str, value: str, buckets: int) -> int:
     return 1 + int.from_bytes(digest, "little") % (buckets - 1)
 
 
-def id_slots(sample: Sample, buckets: int) -> list[int]:
-    """[user, item, brand and extra fields ...] as bucket indices; absent values are left out of the bag."""
+def id_slots(sample: Sample, buckets: int, history: int = 0) -> list[int]:
+    """[user, item, ``history`` history slots, brand and extra fields ...] as bucket indices; the history slots
+    hold the last ``history`` history titles, padded with :data:`NO_VALUE`; absent values are left out of the bag."""
     slots = [bucket("user_id", sample.user_id, buckets) if sample.user_id else NO_VALUE,
              bucket("item_id", sample.item_id, buckets) if sample.item_id else NO_VALUE]
+    if history > 0:
+        recent = [bucket("history", title, buckets) for title in sample.history[-history:] if title]
+        slots += recent + [NO_VALUE] * (history - len(recent))
     if sample.brand:
         slots.append(bucket("brand", sample.brand, buckets))
     for name in sorted(sample.extra):
@@ -55,23 +61,34 @@ def id_tensor(rows: Sequence[Sequence[int]], device: Optional[torch.device] = No
 
 
 class IdEmbedding(nn.Module):
-    """One hashed table for every field: [user; item; mean of the bag] -> [B, 3 * dim].
+    """One hashed table for every field: [user; item; mean of the history (``history`` > 0); mean of the bag]
+    -> [B, 3 * dim] or [B, 4 * dim] (slots laid out by :func:`id_slots` with the same ``history``).
 
     Rows start at zero (so does the padding row, which never trains): an ID
     contributes only what training taught its bucket.
     """
 
-    def __init__(self, buckets: int, dim: int):
+    def __init__(self, buckets: int, dim: int, history: int = 0):
         super().__init__()
         self.table = nn.Embedding(buckets, dim, padding_idx=NO_VALUE)
         nn.init.zeros_(self.table.weight)
-        self.out_dim = 3 * dim
+        self.history = history
+        self.out_dim = (4 if history > 0 else 3) * dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = self.table(ids)                                         # [B, S, dim]
-        bag = ids[:, 2:]
-        count = (bag != NO_VALUE).sum(dim=1, keepdim=True).clamp(min=1).to(emb.dtype)
-        return torch.cat([emb[:, 0], emb[:, 1], emb[:, 2:].sum(dim=1) / count], dim=1)
+        parts = [emb[:, 0], emb[:, 1]]
+        bag_start = 2 + self.history
+        if self.history > 0:
+            parts.append(_mean_of_present(emb[:, 2:bag_start], ids[:, 2:bag_start]))
+        parts.append(_mean_of_present(emb[:, bag_start:], ids[:, bag_start:]))
+        return torch.cat(parts, dim=1)
+
+
+def _mean_of_present(emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """The mean of the embeddings [B, S, dim] of the slots that hold a value (zeros where none does)."""
+    count = (ids != NO_VALUE).sum(dim=1, keepdim=True).clamp(min=1).to(emb.dtype)
+    return emb.sum(dim=1) / count
 
 
 def check_ids(network: str, embedding: Optional[IdEmbedding], ids: Optional[torch.Tensor]) -> None:

@@ -182,7 +182,8 @@ class DomainNetwork(nn.Module):
                 block(hidden_size, width, config.ladder_heads, config.dropout) for _ in range(count)
             )
         self.gate = AttentionPooling(hidden_size)
-        self.id_embedding = IdEmbedding(config.id_buckets, config.id_dim) if config.ids in ("dsn", "all") else None
+        self.id_embedding = (IdEmbedding(config.id_buckets, config.id_dim, config.id_history)
+                             if config.ids in ("dsn", "all") else None)
         self.counts = CountTables(config.id_buckets) if spec.stats else None
         self.wide = nn.Linear(FEATURES, 1) if spec.stats else None
         stats_width = FEATURES if spec.stats else 0
@@ -262,7 +263,8 @@ class GeneralNetwork(nn.Module):
         super().__init__()
         self.num_layers = num_layers
         self.pool = AttentionPooling(hidden_size)
-        self.id_embedding = IdEmbedding(config.id_buckets, config.id_dim) if config.ids == "all" else None
+        self.id_embedding = (IdEmbedding(config.id_buckets, config.id_dim, config.id_history)
+                             if config.ids == "all" else None)
         self.tower = Tower(hidden_size + _id_width(self.id_embedding), config.tower_dims, config.dropout)
 
     @property
