@@ -180,3 +180,5 @@ def test_a_core_with_id_history_trains_saves_and_predicts_the_same_after_loading
                                predict_samples(model, samples[:20]).probs, rtol=1e-6)
     with pytest.raises(ValueError, match="id_history must be 0"):
         ModelConfig(id_history=-1).validate()
+    with pytest.raises(ValueError, match="it needs ids dsn or all, got ids none"):
+        ModelConfig(id_history=3).validate()

@@ -74,6 +74,9 @@ class ModelConfig:
             raise ValueError(f"id_buckets must be >= 2 and id_dim >= 1, got {self.id_buckets} and {self.id_dim}")
         if not 0 <= self.id_history <= MAX_ID_HISTORY:
             raise ValueError(f"id_history must be 0 (none) to {MAX_ID_HISTORY} history items, got {self.id_history}")
+        if self.id_history and self.ids == "none":
+            raise ValueError(f"id_history {self.id_history} feeds the ID embeddings: it needs ids dsn or all, got "
+                             f"ids none")
         if not 0 <= self.token_summary <= MAX_TOKEN_SUMMARY:
             raise ValueError(f"token_summary must be 0 (every token) or 1..{MAX_TOKEN_SUMMARY} vectors per layer, "
                              f"got {self.token_summary}")
