@@ -60,6 +60,14 @@ def id_history_option(flag: str = "--id-history"):
         "mean-pooled, as the ID baselines' history slot); 0: none (default)."))
 
 
+def id_fields_option(flag: str = "--id-fields"):
+    return typer.Option("", flag, metavar="FIELDS", help=(
+        "With ID embeddings (--ids dsn|all): the categorical fields beside user and item, each embedded on its "
+        "own as the ID baselines do (comma-separated names: brand, price or extra fields), or 'auto' (brand and "
+        "the training split's categorical extra fields, stored by name in the core). Default: one mean-pooled bag "
+        "of all of them."))
+
+
 def set_threads(threads: Optional[int]) -> None:
     """Apply ``--threads`` (nothing when not given)."""
     if threads is not None:

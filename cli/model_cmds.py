@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, home_option, id_history_option, print_epoch, resolve_home,
+from unictr_cli.common import (echo_field_usage, home_option, id_fields_option, id_history_option, print_epoch, resolve_home,
                                set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
@@ -68,6 +68,7 @@ def train(
                             "its tables are part of the frozen core). Unseen IDs embed to zero."),
     id_buckets: int = typer.Option(ModelConfig.id_buckets, min=2, help="Hash buckets of the ID embedding tables."),
     id_history: int = id_history_option(),
+    id_fields: str = id_fields_option(),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed: initialisation, batch order and the --max-rows "
                               "subsample; the same seed gives the same weights."),
     max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
@@ -108,7 +109,8 @@ def train(
         model_config = ModelConfig(backbone=backbone, max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha,
                                    lora_dropout=lora_dropout, ladder_kind=ladder, ladder_freq=ladder_freq,
                                    tower_dims=[int(x) for x in split_csv(tower) or []], dropout=dropout, ids=ids,
-                                   id_buckets=id_buckets, id_history=id_history, tune_layers=tuned,
+                                   id_buckets=id_buckets, id_history=id_history,
+                                   id_fields=split_csv(id_fields) or [], tune_layers=tuned,
                                    token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=joint_head_lr(head_lr),
                                    patience=patience, seed=seed,

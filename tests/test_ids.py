@@ -182,3 +182,82 @@ def test_a_core_with_id_history_trains_saves_and_predicts_the_same_after_loading
         ModelConfig(id_history=-1).validate()
     with pytest.raises(ValueError, match="it needs ids dsn or all, got ids none"):
         ModelConfig(id_history=3).validate()
+
+
+def test_field_slots_hold_one_value_per_named_field_in_order_and_no_bag():
+    s = Sample("books", "u1", "i9", brand="acme", history=["a", "b"],
+               extra={"genre": "Comedy", "age": "21", "blurb": "x" * 100})
+    slots = id_slots(s, 4096, history=1, fields=["age", "gender", "brand", "genre", "blurb"])
+    assert slots == [bucket("user_id", "u1", 4096), bucket("item_id", "i9", 4096), bucket("history", "b", 4096),
+                     bucket("extra:age", "21", 4096), 0, bucket("brand", "acme", 4096),
+                     bucket("extra:genre", "Comedy", 4096), 0]      # absent gender and free-text blurb: no value
+    bag = id_slots(s, 4096, history=1)                               # the same values as the bag hashes them
+    assert sorted(bag[3:]) == sorted(v for v in slots[3:] if v)
+
+
+def test_field_embedding_concatenates_each_fields_vector_after_the_history_mean():
+    from unictr_core.modeling.ids import IdEmbedding
+
+    embedding = IdEmbedding(16, 2, history=2, fields=3)
+    with torch.no_grad():
+        embedding.table.weight.copy_(torch.arange(32, dtype=torch.float32).view(16, 2))
+        embedding.table.weight[0].zero_()
+    out = embedding(torch.tensor([[1, 2, 3, 0, 7, 0, 9]]))
+    table = embedding.table.weight
+    assert embedding.out_dim == 12 and out.shape == (1, 12)
+    assert torch.equal(out[0, 4:6], table[3])                          # the history mean: one present item
+    assert torch.equal(out[0, 6:], torch.cat([table[7], table[0], table[9]]))   # one slot per field, not averaged
+    assert IdEmbedding(16, 2, fields=4).out_dim == 12
+
+
+def test_auto_id_fields_are_detected_on_the_training_split_and_stored_by_name(tiny_bert, tmp_path):
+    from unictr_core.modeling.ids import detected_id_fields
+
+    samples = [dataclasses.replace(s, extra={"age": str(20 + k % 3), "tagline": "same", "note": f"n{k}" * 40,
+                                              "gender": ["f", "m"][k % 2]}) for k, s in enumerate(toy_samples(60))]
+    assert detected_id_fields(samples) == ["brand", "age", "gender"]   # one value or free text: not categorical
+    cfg = dataclasses.replace(config(tiny_bert, "dsn"), id_fields=["auto"])
+    result = train_unictr(samples, samples[:20], cfg, FAST, progress=False)
+    model = result.model
+    assert model.config.id_fields == ["brand", "age", "gender"]
+    dsn = model.dsns["books"].id_embedding
+    assert dsn.out_dim == 5 * 4 and tokenize_samples(model, samples[:2]).batch([0, 1]).ids.shape[1] == 5
+    assert torch.count_nonzero(dsn.table.weight[bucket("extra:gender", "m", 4096)]) > 0     # each field trained
+    save_trained(model, tmp_path / "home")
+    loaded, _ = load_model(tmp_path / "home")
+    assert loaded.config.id_fields == ["brand", "age", "gender"]
+    np.testing.assert_allclose(predict_samples(loaded, samples[:20]).probs,
+                               predict_samples(model, samples[:20]).probs, rtol=1e-6)
+
+
+@pytest.mark.parametrize("fields, ids, message", [
+    (["age"], "none", "they need ids dsn or all, got ids none"),
+    (["auto", "age"], "dsn", "'auto' stands alone"),
+    (["age", "age"], "dsn", "a field is named twice"),
+    (["user_id"], "dsn", "'user_id' is not a categorical field name"),
+    ([" age"], "dsn", "' age' is not a categorical field name"),
+    ([f"f{k}" for k in range(33)], "dsn", "at most 32 fields"),
+])
+def test_bad_id_fields_are_refused_with_the_reason(fields, ids, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(ids=ids, id_fields=fields).validate()
+
+
+def test_train_cli_passes_id_fields_and_refuses_them_without_ids(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from unictr_cli.main import app
+    from unictr_core import workflows
+
+    runner = CliRunner()
+    plans = []
+    monkeypatch.setattr(workflows, "train_home", lambda plan, group, on_epoch=None: plans.append(plan))
+    data = tmp_path / "data"
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
+    home = str(tmp_path / "h")
+    result = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--ids", "dsn", "--id-fields",
+                                 "brand, age"])
+    assert result.exit_code == 0, result.output
+    assert plans[0].model_config.id_fields == ["brand", "age"]
+    bad = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--id-fields", "auto"])
+    assert bad.exit_code != 0 and "they need ids dsn or all, got ids none" in bad.output

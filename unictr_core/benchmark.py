@@ -62,6 +62,7 @@ class BenchmarkOptions:
     uni_dropout: float = ModelConfig.dropout     # Uni-CTR's dropout in the ladder blocks and towers
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     uni_id_history: int = ModelConfig.id_history  # history items Uni-CTR's ID embeddings read (ModelConfig.id_history)
+    uni_id_fields: list[str] = field(default_factory=list)  # Uni-CTR's per-field ID slots (ModelConfig.id_fields)
     # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
     # rows are predicted in it too (their backbone forward is the same inference)
     uni_fill_precision: str = TrainConfig.fill_precision
@@ -161,7 +162,8 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
 
     model_config = ModelConfig(backbone=options.uni_backbone, max_length=options.uni_max_length, ids=options.uni_ids,
                                tune_layers=options.uni_tune_layers, token_summary=options.uni_token_summary,
-                               dropout=options.uni_dropout, id_history=options.uni_id_history)
+                               dropout=options.uni_dropout, id_history=options.uni_id_history,
+                               id_fields=list(options.uni_id_fields))
     model_config.validate()
     train_config = TrainConfig(epochs=options.uni_epochs or options.epochs, batch_size=options.uni_batch_size,
                                head_lr=joint_head_lr(options.uni_head_lr),
@@ -192,7 +194,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
     return {
         "category": LLM,
         "plugin": "unictr_core",
-        "settings": {"model": model_config.to_dict(), "train": train_config.to_dict()},
+        "settings": {"model": result.model.config.to_dict(), "train": train_config.to_dict()},  # id_fields resolved
         "train_seconds": train_seconds,
         "epochs_run": {"*": len(result.history)},
         "best_epoch": result.best_epoch,
@@ -208,6 +210,12 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
         "mean_general_auc": _mean_auc(general),
         "zero_shot": zero_shot,
     }
+
+
+def _id_fields_text(report: dict) -> str:
+    """The per-field ID slots Uni-CTR trained with (``auto`` resolved), from its settings in ``report``."""
+    model = ((report["models"].get(UNICTR) or {}).get("settings") or {}).get("model") or {}
+    return ", ".join(model.get("id_fields") or []) or "-"
 
 
 def prepare_data(dataset_dir: Path, options: BenchmarkOptions) -> tuple[dict, dict]:
@@ -423,6 +431,7 @@ def _format_used(report: dict[str, Any]) -> list[str]:
                         if o.get("uni_fill_precision", "same") != "same" else "")
                      + f", IDs {o['uni_ids']}"
                      + (f" with {o['uni_id_history']} history items" if o.get("uni_id_history") else "")
+                     + (f", one ID slot per field ({_id_fields_text(report)})" if o.get("uni_id_fields") else "")
                      + f", token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))

@@ -25,6 +25,9 @@ QUANTIZE = ("none", "int8")
 DIST_TIMEOUT_ENV = "UNICTR_DIST_TIMEOUT"  # seconds a process waits in a collective (see unictr_core.fit.distributed)
 DEFAULT_DIST_TIMEOUT_S = 600.0
 MAX_ID_HISTORY = 64  # ModelConfig.id_history: at most this many history items
+MAX_ID_FIELDS = 32  # ModelConfig.id_fields: at most this many fields
+AUTO_ID_FIELDS = "auto"  # ModelConfig.id_fields = [AUTO_ID_FIELDS]: detected on the training split
+NOT_ID_FIELDS = ("user_id", "item_id", "domain", "title", "label", "timestamp")  # embedded already, or not IDs
 MAX_TOKEN_SUMMARY = 64  # ModelConfig.token_summary: at most this many vectors per layer
 DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
 
@@ -54,6 +57,10 @@ class ModelConfig:
     # the ID embeddings also read the user's last K history items (hashed titles, mean-pooled, as the ID
     # baselines' history slot); 0: none (the layout of cores trained before this setting existed)
     id_history: int = 0
+    # the categorical fields beside user and item: [] = one bag (brand and every short extra field, mean-pooled
+    # into one vector); names = one embedding per field in this order (as the ID baselines); ["auto"] = the
+    # categorical fields of the training split, detected when training starts and stored by name in the core
+    id_fields: list[str] = field(default_factory=list)
     tune_layers: Optional[int] = None  # LoRA in the top K layers only (0: frozen backbone); None: every layer
     # the heads read each layer's tokens summarised into K vectors (mean + K-1 part means,
     # unictr_core.modeling.summary): a cache that grows with rows, not rows x tokens; 0: every token (the paper)
@@ -77,6 +84,7 @@ class ModelConfig:
         if self.id_history and self.ids == "none":
             raise ValueError(f"id_history {self.id_history} feeds the ID embeddings: it needs ids dsn or all, got "
                              f"ids none")
+        self._validate_id_fields()
         if not 0 <= self.token_summary <= MAX_TOKEN_SUMMARY:
             raise ValueError(f"token_summary must be 0 (every token) or 1..{MAX_TOKEN_SUMMARY} vectors per layer, "
                              f"got {self.token_summary}")
@@ -87,6 +95,23 @@ class ModelConfig:
         if self.lora_r < 1 or self.ladder_heads < 1 or min(self.tower_dims, default=1) < 1:
             raise ValueError(f"lora_r and ladder_heads must be >= 1 and tower_dims sizes >= 1, "
                              f"got {self.lora_r}, {self.ladder_heads} and {self.tower_dims}")
+
+    def _validate_id_fields(self) -> None:
+        names = self.id_fields
+        if not names:
+            return
+        if self.ids == "none":
+            raise ValueError(f"id_fields {names} feed the ID embeddings: they need ids dsn or all, got ids none")
+        if AUTO_ID_FIELDS in names and len(names) > 1:
+            raise ValueError(f"id_fields: '{AUTO_ID_FIELDS}' stands alone (detect the fields), got {names}")
+        if len(names) > MAX_ID_FIELDS:
+            raise ValueError(f"id_fields: at most {MAX_ID_FIELDS} fields, got {len(names)}")
+        for name in names:
+            if not name or name != name.strip() or name in NOT_ID_FIELDS:
+                raise ValueError(f"id_fields: '{name}' is not a categorical field name (not empty, no surrounding "
+                                 f"spaces, none of {', '.join(NOT_ID_FIELDS)})")
+        if len(set(names)) < len(names):
+            raise ValueError(f"id_fields: a field is named twice in {names}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,6 +198,23 @@ class TrainConfig:
                              f"got '{self.fill_precision}'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
+
+    def _validate_id_fields(self) -> None:
+        names = self.id_fields
+        if not names:
+            return
+        if self.ids == "none":
+            raise ValueError(f"id_fields {names} feed the ID embeddings: they need ids dsn or all, got ids none")
+        if AUTO_ID_FIELDS in names and len(names) > 1:
+            raise ValueError(f"id_fields: '{AUTO_ID_FIELDS}' stands alone (detect the fields), got {names}")
+        if len(names) > MAX_ID_FIELDS:
+            raise ValueError(f"id_fields: at most {MAX_ID_FIELDS} fields, got {len(names)}")
+        for name in names:
+            if not name or name != name.strip() or name in NOT_ID_FIELDS:
+                raise ValueError(f"id_fields: '{name}' is not a categorical field name (not empty, no surrounding "
+                                 f"spaces, none of {', '.join(NOT_ID_FIELDS)})")
+        if len(set(names)) < len(names):
+            raise ValueError(f"id_fields: a field is named twice in {names}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,6 +27,7 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from unictr_core.config import BaselineSettings
+from unictr_core.data.fields import categorical_fields
 from unictr_core.data.schema import Sample, price_value as parse_price
 
 MISSING = 0
@@ -118,7 +119,8 @@ class FeatureEncoder:
         if not train:
             raise ValueError("FeatureEncoder.fit: the training split is empty")
         self.domains = sorted({s.domain for s in train})
-        self.extra_fields = (self._detect_extra_fields(train) if self.extra_fields_requested is None
+        self.extra_fields = (categorical_fields(train, _extra_value, self.max_extra_cardinality, self.max_extra_length)
+                             if self.extra_fields_requested is None
                              else list(self.extra_fields_requested))
         prices = np.array([p for p in (parse_price(s.price) for s in train) if p is not None], dtype=np.float64)
         if prices.size:
@@ -135,20 +137,6 @@ class FeatureEncoder:
         self.history_vocab = Vocabulary(history_texts)
         self.fitted = True
         return self
-
-    def _detect_extra_fields(self, train: Sequence[Sample]) -> list[str]:
-        values: dict[str, set] = {}
-        too_long: set[str] = set()
-        for s in train:
-            for name, raw in s.extra.items():
-                value = _extra_value(name, raw)
-                if value is None:
-                    continue
-                if len(value) > self.max_extra_length:
-                    too_long.add(name)
-                values.setdefault(name, set()).add(value)
-        return sorted(name for name, seen in values.items()
-                      if name not in too_long and 1 < len(seen) <= self.max_extra_cardinality)
 
     def _raw_value(self, sample: Sample, name: str) -> Optional[str]:
         if name == "price":

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from unictr_core.config import DEFAULT_PRECISION, ModelConfig, TrainConfig
+from unictr_core.config import AUTO_ID_FIELDS, DEFAULT_PRECISION, ModelConfig, TrainConfig
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
@@ -30,6 +30,7 @@ from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
+from unictr_core.modeling.ids import detected_id_fields
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.modeling.stats import COUNTS, causal_counts
@@ -141,6 +142,9 @@ def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: Mod
     domains = sorted({s.domain for s in train})
     valid = [s for s in select_domains(valid, domains)]
     check_labelled(valid, "validation data")
+    if model_config.id_fields == [AUTO_ID_FIELDS]:
+        model_config = replace(model_config, id_fields=detected_id_fields(train))
+        model_config.validate()
     seed_everything(config.seed)
     model = build_model(model_config, domains, templates, seed=config.seed,
                         residual_dsns=DsnSpec(residual=config.dsn == "residual", stats=config.dsn_stats)

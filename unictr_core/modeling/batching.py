@@ -68,12 +68,12 @@ def _shortened(sample: Sample, templates: TemplateSet, tokenizer, max_length: in
 
 class EncodedSamples:
     def __init__(self, samples: Sequence[Sample], templates: TemplateSet, tokenizer, max_length: int,
-                 id_buckets: Optional[int] = None, id_history: int = 0):
+                 id_buckets: Optional[int] = None, id_history: int = 0, id_fields: Sequence[str] = ()):
         self.samples = list(samples)
-        # hashed ID slots per sample, for an ID-aware model (ModelConfig.ids, .id_history); None for the text-only
-        # model
-        self.id_slots: Optional[list[list[int]]] = (None if id_buckets is None
-                                                    else [id_slots(s, id_buckets, id_history) for s in self.samples])
+        # hashed ID slots per sample, for an ID-aware model (ModelConfig.ids, .id_history, .id_fields); None for
+        # the text-only model
+        self.id_slots: Optional[list[list[int]]] = (
+            None if id_buckets is None else [id_slots(s, id_buckets, id_history, id_fields) for s in self.samples])
         self.pad_id = int(tokenizer.pad_token_id)
         # a prompt of max_length tokens holds at most max_length history items: older ones cannot survive
         texts = [templates.for_domain(s.domain).render(s, history=s.history[-max_length:]) for s in self.samples]

@@ -2,8 +2,10 @@
 
 Every sample gives a row of bucket indices: its user, its item, with
 ``history`` > 0 the titles of its last ``history`` history items (padded to
-that width), then a bag of its other categorical fields (brand and the
-``extra`` fields). Each value is
+that width), then its other categorical fields: by default a bag of them
+(brand and every short ``extra`` field, mean-pooled into one vector), or with
+``fields`` named one slot per field in that order (each embedded on its own,
+as the ID baselines do; an absent value is :data:`NO_VALUE`). Each value is
 hashed with its field name (BLAKE2b, stable across processes and machines)
 into ``1 .. buckets - 1``; ``0`` means "no value" and embeds to the zero
 vector. Nothing is fitted: a user or item never seen in training (a new
@@ -22,10 +24,12 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from unictr_core.data.fields import categorical_fields
 from unictr_core.data.schema import Sample
 
 NO_VALUE = 0
 MAX_VALUE_LENGTH = 64               # longer extra values are free text, not categories: left out
+CORE_FIELDS = ("brand", "price")    # the Sample fields that ``fields`` may name besides its extra fields
 
 
 def bucket(field: str, value: str, buckets: int) -> int:
@@ -34,14 +38,18 @@ def bucket(field: str, value: str, buckets: int) -> int:
     return 1 + int.from_bytes(digest, "little") % (buckets - 1)
 
 
-def id_slots(sample: Sample, buckets: int, history: int = 0) -> list[int]:
+def id_slots(sample: Sample, buckets: int, history: int = 0, fields: Sequence[str] = ()) -> list[int]:
     """[user, item, ``history`` history slots, brand and extra fields ...] as bucket indices; the history slots
-    hold the last ``history`` history titles, padded with :data:`NO_VALUE`; absent values are left out of the bag."""
+    hold the last ``history`` history titles, padded with :data:`NO_VALUE`. Without ``fields`` the rest is a bag
+    (absent values left out); with ``fields`` one slot per named field (``brand``, ``price`` or an ``extra``
+    name), :data:`NO_VALUE` where the sample has none."""
     slots = [bucket("user_id", sample.user_id, buckets) if sample.user_id else NO_VALUE,
              bucket("item_id", sample.item_id, buckets) if sample.item_id else NO_VALUE]
     if history > 0:
         recent = [bucket("history", title, buckets) for title in sample.history[-history:] if title]
         slots += recent + [NO_VALUE] * (history - len(recent))
+    if fields:
+        return slots + [_field_bucket(sample, name, buckets) for name in fields]
     if sample.brand:
         slots.append(bucket("brand", sample.brand, buckets))
     for name in sorted(sample.extra):
@@ -49,6 +57,20 @@ def id_slots(sample: Sample, buckets: int, history: int = 0) -> list[int]:
         if value is not None and 0 < len(str(value)) <= MAX_VALUE_LENGTH:
             slots.append(bucket(f"extra:{name}", str(value), buckets))
     return slots
+
+
+def _field_bucket(sample: Sample, name: str, buckets: int) -> int:
+    """The bucket of ``sample``'s value of field ``name``, hashed as the bag hashes it; NO_VALUE when absent."""
+    value = sample.field_value(name)
+    if value is None or len(value) > MAX_VALUE_LENGTH:
+        return NO_VALUE
+    return bucket(name if name in CORE_FIELDS else f"extra:{name}", value, buckets)
+
+
+def detected_id_fields(samples: Sequence[Sample]) -> list[str]:
+    """The per-field layout that ``ModelConfig.id_fields = ["auto"]`` resolves to on a training split: ``brand``
+    when a row has one, then its categorical extra fields (:func:`unictr_core.data.fields.categorical_fields`)."""
+    return (["brand"] if any(s.brand for s in samples) else []) + categorical_fields(samples)
 
 
 def id_tensor(rows: Sequence[Sequence[int]], device: Optional[torch.device] = None) -> torch.Tensor:
@@ -62,18 +84,21 @@ def id_tensor(rows: Sequence[Sequence[int]], device: Optional[torch.device] = No
 
 class IdEmbedding(nn.Module):
     """One hashed table for every field: [user; item; mean of the history (``history`` > 0); mean of the bag]
-    -> [B, 3 * dim] or [B, 4 * dim] (slots laid out by :func:`id_slots` with the same ``history``).
+    -> [B, 3 * dim] or [B, 4 * dim], or with ``fields`` > 0 named fields [user; item; history mean; field 1; ...;
+    field n] -> [B, (2 + n) * dim] or [B, (3 + n) * dim] (slots laid out by :func:`id_slots` with the same
+    ``history`` and that many ``fields``).
 
     Rows start at zero (so does the padding row, which never trains): an ID
     contributes only what training taught its bucket.
     """
 
-    def __init__(self, buckets: int, dim: int, history: int = 0):
+    def __init__(self, buckets: int, dim: int, history: int = 0, fields: int = 0):
         super().__init__()
         self.table = nn.Embedding(buckets, dim, padding_idx=NO_VALUE)
         nn.init.zeros_(self.table.weight)
         self.history = history
-        self.out_dim = (4 if history > 0 else 3) * dim
+        self.fields = fields
+        self.out_dim = (2 + (history > 0) + (fields or 1)) * dim
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         emb = self.table(ids)                                         # [B, S, dim]
@@ -81,7 +106,10 @@ class IdEmbedding(nn.Module):
         bag_start = 2 + self.history
         if self.history > 0:
             parts.append(_mean_of_present(emb[:, 2:bag_start], ids[:, 2:bag_start]))
-        parts.append(_mean_of_present(emb[:, bag_start:], ids[:, bag_start:]))
+        if self.fields:
+            parts.append(emb[:, bag_start:bag_start + self.fields].flatten(1))
+        else:
+            parts.append(_mean_of_present(emb[:, bag_start:], ids[:, bag_start:]))
         return torch.cat(parts, dim=1)
 
 

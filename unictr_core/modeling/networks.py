@@ -182,8 +182,7 @@ class DomainNetwork(nn.Module):
                 block(hidden_size, width, config.ladder_heads, config.dropout) for _ in range(count)
             )
         self.gate = AttentionPooling(hidden_size)
-        self.id_embedding = (IdEmbedding(config.id_buckets, config.id_dim, config.id_history)
-                             if config.ids in ("dsn", "all") else None)
+        self.id_embedding = _id_embedding(config) if config.ids in ("dsn", "all") else None
         self.counts = CountTables(config.id_buckets) if spec.stats else None
         self.wide = nn.Linear(FEATURES, 1) if spec.stats else None
         stats_width = FEATURES if spec.stats else 0
@@ -263,8 +262,7 @@ class GeneralNetwork(nn.Module):
         super().__init__()
         self.num_layers = num_layers
         self.pool = AttentionPooling(hidden_size)
-        self.id_embedding = (IdEmbedding(config.id_buckets, config.id_dim, config.id_history)
-                             if config.ids == "all" else None)
+        self.id_embedding = _id_embedding(config) if config.ids == "all" else None
         self.tower = Tower(hidden_size + _id_width(self.id_embedding), config.tower_dims, config.dropout)
 
     @property
@@ -275,6 +273,10 @@ class GeneralNetwork(nn.Module):
                 ids: Optional[torch.Tensor] = None) -> torch.Tensor:
         check_ids("general network", self.id_embedding, ids)
         return self.tower(_with_ids(self.pool(hidden_states[self.num_layers], mask), self.id_embedding, ids))
+
+
+def _id_embedding(config: ModelConfig) -> IdEmbedding:
+    return IdEmbedding(config.id_buckets, config.id_dim, config.id_history, len(config.id_fields))
 
 
 def _id_width(embedding: Optional[IdEmbedding]) -> int:

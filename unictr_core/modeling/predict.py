@@ -28,7 +28,8 @@ def tokenize_samples(model: UniCTRModel, samples: Sequence[Sample]) -> EncodedSa
     """``samples`` rendered with ``model``'s templates and tokenized (token ids, and hashed ids where the model
     reads them); no backbone runs (that is :meth:`unictr_core.modeling.model.UniCTRModel.encode`)."""
     return EncodedSamples(samples, model.templates, model.backbone_info.tokenizer, model.config.max_length,
-                          id_buckets=model.id_buckets, id_history=model.config.id_history)
+                          id_buckets=model.id_buckets, id_history=model.config.id_history,
+                          id_fields=model.config.id_fields)
 
 
 def predict_encoded(model: UniCTRModel, encoded: EncodedSamples,
