@@ -199,23 +199,6 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
 
-    def _validate_id_fields(self) -> None:
-        names = self.id_fields
-        if not names:
-            return
-        if self.ids == "none":
-            raise ValueError(f"id_fields {names} feed the ID embeddings: they need ids dsn or all, got ids none")
-        if AUTO_ID_FIELDS in names and len(names) > 1:
-            raise ValueError(f"id_fields: '{AUTO_ID_FIELDS}' stands alone (detect the fields), got {names}")
-        if len(names) > MAX_ID_FIELDS:
-            raise ValueError(f"id_fields: at most {MAX_ID_FIELDS} fields, got {len(names)}")
-        for name in names:
-            if not name or name != name.strip() or name in NOT_ID_FIELDS:
-                raise ValueError(f"id_fields: '{name}' is not a categorical field name (not empty, no surrounding "
-                                 f"spaces, none of {', '.join(NOT_ID_FIELDS)})")
-        if len(set(names)) < len(names):
-            raise ValueError(f"id_fields: a field is named twice in {names}")
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
