@@ -10,6 +10,8 @@
 # training and validation rows. The table in docs/results.md ("All of MovieLens-100K") came from
 #   SEEDS="0 1 2" MODELS=user_rate,item_rate,unictr benchmarks/movielens_full.sh
 #   SEEDS="0 1 2" MODELS=mmoe,ple THREADS=1 benchmarks/movielens_full.sh
+#   SEEDS="0 1 2" MODELS=deepfm,dcn,autoint,xdeepfm,pnn,shared_bottom,star THREADS=1 benchmarks/movielens_full.sh
+# and, with one ID slot per field, SEEDS="0 1 2" MODELS=unictr benchmarks/movielens_full.sh --uni-id-fields auto
 # MAX_ROWS / MAX_EVAL_ROWS subsample every model alike (rows per domain); TAG names the results folder; further
 # arguments go to `unictr benchmark` (e.g. --uni-dsn-stats).
 set -euo pipefail
