@@ -9,7 +9,7 @@ from typing import Callable, Optional
 
 import typer
 
-from unictr_core.config import MAX_ID_HISTORY, ModelConfig
+from unictr_core.config import MAX_ID_HISTORY, MAX_ID_LR_SCALE, ModelConfig, TrainConfig
 from unictr_core.data.schema import DataError
 from unictr_core.store.layout import ArtifactError, default_home
 from unictr_core.store.snapshots import HomeStoreError
@@ -66,6 +66,13 @@ def id_fields_option(flag: str = "--id-fields"):
         "own as the ID baselines do (comma-separated names: brand, price or extra fields), or 'auto' (brand and "
         "the training split's categorical extra fields, stored by name in the core). Default: one mean-pooled bag "
         "of all of them."))
+
+
+def id_lr_scale_option(flag: str = "--id-lr-scale"):
+    return typer.Option(TrainConfig.id_lr_scale, flag, max=MAX_ID_LR_SCALE,
+                        metavar="X", help=(
+        "With ID embeddings (--ids dsn|all): their tables learn at X times the heads' learning rate (base and "
+        "peak; sparse rows see few updates each). 1: one rate for all the heads (default)."))
 
 
 def set_threads(threads: Optional[int]) -> None:

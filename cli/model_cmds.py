@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, home_option, id_fields_option, id_history_option, print_epoch,
-                               resolve_home, set_threads, split_csv, threads_option, user_errors, warn)
+from unictr_cli.common import (echo_field_usage, home_option, id_fields_option, id_history_option,
+                               id_lr_scale_option, print_epoch, resolve_home, set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
@@ -69,6 +69,7 @@ def train(
     id_buckets: int = typer.Option(ModelConfig.id_buckets, min=2, help="Hash buckets of the ID embedding tables."),
     id_history: int = id_history_option(),
     id_fields: str = id_fields_option(),
+    id_lr_scale: float = id_lr_scale_option(),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed: initialisation, batch order and the --max-rows "
                               "subsample; the same seed gives the same weights."),
     max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
@@ -113,7 +114,7 @@ def train(
                                    id_fields=split_csv(id_fields) or [], tune_layers=tuned,
                                    token_summary=token_summary)
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=joint_head_lr(head_lr),
-                                   patience=patience, seed=seed,
+                                   patience=patience, seed=seed, id_lr_scale=id_lr_scale,
                                    max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, lr_schedule=lr_schedule,
                                    precision=precision, fill_precision=fill_precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))

@@ -261,3 +261,67 @@ def test_train_cli_passes_id_fields_and_refuses_them_without_ids(tmp_path, monke
     assert plans[0].model_config.id_fields == ["brand", "age"]
     bad = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--id-fields", "auto"])
     assert bad.exit_code != 0 and "they need ids dsn or all, got ids none" in bad.output
+
+
+def _group_of(optimizer, parameter) -> dict:
+    (group,) = [g for g in optimizer.param_groups if any(p is parameter for p in g["params"])]
+    return group
+
+
+@pytest.mark.parametrize("schedule", ["cyclic", "cosine"])
+def test_id_tables_learn_at_id_lr_scale_times_the_heads_rate_in_joint_training(tiny_bert, schedule):
+    from unictr_core.fit.training import make_optimizer
+
+    model = build_model(config(tiny_bert, "all"), ["books", "movies"])
+    tables = [model.general.id_embedding.table.weight] + [model.dsns[d].id_embedding.table.weight
+                                                          for d in ("books", "movies")]
+    tower = next(model.general.tower.parameters())
+    one_rate = TrainConfig(head_lr=(1e-5, 2e-3), lr_schedule=schedule)
+    optimizer, _ = make_optimizer(model, one_rate, steps_per_epoch=10)
+    assert all(_group_of(optimizer, t) is _group_of(optimizer, tower) for t in tables)   # 1.0: one group
+    scaled = dataclasses.replace(one_rate, id_lr_scale=5.0)
+    optimizer, scheduler = make_optimizer(model, scaled, steps_per_epoch=10)
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert len(grouped) == len(trainable) and {id(p) for p in grouped} == {id(p) for p in trainable}
+    ids, heads = _group_of(optimizer, tables[0]), _group_of(optimizer, tower)
+    assert all(_group_of(optimizer, t) is ids for t in tables) and ids is not heads
+    for _ in range(3):                   # the ratio holds along the schedule, not only at its start
+        optimizer.step()
+        scheduler.step()
+        assert ids["lr"] == pytest.approx(5.0 * heads["lr"])
+
+
+def test_domain_add_dsn_optimizer_scales_only_the_id_table(tiny_bert):
+    from unictr_core.fit.domain_training import dsn_optimizer
+
+    model = build_model(config(tiny_bert, "dsn"), ["books"])
+    dsn = model.new_dsn()
+    optimizer, _ = dsn_optimizer(dsn, TrainConfig(head_lr=(1e-5, 3e-3), id_lr_scale=4.0), steps_per_epoch=5)
+    assert _group_of(optimizer, dsn.id_embedding.table.weight)["lr"] == pytest.approx(1.2e-2)
+    assert _group_of(optimizer, next(dsn.tower.parameters()))["lr"] == pytest.approx(3e-3)
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, 101.0, float("nan")])
+def test_a_bad_id_lr_scale_is_refused(scale):
+    with pytest.raises(ValueError, match=r"id_lr_scale must be in \(0, 100\]"):
+        TrainConfig(id_lr_scale=scale).validate()
+
+
+def test_train_cli_passes_id_lr_scale(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from unictr_cli.main import app
+    from unictr_core import workflows
+
+    plans = []
+    monkeypatch.setattr(workflows, "train_home", lambda plan, group, on_epoch=None: plans.append(plan))
+    data = tmp_path / "data"
+    runner = CliRunner()
+    assert runner.invoke(app, ["data", "generate", "--out", str(data), "--scale", "0.1"]).exit_code == 0
+    home = str(tmp_path / "h")
+    result = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--ids", "all", "--id-lr-scale", "5"])
+    assert result.exit_code == 0, result.output
+    assert plans[0].train_config.id_lr_scale == 5.0
+    bad = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--ids", "all", "--id-lr-scale", "0"])
+    assert bad.exit_code != 0 and "id_lr_scale must be in (0, 100]" in bad.output

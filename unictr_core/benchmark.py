@@ -63,6 +63,7 @@ class BenchmarkOptions:
     uni_ids: str = ModelConfig.ids              # ID embeddings of Uni-CTR (ModelConfig.ids)
     uni_id_history: int = ModelConfig.id_history  # history items Uni-CTR's ID embeddings read (ModelConfig.id_history)
     uni_id_fields: list[str] = field(default_factory=list)  # Uni-CTR's per-field ID slots (ModelConfig.id_fields)
+    uni_id_lr_scale: float = TrainConfig.id_lr_scale  # Uni-CTR's ID tables' learning rate / the heads'
     # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
     # rows are predicted in it too (their backbone forward is the same inference)
     uni_fill_precision: str = TrainConfig.fill_precision
@@ -169,7 +170,8 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
                                head_lr=joint_head_lr(options.uni_head_lr),
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
                                dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats,
-                               lr_schedule=options.uni_lr_schedule, fill_precision=options.uni_fill_precision)
+                               lr_schedule=options.uni_lr_schedule, fill_precision=options.uni_fill_precision,
+                               id_lr_scale=options.uni_id_lr_scale)
     train_config.validate()
     test_precision = None if train_config.fill_precision == "same" else train_config.fill_precision
     started = time.perf_counter()
@@ -432,6 +434,8 @@ def _format_used(report: dict[str, Any]) -> list[str]:
                      + f", IDs {o['uni_ids']}"
                      + (f" with {o['uni_id_history']} history items" if o.get("uni_id_history") else "")
                      + (f", one ID slot per field ({_id_fields_text(report)})" if o.get("uni_id_fields") else "")
+                     + (f", ID tables at {o['uni_id_lr_scale']:g}x the heads' learning rate"
+                        if o.get("uni_id_lr_scale", 1.0) != 1.0 else "")
                      + f", token summary {o.get('uni_token_summary') or 'none (every token)'}, "
                      f"LoRA in {tune_layers_text(o.get('uni_tune_layers'))}"
                      + (f", at most {o['uni_max_steps']} steps" if o["uni_max_steps"] else ""))

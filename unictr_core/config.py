@@ -27,6 +27,7 @@ DEFAULT_DIST_TIMEOUT_S = 600.0
 MAX_ID_HISTORY = 64  # ModelConfig.id_history: at most this many history items
 MAX_ID_FIELDS = 32  # ModelConfig.id_fields: at most this many fields
 AUTO_ID_FIELDS = "auto"  # ModelConfig.id_fields = [AUTO_ID_FIELDS]: detected on the training split
+MAX_ID_LR_SCALE = 100.0  # TrainConfig.id_lr_scale: at most this many times the heads' learning rate
 NOT_ID_FIELDS = ("user_id", "item_id", "domain", "title", "label", "timestamp")  # embedded already, or not IDs
 MAX_TOKEN_SUMMARY = 64  # ModelConfig.token_summary: at most this many vectors per layer
 DEFAULT_MAX_CACHE_GB = 4.0  # hidden-state cache kept in RAM before the rest goes to a memory-mapped file
@@ -189,6 +190,9 @@ class TrainConfig:
     # positive rate and count, causal in training, the training part's at prediction), as `domain add` does
     dsn_stats: bool = False
     lr_schedule: str = "cyclic"  # one of LR_SCHEDULES (joint training; `domain add` always decays a cosine)
+    # the ID embedding tables (ModelConfig.ids) learn at this many times the heads' rate (base and peak): sparse
+    # rows see few updates each; 1.0 keeps one rate for all the heads (docs/results.md, "Every baseline ...")
+    id_lr_scale: float = 1.0
 
     def validate(self) -> None:
         if self.dsn not in DSN_KINDS:
@@ -198,6 +202,8 @@ class TrainConfig:
                              f"got '{self.fill_precision}'")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got '{self.lr_schedule}'")
+        if not 0 < self.id_lr_scale <= MAX_ID_LR_SCALE:
+            raise ValueError(f"id_lr_scale must be in (0, {MAX_ID_LR_SCALE:g}], got {self.id_lr_scale}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

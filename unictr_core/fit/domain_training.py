@@ -38,6 +38,7 @@ from unictr_core.fit.training import check_labelled
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
 from unictr_core.modeling.hidden_cache import build_cache
+from unictr_core.modeling.ids import id_table_parameters
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.modeling.predict import tokenize_samples
@@ -237,13 +238,16 @@ WIDE_LR_SCALE = 10.0  # the linear term on the count features learns this many t
 
 def dsn_optimizer(dsn, config: TrainConfig, steps_per_epoch: int):
     """AdamW over the new DSN, starting at the peak learning rate (``config.head_lr[1]``; the wide term on the
-    count features at :data:`WIDE_LR_SCALE` times it) and decaying along a cosine to the base rate
-    (``head_lr[0]``) at the last epoch, so the first epoch already moves the DSN (a cyclic rate starting at the
-    base kept a residual DSN at its start for epochs)."""
+    count features at :data:`WIDE_LR_SCALE` times it, the ID tables at ``config.id_lr_scale`` times it) and
+    decaying along a cosine to the base rate (``head_lr[0]``) at the last epoch, so the first epoch already moves
+    the DSN (a cyclic rate starting at the base kept a residual DSN at its start for epochs)."""
     wide = [] if dsn.wide is None else list(dsn.wide.parameters())
-    rest = [p for p in dsn.parameters() if p.requires_grad and all(p is not w for w in wide)]
+    ids = id_table_parameters(dsn) if config.id_lr_scale != 1.0 else []
+    apart = {id(p) for p in wide + ids}
+    rest = [p for p in dsn.parameters() if p.requires_grad and id(p) not in apart]
     base, peak = config.head_lr
-    groups = [{"params": rest, "lr": peak}] + ([{"params": wide, "lr": peak * WIDE_LR_SCALE}] if wide else [])
+    groups = [{"params": params, "lr": peak * scale}
+              for params, scale in ((rest, 1.0), (wide, WIDE_LR_SCALE), (ids, config.id_lr_scale)) if params]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     floor = base / peak if peak > 0 else 0.0
     return optimizer, cosine_decay(optimizer, [floor] * len(groups), config.epochs * steps_per_epoch)

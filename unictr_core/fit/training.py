@@ -30,7 +30,7 @@ from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
 from unictr_core.modeling.hidden_cache import HiddenStateCache, build_cache
-from unictr_core.modeling.ids import detected_id_fields
+from unictr_core.modeling.ids import detected_id_fields, id_table_parameters
 from unictr_core.modeling.model import UniCTRModel
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.modeling.stats import COUNTS, causal_counts
@@ -75,15 +75,22 @@ def build_model(model_config: ModelConfig, domains: Sequence[str], templates: Op
 
 
 def make_optimizer(model: UniCTRModel, config: TrainConfig, steps_per_epoch: int):
-    """AdamW over LoRA (``config.backbone_lr``) and the heads (``config.head_lr``), each a (base, peak) range, and
-    the scheduler of ``config.lr_schedule``: "cyclic", the paper's triangular cycle from base to peak and back in
-    every epoch; "cosine", from the peak down a half cosine to the base at the last epoch (or ``max_steps``)."""
+    """AdamW over LoRA (``config.backbone_lr``) and the heads (``config.head_lr``; their ID embedding tables at
+    ``config.id_lr_scale`` times it), each a (base, peak) range, and the scheduler of ``config.lr_schedule``:
+    "cyclic", the paper's triangular cycle from base to peak and back in every epoch; "cosine", from the peak
+    down a half cosine to the base at the last epoch (or ``max_steps``)."""
     lora = [p for p in model.backbone.parameters() if p.requires_grad]
-    heads = [p for name, p in model.named_parameters() if p.requires_grad and not name.startswith("backbone.")]
-    groups = [g for g in ({"params": lora, "lr": config.backbone_lr[1]}, {"params": heads, "lr": config.head_lr[1]})
-              if g["params"]]
-    base = [config.backbone_lr[0] if g["params"] is lora else config.head_lr[0] for g in groups]
-    peak = [config.backbone_lr[1] if g["params"] is lora else config.head_lr[1] for g in groups]
+    scale = config.id_lr_scale
+    ids = id_table_parameters(model) if scale != 1.0 else []
+    id_keys = {id(p) for p in ids}
+    heads = [p for name, p in model.named_parameters()
+             if p.requires_grad and not name.startswith("backbone.") and id(p) not in id_keys]
+    ranges = [(params, lr) for params, lr in ((lora, config.backbone_lr), (heads, config.head_lr),
+                                              (ids, (config.head_lr[0] * scale, config.head_lr[1] * scale)))
+              if params]
+    groups = [{"params": params, "lr": lr[1]} for params, lr in ranges]
+    base = [lr[0] for _, lr in ranges]
+    peak = [lr[1] for _, lr in ranges]
     optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
     if config.lr_schedule == "cosine":
         total = config.epochs * steps_per_epoch

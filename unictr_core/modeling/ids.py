@@ -122,3 +122,8 @@ def _mean_of_present(emb: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 def check_ids(network: str, embedding: Optional[IdEmbedding], ids: Optional[torch.Tensor]) -> None:
     if embedding is not None and ids is None:
         raise ValueError(f"this {network} reads ID embeddings (ModelConfig.ids): pass the batch's ids")
+
+
+def id_table_parameters(module: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of every :class:`IdEmbedding` inside ``module`` (``TrainConfig.id_lr_scale``)."""
+    return [p for m in module.modules() if isinstance(m, IdEmbedding) for p in m.parameters() if p.requires_grad]
