@@ -69,8 +69,7 @@ def id_fields_option(flag: str = "--id-fields"):
 
 
 def id_lr_scale_option(flag: str = "--id-lr-scale"):
-    return typer.Option(TrainConfig.id_lr_scale, flag, max=MAX_ID_LR_SCALE,
-                        metavar="X", help=(
+    return typer.Option(TrainConfig.id_lr_scale, flag, max=MAX_ID_LR_SCALE, metavar="X", help=(
         "With ID embeddings (--ids dsn|all): their tables learn at X times the heads' learning rate (base and "
         "peak; sparse rows see few updates each). 1: one rate for all the heads (default)."))
 

@@ -325,3 +325,6 @@ def test_train_cli_passes_id_lr_scale(tmp_path, monkeypatch):
     assert plans[0].train_config.id_lr_scale == 5.0
     bad = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--ids", "all", "--id-lr-scale", "0"])
     assert bad.exit_code != 0 and "id_lr_scale must be in (0, 100]" in bad.output
+    no_ids = runner.invoke(app, ["train", "--data", str(data), "--home", home, "--id-lr-scale", "5"])
+    assert no_ids.exit_code != 0 and "it needs ids dsn or all, got ids none" in no_ids.output
+    assert len(plans) == 1

@@ -269,6 +269,13 @@ class ServeSettings:
                 raise ValueError(message)
 
 
+def check_id_lr_scale(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """Refuse an ID learning-rate scale for a model without ID tables (it would silently do nothing)."""
+    if train_config.id_lr_scale != 1.0 and model_config.ids == "none":
+        raise ValueError(f"id_lr_scale {train_config.id_lr_scale:g} sets the ID tables' learning rate: it needs "
+                         f"ids dsn or all, got ids none")
+
+
 def joint_head_lr(peak: float) -> tuple[float, float]:
     """Joint training's head learning-rate range with peak ``peak`` (`unictr train --head-lr`): the default base
     rate, or ``peak`` itself when it is lower."""

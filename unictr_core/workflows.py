@@ -20,7 +20,8 @@ import torch
 
 from unictr_core.baselines import compare as comparing
 from unictr_core.baselines.floors import floor_scores
-from unictr_core.config import DEFAULT_PRECISION, DOMAIN_ADD_COMPARE, DOMAIN_ADD_DEFAULTS, TrainConfig
+from unictr_core.config import (DEFAULT_PRECISION, DOMAIN_ADD_COMPARE, DOMAIN_ADD_DEFAULTS, TrainConfig,
+                                check_id_lr_scale)
 from unictr_core.data.data_io import validate_domain_name
 from unictr_core.data.dataset import dataset_template, load_dataset, subsample_per_domain
 from unictr_core.data.prompts import PromptTemplate, TemplateSet, field_usage, read_template_file
@@ -133,6 +134,7 @@ def plan_training(data: Path, home: Path, model_config, train_config, domains: O
         if train_config.cache_dir is None:  # a memory-mapped hidden-state cache goes into the home
             train_config.cache_dir = str(home)
         train_config.validate()
+        check_id_lr_scale(model_config, train_config)
         registry = Registry.open(home)  # one discovery: what training replaces, and the templates
         replacing = core_replacement(home, chosen, registry)
         if replacing is not None and not replace:

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from unictr_core.config import AUTO_ID_FIELDS, DEFAULT_PRECISION, ModelConfig, TrainConfig
+from unictr_core.config import AUTO_ID_FIELDS, DEFAULT_PRECISION, ModelConfig, TrainConfig, check_id_lr_scale
 from unictr_core.data.prompts import TemplateSet
 from unictr_core.data.schema import Sample
 from unictr_core.fit import distributed
@@ -124,6 +124,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     ctx = dist_ctx or distributed.active()
     started = time.perf_counter()
     train_config.validate()
+    check_id_lr_scale(model_config, train_config)
     with distributed.agreement(ctx, "preparing the model and the data"):
         model, train_set, valid_set, valid, precision = _prepare(train, valid, model_config, train_config, templates,
                                                                  ctx)
