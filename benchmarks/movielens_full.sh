@@ -12,6 +12,7 @@
 #   SEEDS="0 1 2" MODELS=mmoe,ple THREADS=1 benchmarks/movielens_full.sh
 #   SEEDS="0 1 2" MODELS=deepfm,dcn,autoint,xdeepfm,pnn,shared_bottom,star THREADS=1 benchmarks/movielens_full.sh
 # and, with one ID slot per field, SEEDS="0 1 2" MODELS=unictr benchmarks/movielens_full.sh --uni-id-fields auto
+# (and --uni-id-lr-scale 5: the ID tables at 5x the heads' learning rate, the best Uni-CTR row there)
 # MAX_ROWS / MAX_EVAL_ROWS subsample every model alike (rows per domain); TAG names the results folder; further
 # arguments go to `unictr benchmark` (e.g. --uni-dsn-stats).
 set -euo pipefail
