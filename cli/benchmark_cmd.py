@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (id_fields_option, id_history_option, id_lr_scale_option, set_threads, split_csv,
+from unictr_cli.common import (dsn_shrinkage_option, id_fields_option, id_history_option, id_lr_scale_option, set_threads, split_csv,
                                threads_option, user_errors)
 from unictr_core.config import FILL_PRECISIONS, LR_SCHEDULES, BaselineSettings, ModelConfig, TrainConfig
 
@@ -54,6 +54,7 @@ def benchmark(
     uni_id_history: int = id_history_option("--uni-id-history"),
     uni_id_fields: str = id_fields_option("--uni-id-fields"),
     uni_id_lr_scale: float = id_lr_scale_option("--uni-id-lr-scale"),
+    uni_dsn_shrinkage: bool = dsn_shrinkage_option("uni-dsn-shrinkage"),
     uni_tune_layers: str = typer.Option("all", "--uni-tune-layers", metavar="all|K", help="LoRA in which of "
                                         "Uni-CTR's layers: all (the paper), K (the top K), 0 (frozen backbone); "
                                         "see `unictr train --tune-layers`."),
@@ -81,7 +82,7 @@ def benchmark(
         uni_lr_schedule=uni_lr_schedule, uni_head_lr=uni_head_lr, uni_dropout=uni_dropout,
         uni_fill_precision=uni_fill_precision, uni_ids=uni_ids, uni_id_history=uni_id_history,
         uni_id_fields=split_csv(uni_id_fields) or [], uni_id_lr_scale=uni_id_lr_scale,
-        uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
+        uni_dsn_shrinkage=uni_dsn_shrinkage, uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )

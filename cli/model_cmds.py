@@ -9,7 +9,7 @@ import typer
 
 from unictr_cli import speed_options as speed
 from unictr_cli.common import (echo_field_usage, home_option, id_fields_option, id_history_option,
-                               id_lr_scale_option, print_epoch, resolve_home, set_threads, split_csv,
+                               id_lr_scale_option, dsn_shrinkage_option, print_epoch, resolve_home, set_threads, split_csv,
                                threads_option, user_errors, warn)
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
@@ -71,6 +71,7 @@ def train(
     id_history: int = id_history_option(),
     id_fields: str = id_fields_option(),
     id_lr_scale: float = id_lr_scale_option(),
+    dsn_shrinkage: bool = dsn_shrinkage_option(),
     seed: int = typer.Option(TrainConfig.seed, help="Random seed: initialisation, batch order and the --max-rows "
                               "subsample; the same seed gives the same weights."),
     max_rows: Optional[int] = typer.Option(None, min=1, help="At most N training rows per domain (a seeded "
@@ -117,6 +118,7 @@ def train(
         train_config = TrainConfig(epochs=epochs, batch_size=batch_size, head_lr=joint_head_lr(head_lr),
                                    patience=patience, seed=seed, id_lr_scale=id_lr_scale,
                                    max_steps=max_steps, dsn=dsn, dsn_stats=dsn_stats, lr_schedule=lr_schedule,
+                                   dsn_shrinkage=dsn_shrinkage,
                                    precision=precision, fill_precision=fill_precision, max_cache_gb=max_cache_gb,
                                    cache_dtype=cache_dtype, cache_dir=None if cache_dir is None else str(cache_dir))
         plan = workflows.plan_training(data, home_dir, model_config, train_config, split_csv(domains), max_rows,
@@ -134,8 +136,9 @@ def train(
             return
         warn(done.notes)
         result = done.training
-        rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"]] for d, m in result.valid_metrics.items()]
-        typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)"], rows))
+        rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"], m.get("dsn_shrinkage", "-")]
+                for d, m in result.valid_metrics.items()]
+        typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)", "DSN kept"], rows))
         typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s ({result.precision}"
                    f"{cache_text(result.cache)}); core {done.fingerprint[:12]} and {len(plan.domains)} domain "
                    f"bundles written to {home_dir}")

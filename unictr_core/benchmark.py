@@ -64,6 +64,7 @@ class BenchmarkOptions:
     uni_id_history: int = ModelConfig.id_history  # history items Uni-CTR's ID embeddings read (ModelConfig.id_history)
     uni_id_fields: list[str] = field(default_factory=list)  # Uni-CTR's per-field ID slots (ModelConfig.id_fields)
     uni_id_lr_scale: float = TrainConfig.id_lr_scale  # Uni-CTR's ID tables' learning rate / the heads'
+    uni_dsn_shrinkage: bool = TrainConfig.dsn_shrinkage  # Uni-CTR's residual DSNs shrunk on validation
     # the frozen backbone's forward over the cached rows (TrainConfig.fill_precision); other than "same", the test
     # rows are predicted in it too (their backbone forward is the same inference)
     uni_fill_precision: str = TrainConfig.fill_precision
@@ -171,7 +172,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
                                seed=options.seed, domains=list(data["joint"]), max_steps=options.uni_max_steps,
                                dsn=options.uni_dsn, dsn_stats=options.uni_dsn_stats,
                                lr_schedule=options.uni_lr_schedule, fill_precision=options.uni_fill_precision,
-                               id_lr_scale=options.uni_id_lr_scale)
+                               id_lr_scale=options.uni_id_lr_scale, dsn_shrinkage=options.uni_dsn_shrinkage)
     train_config.validate()
     test_precision = None if train_config.fill_precision == "same" else train_config.fill_precision
     started = time.perf_counter()
@@ -200,6 +201,7 @@ def _run_unictr(data: dict, options: BenchmarkOptions, progress: bool) -> dict:
         "train_seconds": train_seconds,
         "epochs_run": {"*": len(result.history)},
         "best_epoch": result.best_epoch,
+        "dsn_shrinkage": result.shrinkage,  # per domain: the share of its DSN's correction kept (chosen on valid)
         "hidden_state_cache": result.cache,  # layers, resolved fill precision, storage, rows, bytes, seconds
         "predict_seconds": predict_seconds,
         "predict_rows": len(data["test"]),

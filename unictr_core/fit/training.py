@@ -26,6 +26,7 @@ from unictr_core.fit import distributed
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, cosine_decay, ctr_loss, optimiser_step, run_epochs,
                                   seed_everything, shard_loss)
+from unictr_core.fit.shrinkage import fit_shrinkage, logit
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.backbone import load_backbone
 from unictr_core.modeling.batching import Batch, EncodedSamples
@@ -50,6 +51,9 @@ class TrainResult:
     precision: str = DEFAULT_PRECISION  # the precision the run computed in (auto resolved)
     cache: dict = field(default_factory=dict)  # hidden-state cache below the cut: layers, bytes, seconds
     epoch_seconds: list[float] = field(default_factory=list)  # optimiser steps of each epoch (no validation)
+    # per residual DSN: its shrinkage chosen on validation (unictr_core.fit.shrinkage.Shrinkage.to_dict); empty
+    # with TrainConfig.dsn_shrinkage False. valid_metrics and best_valid_auc are those of the shrunk DSNs
+    shrinkage: dict[str, dict] = field(default_factory=dict)
 
 
 def select_domains(samples: Sequence[Sample], domains: Optional[Sequence[str]]) -> list[Sample]:
@@ -136,9 +140,16 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     run = run_epochs(task, train_config.epochs, train_config.patience, ctx, on_epoch, progress)
     best = run.stopping
     best_auc = best.score if best.details and mean_auc(best.details) is not None else None
-    return TrainResult(model=model, best_epoch=best.epoch, best_valid_auc=best_auc, valid_metrics=best.details or {},
+    valid_metrics, shrinkage = best.details or {}, {}
+    if train_config.dsn_shrinkage and any(dsn.residual for dsn in model.dsns.values()):
+        shrinkage = task.shrink_dsns()
+        valid_metrics = task.evaluate().details
+        for domain, fitted in shrinkage.items():
+            valid_metrics[domain]["dsn_shrinkage"] = fitted["scale"]
+        best_auc = mean_auc(valid_metrics)
+    return TrainResult(model=model, best_epoch=best.epoch, best_valid_auc=best_auc, valid_metrics=valid_metrics,
                        seconds=time.perf_counter() - started, history=run.history, distributed=ctx.describe(),
-                       precision=precision, cache=cache_info, epoch_seconds=run.train_seconds)
+                       precision=precision, cache=cache_info, epoch_seconds=run.train_seconds, shrinkage=shrinkage)
 
 
 def _prepare(train: Sequence[Sample], valid: Sequence[Sample], model_config: ModelConfig, config: TrainConfig,
@@ -232,6 +243,24 @@ class _JointEpochs(GlobalBatchEpochs):
         per_domain = domain_metrics(self.valid, predictions)
         return Evaluation(mean_auc(per_domain), mean_domain_metric(per_domain, "logloss"), details=per_domain,
                           extra={"valid": per_domain})
+
+    def shrink_dsns(self) -> dict[str, dict]:
+        """Choose each residual DSN's shrinkage on its domain's validation rows and fold it into the DSN
+        (:mod:`unictr_core.fit.shrinkage`); every rank computes the same from the gathered predictions."""
+        predictions = gathered_predictions(self.model, self.valid_set, self.valid_rows, len(self.valid),
+                                           self.config.eval_batch_size, self.ctx, self.precision, self.valid_cache)
+        domains = np.asarray([s.domain for s in self.valid])
+        labels = np.asarray([s.label for s in self.valid])
+        general, dsn_logits = logit(predictions.general_probs), logit(predictions.probs)
+        chosen = {}
+        for domain, dsn in self.model.dsns.items():
+            rows = domains == domain
+            if not dsn.residual or not rows.any():
+                continue
+            fitted = fit_shrinkage(general[rows], dsn_logits[rows], labels[rows])
+            dsn.scale_correction(fitted.scale)
+            chosen[domain] = fitted.to_dict()
+        return chosen
 
 
 def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: EncodedSamples, config: TrainConfig,

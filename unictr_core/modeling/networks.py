@@ -205,6 +205,20 @@ class DomainNetwork(nn.Module):
             nn.init.zeros_(self.wide.weight)
             nn.init.zeros_(self.wide.bias)
 
+    @torch.no_grad()
+    def scale_correction(self, scale: float) -> None:
+        """Multiply a residual DSN's correction to the general logit by ``scale`` (its shrinkage,
+        :mod:`unictr_core.fit.shrinkage`): the correction is linear in the tower's last layer and the wide
+        term, so their weights are scaled in place. ValueError for a DSN that is not residual."""
+        if not self.residual:
+            raise ValueError("only a residual DSN has a correction to scale")
+        if not 0.0 <= scale <= 1.0:
+            raise ValueError(f"a DSN's shrinkage must lie in [0, 1], got {scale}")
+        layers = [self.tower.mlp[-1]] + ([self.wide] if self.wide is not None else [])
+        for layer in layers:
+            layer.weight.mul_(scale)
+            layer.bias.mul_(scale)
+
     @property
     def reads_ids(self) -> bool:
         """Whether batches must carry ID slots for this DSN (ID embeddings or count statistics)."""
