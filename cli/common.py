@@ -76,9 +76,9 @@ def id_lr_scale_option(flag: str = "--id-lr-scale"):
 
 def dsn_shrinkage_option(flag: str = "dsn-shrinkage"):
     return typer.Option(TrainConfig.dsn_shrinkage, f"--{flag}/--no-{flag}", help=(
-        "After joint training, scale each residual DSN's correction to the general network by the s in 0, 0.1, "
-        "..., 1 with the lowest logloss on its domain's validation rows (0: the domain predicts as the general "
-        "network). --no-" + flag + " keeps the DSNs as trained."))
+        "After training, scale each residual DSN's correction to the general network by the s in 0, 0.1, ..., 1 "
+        "with the lowest logloss on its domain's validation rows (0: the domain predicts as the general network; "
+        "default). --no-" + flag + " keeps the DSNs as trained."))
 
 
 def set_threads(threads: Optional[int]) -> None:

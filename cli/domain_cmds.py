@@ -10,7 +10,7 @@ import typer
 
 from unictr_cli import launching
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
+from unictr_cli.common import (dsn_shrinkage_option, echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
                                set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
@@ -75,6 +75,7 @@ def add(
                                  "(default; a core trained with --ids dsn|all gives every DSN a table). "
                                  "--no-dsn-ids leaves them at zero: the DSN then knows users and items only "
                                  "through the count statistics."),
+    dsn_shrinkage: bool = dsn_shrinkage_option(),
     compare: Optional[str] = typer.Option(None, "--compare", metavar="MODELS", help="Comma-separated baselines "
                                           "(e.g. dcn or dcn,deepfm,item_rate; any of `unictr benchmark --models` "
                                           "but unictr) to train after the DSN on the same train / valid / test "
@@ -112,7 +113,8 @@ def add(
         config = changed(DOMAIN_ADD_DEFAULTS, epochs=epochs, batch_size=batch_size, head_lr=domain_add_head_lr(lr),
                          patience=patience, seed=seed, precision=precision, fill_precision=fill_precision,
                          dsn="residual" if residual else "standalone", max_cache_gb=max_cache_gb,
-                         cache_dir=None if cache_dir is None else str(cache_dir), cache_dtype=cache_dtype)
+                         cache_dir=None if cache_dir is None else str(cache_dir), cache_dtype=cache_dtype,
+                         dsn_shrinkage=dsn_shrinkage)
         plan = workflows.plan_domain_add(home_dir, name, DomainData(data, max_rows=max_rows), config,
                                          template, replace, split_csv(compare), group)
         if group.is_main:
@@ -149,6 +151,10 @@ def _echo_added(plan, done) -> None:
     typer.echo(domain_add_table(name, result.test, done.floors))
     if done.comparison is not None:
         _echo_comparison(name, done.comparison, result)
+    k = result.shrinkage
+    if k:
+        typer.echo(f"DSN kept: {k['scale']:g} of its correction to the general network (chosen on {k['valid_rows']} "
+                   f"validation rows; logloss {_num(k['valid_logloss_before'])} -> {_num(k['valid_logloss_after'])})")
     c = result.calibration
     if c and (c["scale"], c["bias"]) == (1.0, 0.0):
         typer.echo(f"calibration: none (on {c['valid_rows']} validation rows a temperature did not lower the logloss "
@@ -345,3 +351,7 @@ def show(
         for part in entry.template.parts:
             typer.echo(f"  {part!r}")
         typer.echo(f"  history item: {entry.template.history_item!r}")
+
+
+def _num(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

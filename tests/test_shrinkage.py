@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from conftest import toy_samples
 from unictr_cli.main import app
 from unictr_core.fit.shrinkage import SCALES, fit_shrinkage, logit
+from unictr_core.config import TrainConfig
 from unictr_core.fit.training import build_model, train_unictr
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.modeling.predict import predict_samples
@@ -131,3 +132,38 @@ def test_train_cli_switches_the_shrinkage_off_and_shows_it(tiny_bert, tmp_path):
         tables[name] = [line.split()[-1] for line in lines[start + 2:] if line and not line.startswith("best epoch")]
     assert tables["off"] and set(tables["off"]) == {"-"}
     assert len(tables["on"]) == len(tables["off"]) and all(float(kept) in SCALES for kept in tables["on"])
+
+
+def test_domain_add_shrinks_the_new_dsn_before_its_calibration(home, monkeypatch):
+    """The wiring: the scale chosen on the validation part is folded into the DSN, then the calibration is fitted
+    on the shrunk logits (the choice itself is tested above; here it is fixed at 0.3)."""
+    from unictr_core.fit import domain_training
+    from unictr_core.fit.domain_training import DomainAddOptions, train_domain
+
+    chosen = []
+
+    def fixed(general, dsn, labels):
+        chosen.append(fit_shrinkage(general, dsn, labels))
+        return dataclasses.replace(chosen[-1], scale=0.3)
+
+    data = toy_samples(90, seed=13, domains=("toys",))
+    config = TrainConfig(epochs=2, batch_size=16, patience=5, seed=3, head_lr=(3e-5, 1e-2))
+    results = {}
+    for shrink in (True, False):
+        model, _ = load_model(home)
+        monkeypatch.setattr(domain_training, "fit_shrinkage", fixed)
+        results[shrink] = (train_domain(model, "toys", data[:50], data[50:70], data[70:],
+                                        config=dataclasses.replace(config, dsn_shrinkage=shrink),
+                                        options=DomainAddOptions(progress=False)), model)
+    (shrunk, model), (plain, plain_model) = results[True], results[False]
+    assert len(chosen) == 1 and plain.shrinkage == {}      # not called with --no-dsn-shrinkage
+    assert shrunk.shrinkage["scale"] == 0.3 and shrunk.shrinkage["valid_rows"] == 20
+    assert shrunk.best_epoch == plain.best_epoch >= 1
+    samples = toy_samples(20, seed=12, domains=("toys",))
+    for m in (model, plain_model):
+        m.dsns["toys"].calibration.copy_(torch.tensor([1.0, 0.0]))   # compare the DSNs without calibration
+    now, before = predict_samples(model, samples), predict_samples(plain_model, samples)
+    general = logit(before.general_probs)
+    assert np.abs(logit(before.probs) - general).max() > 0.05
+    np.testing.assert_allclose(logit(now.probs), general + 0.3 * (logit(before.probs) - general), atol=1e-4)
+    assert shrunk.calibration["valid_logloss_before"] != pytest.approx(plain.calibration["valid_logloss_before"])

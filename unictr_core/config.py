@@ -193,8 +193,9 @@ class TrainConfig:
     # the ID embedding tables (ModelConfig.ids) learn at this many times the heads' rate (base and peak): sparse
     # rows see few updates each; 1.0 keeps one rate for all the heads (docs/results.md, "Every baseline ...")
     id_lr_scale: float = 1.0
-    # after joint training, scale each residual DSN's correction by the s in [0, 1] with the lowest logloss on its
-    # domain's validation rows (unictr_core.fit.shrinkage; 0 = the general network alone); False keeps them as trained
+    # after joint training and domain add, scale each residual DSN's correction by the s in [0, 1] with the lowest
+    # logloss on its domain's validation rows (unictr_core.fit.shrinkage; 0: the general network alone); False keeps
+    # the DSNs as trained
     dsn_shrinkage: bool = True
 
     def validate(self) -> None:

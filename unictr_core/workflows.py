@@ -309,6 +309,7 @@ def add_domain(plan: DomainAddPlan, config: TrainConfig = DOMAIN_ADD_DEFAULTS,
                           "epochs_run": len(result.history) - 1, "hidden_state_cache": options.cache,
                           "precision": plan.precision, "count_statistics": result.stats,
                           "id_embeddings_trained": result.ids,
+                          "shrinkage": result.shrinkage,
                           "calibration": result.calibration,
                           "seconds": {k: round(v, 2) for k, v in result.seconds.items()},
                           "config": config.to_dict(), "history": result.history}}

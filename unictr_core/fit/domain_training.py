@@ -8,10 +8,10 @@ computed once, in evaluation mode, and reused in every epoch (the shared
 batch is padded again to its own longest sample. Without the cache (``DomainAddOptions(cache=False)``) the
 backbone runs on every batch of every epoch instead (same batches, same maths; used to measure the speed-up).
 
-The new domain's data is split into train / valid / test: the validation part
-picks the best epoch (early stopping) and fits the DSN's calibration; the test part is held out and
-gives the metrics stored in the bundle: the DSN's AUC (with its bootstrap interval), logloss and ECE
-next to the general network's zero-shot scores on the same rows.
+The new domain's data is split into train / valid / test: the validation part picks the best epoch (early
+stopping), shrinks a residual DSN's correction and fits the DSN's calibration; the test part is held out and
+gives the metrics stored in the bundle: the DSN's AUC (with its bootstrap interval), logloss and ECE next to
+the general network's zero-shot scores on the same rows.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from unictr_core.fit.calibration import Calibration, fit_calibration
 from unictr_core.fit.distributed import DistContext
 from unictr_core.fit.loop import (Evaluation, GlobalBatchEpochs, bce, cosine_decay, optimiser_step, run_epochs,
                                   seed_everything)
+from unictr_core.fit.shrinkage import Shrinkage, fit_shrinkage
 from unictr_core.fit.training import check_labelled
 from unictr_core.modeling import precision as precisions
 from unictr_core.modeling.batching import EncodedSamples
@@ -163,6 +164,9 @@ class DomainTrainResult:
     rows: dict  # train / valid / test row counts
     history: list[dict] = field(default_factory=list)
     residual: bool = True
+    # the share of the residual DSN's correction kept (unictr_core.fit.shrinkage.Shrinkage.to_dict; empty: standalone
+    # or TrainConfig.dsn_shrinkage False)
+    shrinkage: dict = field(default_factory=dict)
     calibration: dict = field(default_factory=dict)  # see unictr_core.fit.calibration.Calibration.to_dict
     stats: bool = False  # the DSN reads count statistics
     ids: bool = False  # the DSN's own ID embeddings were trained (DomainAddOptions.ids; False: none or kept at zero)
@@ -346,8 +350,9 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     validation part as epoch 0, so the kept DSN is never worse on validation than its start (best epoch 0:
     no epoch helped; a standalone DSN is then refused by :meth:`DomainTrainResult.check_registrable`).
     With ``options.stats`` the DSN also reads the domain's causal count statistics
-    (:mod:`unictr_core.modeling.stats`). After the best epoch is restored, the DSN's calibration is fitted on
-    the validation part (:mod:`unictr_core.fit.calibration`) and the held-out part is scored with it.
+    (:mod:`unictr_core.modeling.stats`). After the best epoch is restored, a residual DSN's correction is
+    shrunk on the validation part (``config.dsn_shrinkage``, :mod:`unictr_core.fit.shrinkage`), then the DSN's
+    calibration is fitted there (:mod:`unictr_core.fit.calibration`) and the held-out part is scored with it.
 
     On success the model holds the trained DSN; on failure the new DSN is removed again and the model is as
     before. Under torchrun (``options.dist_ctx``, default: this process's group) every rank caches its shard
@@ -379,6 +384,11 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                          score_start=True)
         seconds["train"] = sum(run.train_seconds)
         tick = time.perf_counter()
+        shrinkage: Optional[Shrinkage] = None
+        if residual and config.dsn_shrinkage:
+            dsn_logits, general_logits = task.logits(1)
+            shrinkage = fit_shrinkage(general_logits, dsn_logits, parts.truth[0])
+            dsn.scale_correction(shrinkage.scale)
         _, valid_logits = task.scores(1)
         calibration = _calibrate(dsn, valid_logits, parts.truth[0])
         test_metrics, test_logits = task.scores(2, intervals=True)
@@ -390,7 +400,8 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
     return DomainTrainResult(name=name, best_epoch=run.stopping.epoch, valid_auc=run.stopping.details,
                              test=test_metrics, seconds=seconds, cache=options.cache, cache_bytes=parts.cache_bytes,
                              rows={"train": len(train), "valid": len(valid), "test": len(test)}, history=run.history,
-                             residual=residual, calibration=calibration.to_dict(), stats=options.stats,
+                             residual=residual, shrinkage=shrinkage.to_dict() if shrinkage else {},
+                             calibration=calibration.to_dict(), stats=options.stats,
                              ids=options.ids and dsn.id_embedding is not None,
                              test_probs=_sigmoid(test_logits))
 
