@@ -75,6 +75,8 @@ def add_once(args, seed: int) -> dict:
         config = replace(config, head_lr=domain_add_head_lr(args.lr))
     if args.weight_decay is not None:
         config = replace(config, weight_decay=args.weight_decay)
+    if not args.dsn_shrinkage:
+        config = replace(config, dsn_shrinkage=False)
     options = DomainAddOptions(progress=False, stats=args.stats, ids=args.dsn_ids)
     result = workflows.train_dsn(plan, config, options)
     added = time.perf_counter() - tick
@@ -88,7 +90,7 @@ def add_once(args, seed: int) -> dict:
         raw = (logits - calibration["bias"]) / calibration["scale"]
         out[UNCALIBRATED] = scored(labels, 1 / (1 + np.exp(-raw)), added)
     out[DSN].update(best_epoch=result.best_epoch, epochs_run=len(result.history) - 1, plan_seconds=planned,
-                    history=result.history, rows=result.rows)
+                    history=result.history, rows=result.rows, shrinkage=result.shrinkage.get("scale"))
     return out, plan, predictions.probs
 
 
@@ -173,6 +175,8 @@ def main(argv=None) -> dict:
                         "--standalone) instead of a residual one")
     parser.add_argument("--no-dsn-ids", dest="dsn_ids", action="store_false",
                         help="leave the DSN's own ID embeddings at zero (domain add --no-dsn-ids)")
+    parser.add_argument("--no-dsn-shrinkage", dest="dsn_shrinkage", action="store_false",
+                        help="keep the DSN's correction as trained (domain add --no-dsn-shrinkage)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: a shared CPU)")
     parser.add_argument("--out", type=Path, default=None, help="write every number as JSON here")
     args = parser.parse_args(argv)
@@ -185,7 +189,9 @@ def main(argv=None) -> dict:
         scores, plan, dsn_probs = add_once(args, seed)
         scores.update(baselines_once(plan, args.baselines, seed, dsn_probs))
         runs.append(scores)
-        print(f"seed {seed}: DSN {scores[DSN]['auc']:.4f} (best epoch {scores[DSN]['best_epoch']}), zero-shot "
+        kept = scores[DSN]["shrinkage"]
+        print(f"seed {seed}: DSN {scores[DSN]['auc']:.4f} (best epoch {scores[DSN]['best_epoch']}"
+              f"{'' if kept is None else f', correction kept {kept:g}'}), zero-shot "
               f"{scores[ZERO_SHOT]['auc']:.4f}, {scores[DSN]['seconds']:.1f} s", flush=True)
     table = summary(runs)
     checks = targets(table)

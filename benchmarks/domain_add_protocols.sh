@@ -11,6 +11,9 @@
 #
 #   PROTOCOLS="horror all_beauty fashion" SEEDS="0 1 2" THREADS=2 benchmarks/domain_add_protocols.sh
 #
+# Further arguments go to domain_add_protocol.py (e.g. --no-dsn-shrinkage; TAG then names the JSON files:
+# $WORK/domain-add-protocols/<protocol><TAG>.json).
+#
 # A core is trained only when its home is missing (HOMES/<protocol>); each protocol writes
 # $WORK/domain-add-protocols/<protocol>.json and prints its table. Run it alone on the machine for wall times.
 set -euo pipefail
@@ -51,5 +54,5 @@ for protocol in $PROTOCOLS; do
   esac
   # shellcheck disable=SC2086
   python benchmarks/domain_add_protocol.py --home "$HOMES/$protocol" --data "$data" --domain "$protocol" \
-    --seeds $SEEDS --threads "$THREADS" --out "$OUT/$protocol.json"
+    --seeds $SEEDS --threads "$THREADS" --out "$OUT/$protocol${TAG:-}.json" "$@"
 done
