@@ -18,6 +18,7 @@ from unictr_core.fit.training import build_model, train_unictr
 from unictr_core.modeling.networks import DsnSpec
 from unictr_core.modeling.predict import predict_samples
 from unictr_core.store.loading import load_model
+from unictr_core.store.records import read_domain_record
 from unictr_core.store.writes import save_trained
 
 runner = CliRunner()
@@ -132,6 +133,10 @@ def test_train_cli_switches_the_shrinkage_off_and_shows_it(tiny_bert, tmp_path):
         tables[name] = [line.split()[-1] for line in lines[start + 2:] if line and not line.startswith("best epoch")]
     assert tables["off"] and set(tables["off"]) == {"-"}
     assert len(tables["on"]) == len(tables["off"]) and all(float(kept) in SCALES for kept in tables["on"])
+    stored = [read_domain_record(bundle)["metrics"] for bundle in sorted((tmp_path / "on" / "domains").iterdir())]
+    assert sorted(m["dsn_shrinkage"] for m in stored) == sorted(float(kept) for kept in tables["on"])
+    assert all("dsn_shrinkage" not in read_domain_record(bundle)["metrics"]
+               for bundle in (tmp_path / "off" / "domains").iterdir())
 
 
 def test_domain_add_shrinks_the_new_dsn_before_its_calibration(home, monkeypatch):
