@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (dsn_shrinkage_option, id_fields_option, id_history_option, id_lr_scale_option, set_threads, split_csv,
-                               threads_option, user_errors)
+from unictr_cli.common import (dsn_shrinkage_option, id_fields_option, id_history_option, id_lr_scale_option,
+                               set_threads, split_csv, threads_option, user_errors)
 from unictr_core.config import FILL_PRECISIONS, LR_SCHEDULES, BaselineSettings, ModelConfig, TrainConfig
 
 
@@ -82,7 +82,8 @@ def benchmark(
         uni_lr_schedule=uni_lr_schedule, uni_head_lr=uni_head_lr, uni_dropout=uni_dropout,
         uni_fill_precision=uni_fill_precision, uni_ids=uni_ids, uni_id_history=uni_id_history,
         uni_id_fields=split_csv(uni_id_fields) or [], uni_id_lr_scale=uni_id_lr_scale,
-        uni_dsn_shrinkage=uni_dsn_shrinkage, uni_tune_layers=speed.parse_tune_layers(uni_tune_layers), uni_token_summary=uni_token_summary, seed=seed,
+        uni_dsn_shrinkage=uni_dsn_shrinkage, uni_tune_layers=speed.parse_tune_layers(uni_tune_layers),
+        uni_token_summary=uni_token_summary, seed=seed,
         holdout=split_csv(holdout) if holdout is not None else None,
         baseline=BaselineSettings(batch_size=batch_size, lr=lr, embed_dim=embed_dim, patience=patience),
     )

@@ -10,8 +10,8 @@ import typer
 
 from unictr_cli import launching
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (dsn_shrinkage_option, echo_field_usage, epoch_line, home_option, print_epoch, resolve_home,
-                               set_threads, split_csv, threads_option, user_errors, warn)
+from unictr_cli.common import (dsn_shrinkage_option, echo_field_usage, epoch_line, home_option, print_epoch,
+                               resolve_home, set_threads, split_csv, threads_option, user_errors, warn)
 from unictr_core.config import DOMAIN_ADD_DEFAULTS, DOMAIN_ADD_LR_SPAN, domain_add_head_lr
 from unictr_core.data.tables import format_table
 

@@ -8,9 +8,9 @@ from typing import Optional
 import typer
 
 from unictr_cli import speed_options as speed
-from unictr_cli.common import (echo_field_usage, home_option, id_fields_option, id_history_option,
-                               id_lr_scale_option, dsn_shrinkage_option, print_epoch, resolve_home, set_threads, split_csv,
-                               threads_option, user_errors, warn)
+from unictr_cli.common import (dsn_shrinkage_option, echo_field_usage, home_option, id_fields_option,
+                               id_history_option, id_lr_scale_option, print_epoch, resolve_home, set_threads,
+                               split_csv, threads_option, user_errors, warn)
 from unictr_cli.launching import (dist_timeout_option, launch_options, nnodes_option, node_rank_option,
                                   nproc_option, process_group, rdzv_endpoint_option, rdzv_id_option,
                                   relaunch_under_torchrun)
