@@ -111,6 +111,9 @@ def test_timings_and_what_was_used_are_reported(full_run):
     assert report["options"]["uni_backbone"].endswith("tiny")
     assert report["options"]["uni_tune_layers"] == 1 and "LoRA in the top 1 layers" in output
     assert report["options"]["baseline"]["patience"] == 1 and "patience 1 on validation AUC" in output
+    shrinkage = report["models"]["unictr"]["dsn_shrinkage"]     # on by default: one share per joint domain
+    assert report["options"]["uni_dsn_shrinkage"] is True and set(shrinkage) == set(report["dataset"]["joint_domains"])
+    assert all(0.0 <= m["scale"] <= 1.0 for m in shrinkage.values())
     if importlib.util.find_spec("matplotlib") is None:
         assert "matplotlib is not installed" in output and not (out / "benchmark.png").exists()
     else:
@@ -143,3 +146,19 @@ def test_bad_options_fail_with_a_clear_message(dataset, tmp_path):
     assert result.exit_code == 1 and "unknown model(s) nosuch" in result.output
     result = _cli("--data", str(dataset), "--out", str(tmp_path), "--models", "deepfm", "--holdout", "garden")
     assert result.exit_code == 1 and "holdout domain(s) garden" in result.output
+
+
+def test_the_cli_passes_the_shrinkage_switch(dataset, tmp_path, monkeypatch):
+    from unictr_core import benchmark
+
+    seen = []
+
+    def fake_run(data, options, log=None, progress=False):
+        seen.append(options)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(benchmark, "run_benchmark", fake_run)
+    for flag, expected in (([], True), (["--no-uni-dsn-shrinkage"], False)):
+        result = _cli("--data", str(dataset), "--out", str(tmp_path), "--models", "unictr", *flag)
+        assert result.exit_code == 0, result.output
+        assert seen[-1].uni_dsn_shrinkage is expected
