@@ -136,8 +136,8 @@ def train(
             return
         warn(done.notes)
         result = done.training
-        rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"], f"{m['dsn_shrinkage']:g}" if "dsn_shrinkage" in m else "-"]
-                for d, m in result.valid_metrics.items()]
+        rows = [[d, m["rows"], m["auc"], m["logloss"], m["general_auc"],
+                 f"{m['dsn_shrinkage']:g}" if "dsn_shrinkage" in m else "-"] for d, m in result.valid_metrics.items()]
         typer.echo(format_table(["domain", "valid rows", "AUC (DSN)", "logloss", "AUC (general)", "DSN kept"], rows))
         typer.echo(f"best epoch {result.best_epoch}, {result.seconds:.0f} s ({result.precision}"
                    f"{cache_text(result.cache)}); core {done.fingerprint[:12]} and {len(plan.domains)} domain "
