@@ -16,7 +16,7 @@ from unictr_core.fit.shrinkage import SCALES, fit_shrinkage, logit
 from unictr_core.config import TrainConfig
 from unictr_core.fit.training import build_model, train_unictr
 from unictr_core.modeling.networks import DsnSpec
-from unictr_core.modeling.predict import predict_samples
+from unictr_core.modeling.predict import domain_metrics, predict_samples
 from unictr_core.store.loading import load_model
 from unictr_core.store.records import read_domain_record
 from unictr_core.store.writes import save_trained
@@ -114,6 +114,11 @@ def test_joint_training_shrinks_each_dsn_on_validation_and_reports_it(tiny_confi
         expected = general + fitted["scale"] * (logit(as_trained.probs[rows]) - general)
         np.testing.assert_allclose(logit(now.probs[rows]), expected, atol=1e-4)
         assert fitted["valid_logloss_after"] <= fitted["valid_logloss_before"]
+    # the reported validation metrics are those of the shrunk model as stored
+    fresh = domain_metrics(valid, now)
+    for domain, m in shrunk.valid_metrics.items():
+        assert m["auc"] == pytest.approx(fresh[domain]["auc"], abs=1e-6)
+        assert m["logloss"] == pytest.approx(fresh[domain]["logloss"], abs=1e-6)
     save_trained(shrunk.model, tmp_path / "home")
     loaded, _ = load_model(tmp_path / "home")
     np.testing.assert_allclose(predict_samples(loaded, valid).probs, now.probs, rtol=1e-6)

@@ -384,12 +384,12 @@ def train_domain(model: UniCTRModel, name: str, train: Sequence[Sample], valid: 
                          score_start=True)
         seconds["train"] = sum(run.train_seconds)
         tick = time.perf_counter()
+        valid_logits, general_logits = task.logits(1)
         shrinkage: Optional[Shrinkage] = None
         if residual and config.dsn_shrinkage:
-            dsn_logits, general_logits = task.logits(1)
-            shrinkage = fit_shrinkage(general_logits, dsn_logits, parts.truth[0])
+            shrinkage = fit_shrinkage(general_logits, valid_logits, parts.truth[0])
             dsn.scale_correction(shrinkage.scale)
-        _, valid_logits = task.scores(1)
+            valid_logits = shrinkage.apply(general_logits, valid_logits)
         calibration = _calibrate(dsn, valid_logits, parts.truth[0])
         test_metrics, test_logits = task.scores(2, intervals=True)
         seconds["evaluate"] = run.eval_seconds + time.perf_counter() - tick

@@ -30,6 +30,11 @@ class Shrinkage:
     logloss_before: Optional[float] = None  # the DSN as trained (scale 1)
     logloss_after: Optional[float] = None
 
+    def apply(self, general_logits, dsn_logits) -> np.ndarray:
+        """``general + scale * (dsn - general)``: what the shrunk DSN predicts, from the unshrunk logits."""
+        general = np.asarray(general_logits, dtype=np.float64)
+        return general + self.scale * (np.asarray(dsn_logits, dtype=np.float64) - general)
+
     def to_dict(self) -> dict:
         return {"scale": self.scale, "valid_rows": self.rows, "valid_logloss_before": self.logloss_before,
                 "valid_logloss_after": self.logloss_after}
@@ -49,11 +54,10 @@ def fit_shrinkage(general_logits, dsn_logits, labels) -> Shrinkage:
     if not general.shape == dsn.shape == y.shape:
         raise ValueError(f"general logits, DSN logits and labels differ in length: {general.size}, {dsn.size}, "
                          f"{y.size}")
-    correction = dsn - general
     if y.size == 0 or y.min() == y.max():
-        before = _logloss(y, general + correction) if y.size else None
+        before = _logloss(y, dsn) if y.size else None
         return Shrinkage(rows=int(y.size), logloss_before=before, logloss_after=before)
-    losses = {s: _logloss(y, general + s * correction) for s in SCALES}
+    losses = {s: _logloss(y, Shrinkage(s).apply(general, dsn)) for s in SCALES}
     best = max(SCALES)
     for s in sorted(SCALES, reverse=True):
         if losses[s] < losses[best]:

@@ -142,10 +142,7 @@ def train_unictr(train: Sequence[Sample], valid: Sequence[Sample], model_config:
     best_auc = best.score if best.details and mean_auc(best.details) is not None else None
     valid_metrics, shrinkage = best.details or {}, {}
     if train_config.dsn_shrinkage and any(dsn.residual for dsn in model.dsns.values()):
-        shrinkage = task.shrink_dsns()
-        valid_metrics = task.evaluate().details
-        for domain, fitted in shrinkage.items():
-            valid_metrics[domain]["dsn_shrinkage"] = fitted["scale"]
+        shrinkage, valid_metrics = task.shrink_dsns()
         best_auc = mean_auc(valid_metrics)
     return TrainResult(model=model, best_epoch=best.epoch, best_valid_auc=best_auc, valid_metrics=valid_metrics,
                        seconds=time.perf_counter() - started, history=run.history, distributed=ctx.describe(),
@@ -244,14 +241,17 @@ class _JointEpochs(GlobalBatchEpochs):
         return Evaluation(mean_auc(per_domain), mean_domain_metric(per_domain, "logloss"), details=per_domain,
                           extra={"valid": per_domain})
 
-    def shrink_dsns(self) -> dict[str, dict]:
+    def shrink_dsns(self) -> tuple[dict[str, dict], dict[str, dict]]:
         """Choose each residual DSN's shrinkage on its domain's validation rows and fold it into the DSN
-        (:mod:`unictr_core.fit.shrinkage`); every rank computes the same from the gathered predictions."""
+        (:mod:`unictr_core.fit.shrinkage`); every rank computes the same from the gathered predictions. Returns
+        the shrinkage per domain and the validation metrics of the shrunk DSNs (from the same predictions:
+        one pass over the validation rows), each domain's with its ``dsn_shrinkage``."""
         predictions = gathered_predictions(self.model, self.valid_set, self.valid_rows, len(self.valid),
                                            self.config.eval_batch_size, self.ctx, self.precision, self.valid_cache)
         domains = np.asarray([s.domain for s in self.valid])
         labels = np.asarray([s.label for s in self.valid])
         general, dsn_logits = logit(predictions.general_probs), logit(predictions.probs)
+        probs = predictions.probs.copy()
         chosen = {}
         for domain, dsn in self.model.dsns.items():
             rows = domains == domain
@@ -260,7 +260,12 @@ class _JointEpochs(GlobalBatchEpochs):
             fitted = fit_shrinkage(general[rows], dsn_logits[rows], labels[rows])
             dsn.scale_correction(fitted.scale)
             chosen[domain] = fitted.to_dict()
-        return chosen
+            if fitted.scale != 1.0:
+                probs[rows] = 1.0 / (1.0 + np.exp(-fitted.apply(general[rows], dsn_logits[rows])))
+        per_domain = domain_metrics(self.valid, replace(predictions, probs=probs))
+        for domain, fitted in chosen.items():
+            per_domain[domain]["dsn_shrinkage"] = fitted["scale"]
+        return chosen, per_domain
 
 
 def cache_below_cut(model: UniCTRModel, train_set: EncodedSamples, valid_set: EncodedSamples, config: TrainConfig,
